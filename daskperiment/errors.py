@@ -1,0 +1,163 @@
+"""Errors raised by daskperiment.
+
+Every error derives from :class:`DaskperimentError`; where a built-in exception fits it is mixed
+in (``TrialNotFound`` is also a ``KeyError``), so callers can catch either the specific class,
+the package root or the familiar built-in. Errors carry their data as attributes so that callers
+never parse messages, and each message says what was wrong and what to do about it.
+
+Errors of the object store underneath live in ``store.errors``; they are not wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def _names(names: Iterable[object]) -> str:
+    """``'a', 'b'`` for a message, or ``(none)`` when there is nothing to list."""
+    listed = ", ".join(repr(n) for n in sorted(names, key=str))
+    return listed or "(none)"
+
+
+class DaskperimentError(Exception):
+    """Root of every error daskperiment raises."""
+
+
+class NotFound(DaskperimentError, KeyError):
+    """Something looked up by name or id does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message otherwise
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidExperimentId(DaskperimentError, ValueError):
+    """An experiment id contains characters other than letters, digits, ``_`` and ``-``."""
+
+    def __init__(self, experiment_id: object) -> None:
+        self.experiment_id = experiment_id
+        super().__init__(
+            f"Experiment ID must be a non-empty string of letters, digits, '_' and '-', "
+            f"got {experiment_id!r}"
+        )
+
+
+class ExperimentNotFound(NotFound):
+    """No experiment with this id has been recorded in the store."""
+
+    def __init__(self, experiment_id: str, where: str = "") -> None:
+        self.experiment_id = experiment_id
+        self.where = where
+        super().__init__(
+            f"experiment {experiment_id!r} not found"
+            + (f" in {where}" if where else "")
+            + "; check the id and the store (daskperiment.list_experiments lists them)"
+        )
+
+
+class ParameterUndefined(DaskperimentError, ValueError):
+    """A trial needs parameters that have neither a value nor a default."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = sorted(names)
+        super().__init__(
+            f"parameters without a value: {_names(self.names)}; "
+            "set them with ex.set_parameters(name=value) before computing"
+        )
+
+
+class UnknownParameter(NotFound):
+    """A parameter name was used that the experiment never declared."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(
+            f"parameter {name!r} is not declared in this experiment "
+            f"(declared: {_names(self.known)}); declare it first with ex.parameter({name!r})"
+        )
+
+
+class TrialNotFound(NotFound):
+    """No trial with this id has been recorded."""
+
+    def __init__(self, trial_id: object, experiment_id: str = "", last: int | None = None) -> None:
+        self.trial_id = trial_id
+        self.experiment_id = experiment_id
+        self.last = last
+        where = f" in experiment {experiment_id!r}" if experiment_id else ""
+        hint = (
+            "no trial has run yet; call .compute() on a result first"
+            if not last
+            else f"trial ids run from 1 to {last}"
+        )
+        super().__init__(f"trial {trial_id!r} not found{where}; {hint}")
+
+
+class StepNotFound(NotFound):
+    """No step (decorated function) with this name exists, or none ran in the trial."""
+
+    def __init__(self, step: str, known: Iterable[str] = (), trial_id: int | None = None) -> None:
+        self.step = step
+        self.known = sorted(known)
+        self.trial_id = trial_id
+        where = f" in trial {trial_id}" if trial_id is not None else ""
+        super().__init__(f"step {step!r} not found{where}; known steps: {_names(self.known)}")
+
+
+class PersistedNotFound(NotFound):
+    """A step's output was not persisted in the given trial."""
+
+    def __init__(self, step: str, trial_id: int) -> None:
+        self.step = step
+        self.trial_id = trial_id
+        super().__init__(
+            f"no persisted output of step {step!r} in trial {trial_id}; only steps decorated "
+            "with @ex.persist keep their output, and only in trials where they ran"
+        )
+
+
+class MetricNotFound(NotFound):
+    """No metric with this key was saved in the given trial."""
+
+    def __init__(self, key: str, trial_id: int | None = None, known: Iterable[str] = ()) -> None:
+        self.key = key
+        self.trial_id = trial_id
+        self.known = sorted(known)
+        where = f" in trial {trial_id}" if trial_id is not None else ""
+        super().__init__(
+            f"metric {key!r} not found{where}; saved metrics: {_names(self.known)} "
+            "(ex.get_metric_keys(trial_id) lists them)"
+        )
+
+
+class NotInTrial(DaskperimentError, RuntimeError):
+    """Something that only makes sense inside a running step was used outside of one."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what} is only available inside a step while a trial runs "
+            "(a function decorated with @ex, @ex.persist or @ex.result, during .compute())"
+        )
+
+
+class ConflictError(DaskperimentError):
+    """Two things claim the same name or slot and daskperiment will not pick one silently."""
+
+    def __init__(self, what: str, detail: str, hint: str = "") -> None:
+        self.what = what
+        self.detail = detail
+        self.hint = hint
+        super().__init__(f"{what}: {detail}" + (f"; {hint}" if hint else ""))
+
+
+class RecordError(DaskperimentError):
+    """A trial record could not be written or read back; the trial is not safely recorded."""
+
+    def __init__(self, trial_id: object, reason: str) -> None:
+        self.trial_id = trial_id
+        self.reason = reason
+        super().__init__(
+            f"could not record trial {trial_id!r}: {reason}; the trial's result is not saved, "
+            "check that the store is writable and reachable, then run the trial again"
+        )
