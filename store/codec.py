@@ -1,4 +1,518 @@
-"""Codecs: turn values into canonical bytes and back, choosing the encoding by type.
+"""Codecs: turn values into canonical bytes (a *body*) and back, choosing the encoding by type.
 
-(Interface; implementation in progress.)
+Every object is stored as a *kind* (a short ASCII type tag) and a *body*. The object's digest is
+``xxh3_128(kind + b"\\0" + body)`` (:func:`store.digest.hash_chunks`), so two values get the
+same digest exactly when their kinds and bodies are equal. :func:`encode` picks the first codec
+that fits the value's exact type (subclasses of ``dict``, ``str``, ``float``, ``np.ndarray``,
+... are not the built-ins they extend and go to ``pickle``):
+
+``ndarray``  ``numpy.ndarray`` (exact type) of a bool, integer, float (up to 64 bits), complex (up
+    to 128 bits), ``datetime64``, ``timedelta64``, fixed-width ``str`` (``U``) or ``bytes``
+    (``S``) dtype. Object, structured, ``StringDType``, ``longdouble`` arrays and arrays of
+    zero-width items go to ``pickle``.
+``bytes``    ``bytes``, ``bytearray``, ``memoryview``; decodes to ``bytes``.
+``pandas``   ``pandas.Series``, ``DataFrame`` and ``Index`` (see :mod:`store.codec_pandas` for
+    what is covered); one that cannot be represented exactly goes to ``pickle``.
+``json``     plain data, by the rules below.
+``pickle``   anything else, through cloudpickle.
+
+**json.** Accepted: ``dict`` with ``str`` keys, ``list``, ``tuple``, ``str``, ``int`` (any size),
+``float`` (including nan and infinities), ``bool``, ``None``, :class:`Link`, nested to any depth
+Python's recursion limit allows (exact types only; a cyclic value goes to ``pickle``). The body
+is ``json.dumps`` of the value translated as follows, with keys sorted by code point, separators
+``,`` and ``:`` with no whitespace, no ASCII escaping, encoded as UTF-8 (a string holding a lone
+surrogate cannot be UTF-8 and goes to ``pickle``):
+
+- ``str``, ``bool``, ``None``, ``list`` are written as JSON strings, ``true``/``false``,
+  ``null`` and arrays, so ``True`` and ``1`` stay distinct.
+- ``int``: decimal, unless its ``bit_length()`` exceeds 2048: then ``{"$int": "<hex>"}``
+  (lowercase hexadecimal, ``-`` prefix when negative), so no integer ever meets Python's limit
+  on decimal conversion.
+- ``float``: Python's shortest round-tripping ``repr`` (``1.0``, ``-0.0``, ``1e+16``), so a
+  float never reads back as an int; nan, inf and -inf are ``{"$float": "nan"}``,
+  ``{"$float": "inf"}`` and ``{"$float": "-inf"}`` (every nan is the same nan).
+- ``tuple``: ``{"$tuple": [items]}``.
+- :class:`Link`: ``{"$link": "<32 hex oid>"}``.
+- ``dict``: a JSON object, except that a dict with exactly one key which starts with ``$``
+  (and so could be taken for one of the escapes above) is written ``{"$dict": [key, value]}``.
+
+A JSON object with exactly one key starting with ``$`` is therefore always an escape; reading
+an escape this version does not know is an error. Every other object is a plain dict.
+
+**ndarray.** Body: a *framed* header ``{"dtype": D, "shape": [...]}`` followed by the array's
+items in C order. ``D`` is ``numpy.dtype.str`` of the dtype made little-endian (``<f8``,
+``|b1``, ``<U5``, ``<M8[ns]``), so native and byte-swapped, C-, Fortran-ordered and strided
+arrays with equal items hash the same. A C-contiguous little-endian array is hashed and written
+straight from its own memory, without a copy (mutating it before the write completes would
+store different bytes than were hashed). Decoding wraps the body with ``numpy.frombuffer``: the
+array shares the body's memory and is writable exactly when the body is (``bytearray`` or a
+writable ``memoryview``); if the body's memory is not aligned for the dtype, the array is
+copied.
+
+**Framing** (``ndarray``, ``pandas``, ``pickle``): canonical JSON header, padded with spaces so
+that the ``\\n`` that ends it is the last byte of a 64-byte block; then each buffer, starting at
+the next offset that is a multiple of 64 (zero bytes fill the gaps; nothing follows the last
+buffer).
+
+**bytes.** Body: the bytes themselves.
+
+**pickle.** Body: framed header ``{"buffers": [n0, n1, ...]}``; buffer 0 is a cloudpickle
+protocol-5 stream, the others its out-of-band buffers (so the memory of large arrays inside a
+pickled value is hashed and written without copies). **Decoding a pickle object runs code**
+chosen by whoever wrote it: only read pickle objects from stores you trust. Decoding ``json``,
+``ndarray``, ``pandas`` and ``bytes`` objects never unpickles and never runs code. Pickle
+digests are stable for a value pickled the same way, but not canonical: equal dicts built in a
+different order, or sets of strings under different ``PYTHONHASHSEED`` values, can pickle (and
+hash) differently. A :class:`Link` inside a value that needs pickle is refused
+(:class:`store.errors.EncodeError`): links are only followed inside ``json`` objects, and a
+link the store cannot see would not keep its target alive.
 """
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from .digest import Oid, hash_chunks, validate_oid
+from .errors import EncodeError, StoreError
+
+Chunk = bytes | bytearray | memoryview
+
+#: Every kind this version reads and writes.
+KINDS = ("json", "ndarray", "pandas", "bytes", "pickle")
+
+#: Buffers inside framed bodies start at multiples of this many bytes (so arrays are aligned).
+ALIGN = 64
+_MAX_DECIMAL_BITS = 2048  # ints wider than this are written in hex (see module docstring)
+_HEX_INT = re.compile(r"-?[0-9a-f]+")
+
+
+class DecodeError(StoreError, ValueError):
+    """A body is not a well-formed encoding of its kind (or the kind is unknown)."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A reference to another object, placed inside a JSON value (like a git tree entry).
+
+    The store follows links to compute reachability (gc, bundles, push/pull). Links compare and
+    hash by their oid.
+    """
+
+    oid: Oid
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "oid", validate_oid(self.oid))
+
+
+@dataclass
+class Encoded:
+    """An encoded value: its kind and its body as a list of chunks totalling ``size`` bytes.
+
+    Chunks may be views of the original value's memory; write or hash them before the value
+    changes.
+    """
+
+    kind: str
+    chunks: list[Chunk]
+    size: int
+
+    @property
+    def oid(self) -> Oid:
+        """The digest of this encoding (hashes the chunks; not cached)."""
+        return hash_chunks(self.kind, self.chunks)
+
+
+class _NotJson(Exception):
+    """Internal: the value is not plain JSON data."""
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def nbytes(chunk: Chunk) -> int:
+    """Length in bytes of a chunk (``len`` of a memoryview counts items, not bytes)."""
+    return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+
+
+def _canonical_json(tree: Any) -> bytes:
+    return json.dumps(
+        tree,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        check_circular=False,
+    ).encode("utf-8")
+
+
+def frame(kind: str, header: dict[str, Any], buffers: list[Chunk]) -> Encoded:
+    """Frame a canonical JSON ``header`` and ``buffers`` into a body (see the module doc)."""
+    head = _canonical_json(header)
+    pad = -(len(head) + 1) % ALIGN
+    chunks: list[Chunk] = [head + b" " * pad + b"\n"]
+    size = len(chunks[0])
+    for i, buf in enumerate(buffers):
+        n = nbytes(buf)
+        if i and size % ALIGN:
+            gap = -size % ALIGN
+            chunks.append(bytes(gap))
+            size += gap
+        if n:
+            chunks.append(buf)
+            size += n
+    return Encoded(kind, chunks, size)
+
+
+def unframe(body: Chunk) -> tuple[dict[str, Any], int]:
+    """Parse a framed header; return it and the offset where its buffers start."""
+    view = memoryview(body).cast("B")
+    scan = 4096  # headers are short; look further only for unusual ones (many columns)
+    while (end := bytes(view[:scan]).find(b"\n")) < 0:
+        if scan >= view.nbytes:
+            raise DecodeError("framed body has no header line")
+        scan *= 16
+    try:
+        header = json.loads(str(view[:end], "utf-8"), object_hook=json_hook)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"framed body header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise DecodeError("framed body header is not a JSON object")
+    return header, end + 1
+
+
+def split_buffers(body: Chunk, start: int, lengths: list[int]) -> list[memoryview]:
+    """Slice the buffers of the given ``lengths`` out of a framed body, checking its size."""
+    view = memoryview(body).cast("B")
+    out = []
+    offset = start
+    for i, n in enumerate(lengths):
+        if type(n) is not int or n < 0:
+            raise DecodeError(f"bad buffer length {n!r}")
+        if i:
+            offset += -offset % ALIGN
+        out.append(view[offset : offset + n])
+        offset += n
+    if offset != view.nbytes:
+        raise DecodeError(f"body is {view.nbytes} bytes but its header describes {offset}")
+    return out
+
+
+# --- json ------------------------------------------------------------------------------------
+
+
+def _tree_dict(value: dict) -> dict | dict[str, list]:
+    out = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _NotJson
+        out[key] = to_tree(item)
+    if len(out) == 1:
+        ((key, item),) = out.items()
+        if key.startswith("$"):
+            return {"$dict": [key, item]}
+    return out
+
+
+def _tree_int(value: int) -> int | dict[str, str]:
+    if value.bit_length() > _MAX_DECIMAL_BITS:
+        return {"$int": format(value, "x")}
+    return value
+
+
+def _tree_float(value: float) -> float | dict[str, str]:
+    if math.isfinite(value):
+        return value
+    return {"$float": "nan" if value != value else ("inf" if value > 0 else "-inf")}
+
+
+_TREE: dict[type, Callable[[Any], Any]] = {
+    str: lambda v: v,
+    bool: lambda v: v,
+    type(None): lambda v: v,
+    int: _tree_int,
+    float: _tree_float,
+    list: lambda v: [to_tree(x) for x in v],
+    tuple: lambda v: {"$tuple": [to_tree(x) for x in v]},
+    dict: _tree_dict,
+}
+
+
+def to_tree(value: Any) -> Any:
+    """Translate plain data into the JSON tree that is dumped canonically (escapes applied).
+
+    Raises an internal ``_NotJson`` for anything that is not plain data.
+    """
+    convert = _TREE.get(type(value))
+    if convert is not None:
+        return convert(value)
+    if type(value) is Link:
+        return {"$link": value.oid}
+    raise _NotJson
+
+
+def _escape(key: str, value: Any) -> Any:
+    if key == "$tuple" and type(value) is list:
+        return tuple(value)
+    if key == "$float" and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if key == "$link" and type(value) is str:
+        return Link(Oid(value))
+    if key == "$int" and type(value) is str and _HEX_INT.fullmatch(value):
+        return int(value, 16)
+    if key == "$dict" and type(value) is list and len(value) == 2 and type(value[0]) is str:
+        return {value[0]: value[1]}
+    raise DecodeError(
+        f"unknown or malformed escape {{{key!r}: ...}} in a json object; "
+        "it may have been written by a newer version"
+    )
+
+
+def json_hook(obj: dict[str, Any]) -> Any:
+    """``object_hook`` for ``json.loads`` that undoes the escapes (applied bottom-up)."""
+    if len(obj) == 1:
+        ((key, value),) = obj.items()
+        if key.startswith("$"):
+            return _escape(key, value)
+    return obj
+
+
+def _encode_json(value: Any) -> Encoded | None:
+    try:
+        body = _canonical_json(to_tree(value))
+    except (_NotJson, RecursionError, UnicodeEncodeError):
+        return None
+    return Encoded("json", [body], len(body))
+
+
+def _decode_json(body: Chunk) -> Any:
+    try:
+        return json.loads(str(body, "utf-8"), object_hook=json_hook)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"json body is malformed: {exc}") from None
+
+
+def find_links(kind: str, body: Chunk) -> list[Oid]:
+    """Oids of the :class:`Link` values inside a ``json`` body, each once, in order of
+    appearance in the body; ``[]`` for every other kind."""
+    if kind != "json" or b'"$link"' not in bytes(body):
+        return []
+    found: dict[Oid, None] = {}
+
+    def hook(obj: dict[str, Any]) -> Any:
+        value = json_hook(obj)
+        if type(value) is Link:
+            found[value.oid] = None
+        return value
+
+    try:
+        json.loads(str(body, "utf-8"), object_hook=hook)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"json body is malformed: {exc}") from None
+    return list(found)
+
+
+# --- ndarray ---------------------------------------------------------------------------------
+
+_ARRAY_KINDS = frozenset("biufcmMUS")
+_DTYPE_STR = re.compile(r"[<|][biufcmMUS]\d{1,9}(\[\d*[a-zA-Z]+\])?")
+
+
+def canonical_dtype(dtype: np.dtype) -> np.dtype | None:
+    """The little-endian dtype an array of ``dtype`` is stored as, or None if unsupported."""
+    if (
+        dtype.kind not in _ARRAY_KINDS
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+        or dtype.metadata
+        or dtype.itemsize == 0
+        or (dtype.kind == "f" and dtype.itemsize > 8)
+        or (dtype.kind == "c" and dtype.itemsize > 16)
+    ):
+        return None
+    return dtype.newbyteorder("<")
+
+
+def array_buffer(array: np.ndarray, dtype: np.dtype) -> memoryview:
+    """The C-order little-endian bytes of ``array`` as a flat byte view; copies only when the
+    array is not already C-contiguous little-endian."""
+    contiguous = array.astype(dtype, order="C", copy=False)
+    return memoryview(contiguous.reshape(-1).view(np.uint8))
+
+
+def _encode_ndarray(array: np.ndarray) -> Encoded | None:
+    dtype = canonical_dtype(array.dtype)
+    if dtype is None:
+        return None
+    header = {"dtype": dtype.str, "shape": list(array.shape)}
+    return frame("ndarray", header, [array_buffer(array, dtype)])
+
+
+def parse_dtype(text: object) -> np.dtype:
+    """The dtype written as ``text`` in a header, refusing anything but supported kinds."""
+    if type(text) is not str or not _DTYPE_STR.fullmatch(text):
+        raise DecodeError(f"unsupported array dtype {text!r}")
+    try:
+        dtype = np.dtype(text)
+    except TypeError as exc:
+        raise DecodeError(f"unsupported array dtype {text!r}: {exc}") from None
+    if canonical_dtype(dtype) is None:
+        raise DecodeError(f"unsupported array dtype {text!r}")
+    return dtype
+
+
+def check_shape(shape: object) -> list[int]:
+    """``shape`` from a header, if it is a list of non-negative ints."""
+    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
+        raise DecodeError(f"bad array shape {shape!r}")
+    return shape
+
+
+def array_from_buffer(buf: memoryview, dtype: np.dtype, shape: list[int]) -> np.ndarray:
+    """Wrap ``buf`` as an array (no copy unless misaligned), checking its size."""
+    count = math.prod(shape)
+    if count * dtype.itemsize != buf.nbytes:
+        raise DecodeError(
+            f"array of shape {shape} and dtype {dtype.str} needs {count * dtype.itemsize} "
+            f"bytes, body holds {buf.nbytes}"
+        )
+    array = np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
+    if not array.flags.aligned:
+        array = array.copy()
+    return array
+
+
+def _decode_ndarray(body: Chunk) -> np.ndarray:
+    header, start = unframe(body)
+    dtype = parse_dtype(header.get("dtype"))
+    shape = check_shape(header.get("shape"))
+    (buf,) = split_buffers(body, start, [math.prod(shape) * dtype.itemsize])
+    return array_from_buffer(buf, dtype, shape)
+
+
+# --- bytes -----------------------------------------------------------------------------------
+
+
+def _encode_bytes(value: bytes | bytearray | memoryview) -> Encoded:
+    view = memoryview(value)
+    view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    return Encoded("bytes", [view], view.nbytes)
+
+
+# --- pickle ----------------------------------------------------------------------------------
+
+
+class _LinkInPickle(Exception):
+    pass
+
+
+class _Pickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is Link:
+            raise _LinkInPickle
+        return super().reducer_override(obj)
+
+
+def _encode_pickle(value: Any) -> Encoded:
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    try:
+        _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
+    except _LinkInPickle:
+        raise EncodeError(
+            f"a {_type_name(value)} holding a store.Link cannot be stored: links are only "
+            "tracked inside plain JSON data (dict/list/tuple/str/int/float/bool/None); "
+            "put the other parts as separate objects and link to them from a plain dict"
+        ) from None
+    except Exception as exc:  # cloudpickle raises many types (PicklingError, TypeError, ...)
+        raise EncodeError(f"cannot encode a value of type {_type_name(value)}: {exc}") from exc
+    raws: list[Chunk] = [stream.getbuffer()]
+    raws += [buf.raw() for buf in buffers]
+    return frame("pickle", {"buffers": [nbytes(r) for r in raws]}, raws)
+
+
+def _decode_pickle(body: Chunk) -> Any:
+    header, start = unframe(body)
+    lengths = header.get("buffers")
+    if type(lengths) is not list or not lengths:
+        raise DecodeError("pickle body header has no buffer list")
+    stream, *buffers = split_buffers(body, start, lengths)
+    return pickle.loads(stream, buffers=buffers)
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- dispatch --------------------------------------------------------------------------------
+
+
+def _is_pandas(value: Any) -> bool:
+    # pandas is imported only once a pandas object exists, which keeps `import store` light.
+    if "pandas" not in sys.modules:
+        return False
+    module = type(value).__module__
+    return module == "pandas" or module.startswith("pandas.")
+
+
+def encode(value: Any) -> Encoded:
+    """Encode ``value`` with the first codec that fits it (see the module docstring).
+
+    Raises :class:`store.errors.EncodeError` naming the type when nothing can encode it.
+    """
+    cls = type(value)
+    enc: Encoded | None = None
+    if cls is np.ndarray:
+        enc = _encode_ndarray(value)
+    elif cls is bytes or cls is bytearray or cls is memoryview:
+        enc = _encode_bytes(value)
+    elif _is_pandas(value):
+        from . import codec_pandas
+
+        enc = codec_pandas.encode(value)
+    else:
+        enc = _encode_json(value)
+    return enc if enc is not None else _encode_pickle(value)
+
+
+def decode(kind: str, body: Chunk) -> Any:
+    """Decode a body of the given kind. Only ``pickle`` bodies can run code while decoding.
+
+    Raises :class:`DecodeError` for an unknown kind or a malformed body.
+    """
+    if kind == "json":
+        return _decode_json(body)
+    if kind == "ndarray":
+        return _decode_ndarray(body)
+    if kind == "bytes":
+        return bytes(body)
+    if kind == "pandas":
+        from . import codec_pandas
+
+        return codec_pandas.decode(body)
+    if kind == "pickle":
+        return _decode_pickle(body)
+    raise DecodeError(f"unknown object kind {kind!r}; it may have been written by a newer version")
+
+
+def digest(value: Any) -> Oid:
+    """The oid ``value`` would be stored under, without storing it."""
+    enc = encode(value)
+    return hash_chunks(enc.kind, enc.chunks)
