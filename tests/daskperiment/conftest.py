@@ -210,14 +210,20 @@ class Python:
         path = self.write(name, source)
         return self.run_args([sys.executable, str(path), *args], **kwargs)
 
-    def popen(self, source: str, name: str = "snippet.py", **kwargs: Any) -> subprocess.Popen:
-        """Start ``source`` without waiting (stdout/stderr to files in the directory)."""
+    def popen(
+        self,
+        source: str,
+        name: str = "snippet.py",
+        env: dict[str, str] | None = None,
+        pythonpath: list[str] = (),
+    ) -> subprocess.Popen:
+        """Start ``source`` without waiting (stdout and stderr to ``<name>.out``)."""
         path = self.write(name, source)
         out = open(self.directory / f"{name}.out", "w")  # noqa: SIM115 - closed with the process
         return subprocess.Popen(
             [sys.executable, str(path)],
             cwd=self.directory,
-            env=subprocess_env(**kwargs),
+            env=subprocess_env(env, pythonpath),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

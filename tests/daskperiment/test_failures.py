@@ -1,0 +1,289 @@
+"""Failures: every trial is recorded whatever happens to it, and errors say what to do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import daskperiment
+from daskperiment.errors import DaskperimentError
+
+
+def two_steps(ex: Any, fail: BaseException | None = None) -> Any:
+    """``a + b`` then ``10 / s``; the second step raises ``fail`` when given."""
+    a = ex.parameter("a")
+    b = ex.parameter("b")
+
+    @ex
+    def prepare_data(a, b):
+        return a + b
+
+    @ex.result
+    def calculate_score(s):
+        if fail is not None:
+            raise fail
+        return 10 / s
+
+    return calculate_score(prepare_data(a, b))
+
+
+def test_exception_in_a_step_is_recorded_and_reraised() -> None:
+    ex = daskperiment.Experiment(id="fail_pj")
+    s = two_steps(ex, fail=ValueError("bad value"))
+    ex.set_parameters(a=1, b=2)
+    with pytest.raises(ValueError, match="bad value"):
+        s.compute()
+    assert ex.trial_id == 1
+    history = ex.get_history()
+    assert history["Success"].tolist() == [False]
+    assert history.loc[1, "Description"] == "ValueError(bad value)"
+    assert pd.isna(history.loc[1, "Result"])
+    trial = ex.get_trial(1)
+    assert trial["status"] == "failed"
+    assert "ValueError: bad value" in trial["traceback"]
+    assert "calculate_score" in trial["traceback"]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_keyboard_interrupt_in_a_step_is_recorded_and_reraised(scheduler: str) -> None:
+    ex = daskperiment.Experiment(id="interrupt_pj")
+    s = two_steps(ex, fail=KeyboardInterrupt())
+    ex.set_parameters(a=1, b=2)
+    with pytest.raises(KeyboardInterrupt):
+        s.compute(scheduler=scheduler)
+    history = ex.get_history()
+    assert history["Success"].tolist() == [False]
+    assert history.loc[1, "Description"].startswith("KeyboardInterrupt")
+    # the experiment is usable afterwards and the next trial takes the next id
+    ok = two_steps(ex)
+    assert ok.compute(scheduler=scheduler) == pytest.approx(10 / 3)
+    assert ex.get_history()["Success"].tolist() == [False, True]
+    assert ex.trial_id == 2
+
+
+def test_undefined_parameter_fails_before_any_trial_id_is_used() -> None:
+    ex = daskperiment.Experiment(id="undefined_pj")
+    s = two_steps(ex)
+    ex.set_parameters(a=1)
+    with pytest.raises(DaskperimentError, match="'b'") as info:
+        s.compute()
+    assert isinstance(info.value, ValueError)
+    assert "set_parameters" in str(info.value)
+    assert ex.trial_id == 0
+    assert len(ex.get_history()) == 0
+    ex.set_parameters(b=2)
+    assert s.compute() == pytest.approx(10 / 3)
+    assert ex.trial_id == 1
+    assert list(ex.get_history().index) == [1]
+
+
+def test_parameter_default_is_used_when_not_set() -> None:
+    ex = daskperiment.Experiment(id="default_pj")
+    a = ex.parameter("a", default=4)
+
+    @ex.result
+    def double(a):
+        return 2 * a
+
+    assert double(a).compute() == 8
+    assert ex.get_parameters(trial_id=1) == {"a": 4}
+
+
+def test_undeclared_name_in_set_parameters() -> None:
+    ex = daskperiment.Experiment(id="undeclared_pj")
+    two_steps(ex)
+    ex.set_parameters(a=1, b=2)
+    with pytest.raises(DaskperimentError, match="'c'") as info:
+        ex.set_parameters(a=5, c=3)
+    assert isinstance(info.value, KeyError)
+    assert "ex.parameter('c')" in str(info.value)
+    # nothing of the rejected call was applied
+    assert ex.get_parameters() == {"a": 1, "b": 2}
+
+
+def test_current_trial_id_outside_a_step() -> None:
+    ex = daskperiment.Experiment(id="current_pj")
+    a = ex.parameter("a")
+
+    @ex.result
+    def which_trial(a):
+        return ex.current_trial_id
+
+    with pytest.raises(DaskperimentError, match="inside a step") as info:
+        ex.current_trial_id  # noqa: B018 - the property access is what raises
+    assert isinstance(info.value, RuntimeError)
+    ex.set_parameters(a=0)
+    assert which_trial(a).compute() == 1
+    assert which_trial(a).compute() == 2
+    with pytest.raises(DaskperimentError):
+        ex.current_trial_id  # noqa: B018
+
+
+def test_save_metric_outside_a_step() -> None:
+    ex = daskperiment.Experiment(id="metric_outside_pj")
+    with pytest.raises(DaskperimentError, match="inside a step"):
+        ex.save_metric("loss", epoch=0, value=1.0)
+
+
+@pytest.mark.parametrize("bad", ["bad id", "a/b", "", "../up", "x.y"])
+def test_invalid_experiment_id(bad: str) -> None:
+    with pytest.raises(ValueError, match="^Experiment ID must be"):
+        daskperiment.Experiment(id=bad)
+
+
+KILLED_SCRIPT = """
+import pathlib
+import time
+
+import daskperiment
+
+ex = daskperiment.Experiment(id='killed_pj')
+a = ex.parameter('a')
+
+
+@ex.result
+def slow(a):
+    pathlib.Path('step-started').write_text('yes')
+    time.sleep(300)
+    return a
+
+
+ex.set_parameters(a=1)
+slow(a).compute()
+"""
+
+
+def wait_for(path: Path, proc: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, Path(f"{proc.args[-1]}.out").read_text()
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.05)
+
+
+def test_sigkilled_trial_shows_as_interrupted(python: Any, workdir: Path) -> None:
+    proc = python.popen(KILLED_SCRIPT, name="killed.py")
+    try:
+        wait_for(workdir / "step-started", proc)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    ex = daskperiment.Experiment(id="killed_pj")
+    assert ex.trial_id == 1
+    history = ex.get_history()
+    assert list(history.index) == [1]
+    assert history.loc[1, "a"] == 1
+    assert not history.loc[1, "Success"]
+    assert "interrupted" in history.loc[1, "Description"].lower()
+    assert ex.get_trial(1)["status"] == "failed"
+
+    a = ex.parameter("a")
+
+    @ex.result
+    def fast(a):
+        return a
+
+    ex.set_parameters(a=2)
+    assert fast(a).compute() == 2
+    assert ex.trial_id == 2
+    assert ex.get_history()["Success"].tolist() == [False, True]
+
+
+def test_sigkilled_trial_seen_from_a_new_process(python: Any, workdir: Path) -> None:
+    proc = python.popen(KILLED_SCRIPT, name="killed.py")
+    try:
+        wait_for(workdir / "step-started", proc)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run = python.run(
+        """
+        import daskperiment
+
+        ex = daskperiment.Experiment(id='killed_pj')
+        a = ex.parameter('a')
+
+
+        @ex.result
+        def fast(a):
+            return a
+
+
+        ex.set_parameters(a=3)
+        fast(a).compute()
+        history = ex.get_history()
+        report({'success': history['Success'].tolist(),
+                'description': history['Description'].tolist(),
+                'trial_id': ex.trial_id})
+        """,
+        name="after.py",
+    ).check()
+    state = run.result()
+    assert state["success"] == [False, True]
+    assert "interrupted" in state["description"][0].lower()
+    assert state["trial_id"] == 2
+
+
+class Unpicklable:
+    """A value that refuses every attempt to serialise it."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Unpicklable refuses to be pickled")
+
+    def __repr__(self) -> str:
+        return "Unpicklable()"
+
+
+def test_result_that_cannot_be_stored_warns_and_trial_is_recorded(dp_log: Any) -> None:
+    ex = daskperiment.Experiment(id="unstorable_pj")
+    a = ex.parameter("a")
+
+    @ex.result
+    def make_unpicklable(a):
+        return Unpicklable()
+
+    ex.set_parameters(a=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = make_unpicklable(a).compute()
+    assert isinstance(value, Unpicklable)
+    said = dp_log.messages("WARNING") + [str(w.message) for w in caught]
+    assert any("make_unpicklable" in m or "Unpicklable" in m for m in said), said
+    history = ex.get_history()
+    assert history["Success"].tolist() == [True]
+    assert "Unpicklable" in str(history.loc[1, "Result Type"])
+    assert ex.trial_id == 1
+
+
+def test_persisted_output_that_cannot_be_stored_warns_and_trial_is_recorded(
+    dp_log: Any,
+) -> None:
+    ex = daskperiment.Experiment(id="unstorable_persist_pj")
+    a = ex.parameter("a")
+
+    @ex.persist
+    def make_unpicklable(a):
+        return Unpicklable()
+
+    @ex.result
+    def use(obj):
+        return repr(obj)
+
+    ex.set_parameters(a=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert use(make_unpicklable(a)).compute() == "Unpicklable()"
+    said = dp_log.messages("WARNING") + [str(w.message) for w in caught]
+    assert any("make_unpicklable" in m for m in said), said
+    assert ex.get_history()["Success"].tolist() == [True]
+    with pytest.raises(KeyError):
+        ex.get_persisted("make_unpicklable", trial_id=1)
