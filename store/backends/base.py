@@ -9,13 +9,92 @@ several processes at once; each method documents what is atomic.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Union
+
+from ..errors import InvalidKey, KeyNotFound
 
 #: What ``put`` accepts: one bytes-like object, or several written one after the other
 #: (so large encoded values are written without being joined into one buffer first).
-Buffers = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memoryview]]]
+Buffers = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview]
+
+
+#: First key components a backend keeps for itself (temp files, lock files); never valid keys.
+RESERVED_TOP_LEVEL = frozenset({"tmp", "locks"})
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a well-formed backend key, else raise :class:`InvalidKey`.
+
+    A key is a non-empty ``/``-separated relative path: no leading or trailing ``/``, no empty,
+    ``.`` or ``..`` components, no backslash, NUL or other control character, and a first
+    component other than the reserved ``tmp`` and ``locks``. Every backend validates keys
+    before touching storage, so no key can ever name a path outside the store's root.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(key, f"keys are str, not {type(key).__name__}")
+    reason = _key_problem(key)
+    if reason:
+        raise InvalidKey(key, reason)
+    if key.partition("/")[0] in RESERVED_TOP_LEVEL:
+        raise InvalidKey(key, f"{key.partition('/')[0]!r} is reserved for the backend's own files")
+    return key
+
+
+_BAD_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def _key_problem(key: str) -> str:
+    if not key:
+        return "empty"
+    if key.startswith("/"):
+        return "absolute (starts with '/')"
+    if key.endswith("/"):
+        return "ends with '/'"
+    bad = _BAD_CHAR.search(key)
+    if bad:
+        ch = bad.group()
+        return "contains a backslash" if ch == "\\" else f"contains the control character {ch!r}"
+    if "//" in key:
+        return "has an empty component ('//')"
+    for part in key.split("/"):
+        if part in (".", ".."):
+            return f"has a {part!r} component"
+    return ""
+
+
+def validate_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it can start a key (``""``, ``"refs/"``, ``"refs/experiments/x/tr"``).
+
+    Same rules as :func:`validate_key` except that it may be empty or end with ``/``.
+    """
+    if not isinstance(prefix, str):
+        raise InvalidKey(prefix, f"prefixes are str, not {type(prefix).__name__}")
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    reason = _key_problem(body) if body else ""
+    if reason:
+        raise InvalidKey(prefix, reason)
+    return prefix
+
+
+def as_views(data: Buffers) -> list[memoryview]:
+    """``data`` as a list of flat byte views (no copies), whatever bytes-like shape it came in."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        parts: Iterable = (data,)
+    elif isinstance(data, str):
+        raise TypeError("backends store bytes; encode str values first")
+    else:
+        parts = data
+    views = []
+    for part in parts:
+        view = memoryview(part)
+        if view.ndim != 1 or view.itemsize != 1:
+            # cast() refuses non-contiguous buffers, which is right: they cannot be written
+            # in one piece without a copy the caller should make knowingly.
+            view = view.cast("B")
+        views.append(view)
+    return views
 
 
 @dataclass(frozen=True)
@@ -88,6 +167,24 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def delete_temp(self, name: str) -> None:
         """Remove one temp file named by ``list_temp``; a missing one is not an error."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | bytearray | memoryview]:
+        """Values of several keys at once; keys that do not exist are left out.
+
+        The default reads one key after the other; remote backends override it to fetch
+        concurrently (listing 10,000 refs on S3 is then not 10,000 round trips in a row).
+        """
+        out: dict[str, bytes | bytearray | memoryview] = {}
+        for key in keys:
+            try:
+                out[key] = self.get(key)
+            except KeyNotFound:
+                continue
+        return out
+
+    def touch(self, key: str) -> None:  # noqa: B027 - optional hook
+        """Set ``key``'s modification time to now (so ``gc``'s grace period counts from the
+        latest writer that found it already present). The default does nothing."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (threads, connections). The default does nothing."""

@@ -1,0 +1,688 @@
+"""A backend over any fsspec filesystem: ``memory://``, ``s3://`` (s3fs), ``file://`` and others.
+
+Keys are paths under ``root`` on the filesystem. How each operation is made atomic depends on
+the filesystem, and this backend says so rather than racing silently:
+
+=================  ================================  ================================  ================================
+filesystem          ``put``                           ``put_if_absent``                 ``swap``
+=================  ================================  ================================  ================================
+S3 (s3fs)           one PUT (or one multipart         PUT with ``If-None-Match: *``:    read value + ETag, then PUT with
+                    upload, visible only when         S3 lets exactly one writer        ``If-Match: <etag>`` (or
+                    completed): atomic                create the key                    ``If-None-Match``, or DELETE with
+                                                                                        ``If-Match``); on 412/409 re-read
+                                                                                        and compare again
+memory              one dict assignment: atomic       under a process-wide lock (the    under the same lock
+                                                      data lives in this process only)
+file:// (local)     temp file in ``tmp/`` +           under a lock object (below)       under a lock object (below)
+                    rename: atomic
+other filesystems   temp file + ``fs.mv``: atomic     lock object, only with            lock object, only with
+                    only where ``mv`` is a rename     ``trust_exclusive_create=True``;  ``trust_exclusive_create=True``;
+                                                      otherwise raises ``NotAtomic``    otherwise raises ``NotAtomic``
+=================  ================================  ================================  ================================
+
+Before the first conditional write to S3 the backend checks, once, that the server honours
+``If-None-Match`` and ``If-Match`` (a server that ignored them would let two writers both
+"win"); if it does not, ``put_if_absent`` and ``swap`` raise :class:`store.errors.NotAtomic`
+and ``atomic_put_if_absent`` / ``atomic_swap`` are False. A network failure after S3 applied a
+conditional PUT can make the client's retry see 412, so a create may then report "already
+existed" although it was this process's write; the store never reports two winners.
+
+**Lock objects** (file:// and, when trusted, other filesystems): ``locks/<xx>.lock`` is
+created with exclusive create (``open(path, "xb")``, ``O_EXCL`` locally) holding the owner
+(host, pid, random token) and time; the holder re-reads the key under the lock, writes
+(temp + rename) and removes the lock if it still holds its own token. A lock whose content has
+not changed for ``stale_lock_after`` seconds (default 30, measured by the waiting process's
+own clock, so clock skew between machines does not matter) is taken to belong to a dead
+process and is removed. This assumes a live holder never keeps a lock that long (it holds it
+for one read and one small write); on a filesystem so slow that it might, raise
+``stale_lock_after``.
+
+``durability="fsync"`` fsyncs temp files where the file object has a real descriptor (local);
+S3 acknowledges a PUT only once it is stored durably, so there is nothing more to do there.
+Temp files exist only for filesystems written by temp + rename; an interrupted S3 multipart
+upload is discarded by S3 (configure an AbortIncompleteMultipartUpload lifecycle rule for
+uploads cut off by a killed process). Large S3 values may be read with concurrent ranged
+GETs; objects never change once written, so that is safe for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import xxhash
+
+from ..errors import InvalidKey, KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
+from .base import (
+    RESERVED_TOP_LEVEL,
+    Backend,
+    Buffers,
+    KeyInfo,
+    as_views,
+    validate_key,
+    validate_prefix,
+)
+
+# One lock for every memory:// filesystem: fsspec keeps their files in one process-wide dict.
+_MEMORY_LOCK = threading.RLock()
+# S3 error codes meaning "the value changed between our read and our conditional write".
+_CAS_RETRY_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
+_PRECONDITION_CODES = {"PreconditionFailed", "412"}
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+_S3_SINGLE_PUT = 64 * 2**20  # larger values go up as a multipart upload in parts of this size
+
+
+class FsspecBackend(Backend):
+    """Keys as files on an fsspec filesystem (see the module docstring for atomicity).
+
+    ``url_or_fs`` is a URL (``"s3://bucket/store"``, ``"memory://x"``, ``"file:///data/s"``)
+    whose options come from ``storage_options`` and any extra keyword arguments, or an fsspec
+    filesystem instance with ``root`` the store's path on it (for a URL, ``root`` is appended).
+    """
+
+    def __init__(
+        self,
+        url_or_fs: Any,
+        root: str | None = None,
+        *,
+        read_only: bool = False,
+        durability: str = "atomic",
+        create: bool = True,
+        storage_options: dict[str, Any] | None = None,
+        lock_timeout: float = 60.0,
+        stale_lock_after: float = 30.0,
+        trust_exclusive_create: bool = False,
+        **more_storage_options: Any,
+    ) -> None:
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        if durability not in ("atomic", "fsync"):
+            raise ValueError(f"durability must be 'atomic' or 'fsync', not {durability!r}")
+        if isinstance(url_or_fs, str):
+            options = {**(storage_options or {}), **more_storage_options}
+            fs, path = fsspec.core.url_to_fs(url_or_fs, **options)
+            if root:
+                path = path.rstrip("/") + "/" + root.strip("/")
+            self._url = url_or_fs.rstrip("/") + ("/" + root.strip("/") if root else "")
+        else:
+            fs, path = url_or_fs, url_or_fs._strip_protocol(root or "")
+            self._url = f"{_protocols(fs)[0]}://{path}"
+        self.fs = fs
+        self.root = path.rstrip("/")
+        self._prefix = self.root + "/"
+        self.read_only = read_only
+        self.durability = durability
+        self.lock_timeout = lock_timeout
+        self.stale_lock_after = stale_lock_after
+        if "s3" in _protocols(fs) or "s3a" in _protocols(fs):
+            self._mode = "s3"
+        elif isinstance(fs, MemoryFileSystem):
+            self._mode = "memory"
+        elif isinstance(fs, LocalFileSystem):
+            self._mode = "local"
+        else:
+            self._mode = "generic"
+        self._trust_excl = trust_exclusive_create or self._mode == "local"
+        self._conditional_ok: bool | None = None  # S3: probed on first use
+        self._open_root(create)
+
+    def _open_root(self, create: bool) -> None:
+        if self._mode not in ("local", "generic"):
+            return  # S3 and memory have no directories to create
+        if self.fs.isdir(self.root):
+            return
+        if not create or self.read_only:
+            raise StoreNotFound(self._url)
+        with self._writing("", "the store directory"):
+            self.fs.makedirs(self.root, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def atomic_put_if_absent(self) -> bool:  # type: ignore[override]
+        return self._atomic()
+
+    @property
+    def atomic_swap(self) -> bool:  # type: ignore[override]
+        return self._atomic()
+
+    def _atomic(self) -> bool:
+        if self._mode == "s3":
+            return self._s3_conditional_ok()
+        return self._mode == "memory" or self._trust_excl
+
+    # helpers ---------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return self._prefix + validate_key(key)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(self._url, "it was opened with read_only=True")
+
+    def _require_atomic(self, op: str) -> None:
+        if not self._atomic():
+            why = (
+                "the S3 server ignores conditional writes (If-None-Match / If-Match)"
+                if self._mode == "s3"
+                else f"{type(self.fs).__name__} is not known to support atomic exclusive create; "
+                "pass trust_exclusive_create=True if its open(path, 'xb') is atomic"
+            )
+            raise NotAtomic(f"cannot {op} atomically on {self._url}: {why}")
+
+    @contextmanager
+    def _writing(self, key: str, what: str | None = None) -> Iterator[None]:
+        what = what or f"key {key!r}"
+        try:
+            yield
+        except (IsADirectoryError, NotADirectoryError) as exc:
+            raise InvalidKey(
+                key, "a key cannot be both a value and a prefix of other keys"
+            ) from exc
+        except OSError as exc:
+            if isinstance(exc, ReadOnlyStore) or not (
+                isinstance(exc, PermissionError) or exc.errno in _READ_ONLY_ERRNOS
+            ):
+                raise
+            raise ReadOnlyStore(self._url, f"cannot write {what}: {exc}") from exc
+
+    def _fresh(self, path: str) -> None:
+        # fsspec caches listings per instance; other processes change the store under us.
+        if self._mode != "memory":
+            self.fs.invalidate_cache(path)
+
+    # reads -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return self.fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyNotFound(key, self._url) from None
+
+    def _get_or_none(self, path: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def head(self, key: str, n: int) -> bytes:
+        if n <= 0:
+            if not self.exists(key):
+                raise KeyNotFound(key, self._url)
+            return b""
+        path = self._path(key)
+        try:
+            return self.fs.cat_file(path, start=0, end=n)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyNotFound(key, self._url) from None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | bytearray | memoryview]:
+        """Several values at once; on S3 the GETs run concurrently."""
+        by_path = {self._path(k): k for k in keys}
+        if not by_path:
+            return {}
+        if self._mode != "s3":
+            return super().get_many(by_path.values())
+        from fsspec.asyn import sync
+
+        paths = list(by_path)
+
+        async def fetch_all() -> list[Any]:
+            out: list[Any] = []
+            for i in range(0, len(paths), 64):  # bounded concurrency
+                batch = [self.fs._cat_file(p) for p in paths[i : i + 64]]
+                out += await asyncio.gather(*batch, return_exceptions=True)
+            return out
+
+        results = sync(self.fs.loop, fetch_all)
+        out: dict[str, bytes | bytearray | memoryview] = {}
+        for path, value in zip(paths, results, strict=True):
+            if isinstance(value, FileNotFoundError):
+                continue
+            if isinstance(value, BaseException):
+                raise value
+            out[by_path[path]] = value
+        return out
+
+    def exists(self, key: str) -> bool:
+        path = self._path(key)
+        self._fresh(path)
+        return self.fs.isfile(path)
+
+    def stat(self, key: str) -> KeyInfo:
+        path = self._path(key)
+        self._fresh(path)
+        try:
+            info = self.fs.info(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFound(key, self._url) from None
+        if info.get("type") != "file":
+            raise KeyNotFound(key, self._url)
+        return KeyInfo(key, int(info.get("size") or 0), _mtime(info))
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with ``prefix``; only the prefix's directory is listed."""
+        validate_prefix(prefix)
+        head, _, start = prefix.rpartition("/")
+        if head.partition("/")[0] in RESERVED_TOP_LEVEL:
+            return iter(())
+        base = self._prefix + head if head else self.root
+        self._fresh(base)
+        kwargs = {"prefix": start} if self._mode == "s3" and start else {}
+        try:
+            paths = self.fs.find(base, **kwargs)
+        except (FileNotFoundError, NotADirectoryError):
+            return iter(())
+        n = len(self._prefix)
+        keys = [p[n:] for p in paths if p.startswith(self._prefix)]
+        return iter(
+            k
+            for k in keys
+            if k.startswith(prefix) and k.partition("/")[0] not in RESERVED_TOP_LEVEL
+        )
+
+    # writes ------------------------------------------------------------------------------
+
+    def put(self, key: str, data: Buffers) -> None:
+        """Write ``key``, replacing any old value (atomic: see the module docstring)."""
+        path = self._path(key)
+        self._check_writable()
+        views = as_views(data)
+        with self._writing(key):
+            if self._mode == "s3":
+                self._s3_put(path, views, {})
+            elif self._mode == "memory":
+                self.fs.pipe_file(path, b"".join(views))
+            else:
+                self._put_via_temp(path, views)
+
+    def put_if_absent(self, key: str, data: Buffers) -> bool:
+        """Write ``key`` unless it exists; return whether this call created it."""
+        path = self._path(key)
+        self._check_writable()
+        self._require_atomic("create a key if absent")
+        if self.exists(key):
+            return False  # the common dedup case costs one existence check
+        views = as_views(data)
+        with self._writing(key):
+            if self._mode == "s3":
+                try:
+                    self._s3_put(path, views, {"IfNoneMatch": "*"})
+                except OSError as exc:
+                    if isinstance(exc, FileExistsError) or _s3_code(exc) in _PRECONDITION_CODES:
+                        return False
+                    raise
+                return True
+            with self.lock(key):
+                self._fresh(path)
+                if self.fs.isfile(path):
+                    return False
+                self._write_unlocked(path, views)
+                return True
+
+    def swap(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Compare-and-swap ``key`` (see the module docstring for how, per filesystem)."""
+        path = self._path(key)
+        self._check_writable()
+        self._require_atomic("compare-and-swap")
+        with self._writing(key):
+            if self._mode == "s3":
+                return self._s3_swap(key, path, expected, new)
+            with self.lock(key):
+                self._fresh(path)
+                if self._get_or_none(path) != expected:
+                    return False
+                if new is None:
+                    if expected is not None:
+                        self.fs.rm_file(path)
+                        self._prune(path)
+                else:
+                    self._write_unlocked(path, as_views(new))
+                return True
+
+    def delete(self, key: str, missing_ok: bool = False) -> None:
+        path = self._path(key)
+        self._check_writable()
+        if not self.exists(key):
+            if missing_ok:
+                return
+            raise KeyNotFound(key, self._url)
+        with self._writing(key):
+            try:
+                self.fs.rm_file(path)
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise KeyNotFound(key, self._url) from None
+            self._prune(path)
+
+    def touch(self, key: str) -> None:
+        """Set ``key``'s modification time to now (S3: a server-side copy onto itself)."""
+        path = self._path(key)
+        self._check_writable()
+        if not self.exists(key):
+            raise KeyNotFound(key, self._url)
+        with self._writing(key):
+            if self._mode == "s3":
+                bucket, skey, _ = self.fs.split_path(path)
+                self.fs.call_s3(
+                    "copy_object",
+                    Bucket=bucket,
+                    Key=skey,
+                    CopySource={"Bucket": bucket, "Key": skey},
+                    MetadataDirective="REPLACE",
+                )
+            elif self._mode == "memory":
+                with _MEMORY_LOCK:
+                    self.fs.store[path].modified = self.fs.store[path].created = _now()
+            else:
+                try:
+                    self.fs.touch(path, truncate=False)
+                except (NotImplementedError, ValueError):
+                    pass  # the filesystem cannot; gc's grace period then counts from the write
+
+    def _write_unlocked(self, path: str, views: list[memoryview]) -> None:
+        if self._mode == "memory":
+            self.fs.pipe_file(path, b"".join(views))
+        else:
+            self._put_via_temp(path, views)
+
+    def _put_via_temp(self, path: str, views: list[memoryview]) -> None:
+        """Write a temp file under ``tmp/`` and move it into place; remove it on failure."""
+        tmp = f"{self._prefix}tmp/{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        try:
+            try:
+                self._write_file(tmp, views)
+            except FileNotFoundError:
+                self.fs.makedirs(self._prefix + "tmp", exist_ok=True)
+                self._write_file(tmp, views)
+            for _ in range(20):
+                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                try:
+                    self.fs.mv(tmp, path)
+                    return
+                except FileNotFoundError:
+                    if not self.fs.exists(tmp):
+                        raise
+                    # a concurrent delete pruned the directory: make it again
+            raise FileNotFoundError(f"the directory of {path} kept disappearing")
+        except BaseException:
+            try:
+                self.fs.rm_file(tmp)
+            except (FileNotFoundError, OSError):
+                pass
+            raise
+
+    def _write_file(self, path: str, views: list[memoryview]) -> None:
+        with self.fs.open(path, "wb") as f:
+            for view in views:
+                f.write(view)
+            if self.durability == "fsync":
+                f.flush()
+                try:
+                    os.fsync(f.fileno())
+                except (AttributeError, OSError, NotImplementedError, ValueError):
+                    pass  # no real descriptor on this filesystem: nothing to fsync
+
+    def _prune(self, path: str) -> None:
+        # Local directories left empty would forbid a later key named like them.
+        if self._mode != "local":
+            return
+        directory = path.rpartition("/")[0]
+        while directory.startswith(self._prefix):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = directory.rpartition("/")[0]
+
+    # lock objects ------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, key: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock ``swap`` takes for ``key``: a process-wide lock for memory://, a
+        lock object (see the module docstring) elsewhere. S3 swaps take no lock."""
+        if self._mode == "memory":
+            with _MEMORY_LOCK:
+                yield
+            return
+        if self._mode == "s3":
+            raise NotAtomic("S3 compare-and-swap uses conditional writes, not locks")
+        timeout = self.lock_timeout if timeout is None else timeout
+        path = f"{self._prefix}locks/{xxhash.xxh64_hexdigest(key.encode('utf-8'))[:2]}.lock"
+        token = json.dumps(
+            {
+                "owner": f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}",
+                "key": key,
+                "time": time.time(),
+            }
+        ).encode()
+        self._acquire(path, token, key, timeout)
+        try:
+            yield
+        finally:
+            self._fresh(path)
+            if self._get_or_none(path) == token:
+                try:
+                    self.fs.rm_file(path)
+                except FileNotFoundError:
+                    pass
+
+    def _acquire(self, path: str, token: bytes, key: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        seen: bytes | None = None
+        seen_since = time.monotonic()
+        delay = 0.001
+        while True:
+            try:
+                with self.fs.open(path, "xb") as f:
+                    f.write(token)
+                return
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                continue
+            self._fresh(path)
+            current = self._get_or_none(path)
+            now = time.monotonic()
+            if current != seen:
+                seen, seen_since = current, now
+            elif current is not None and now - seen_since >= self.stale_lock_after:
+                self._break_lock(path, current)
+                continue
+            if now >= deadline:
+                raise LockTimeout(key, timeout)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+    def _break_lock(self, path: str, stale: bytes) -> None:
+        # Remove the lock only if it still is the one seen unchanged for stale_lock_after
+        # seconds; a lock taken anew meanwhile carries a different token and is kept.
+        self._fresh(path)
+        if self._get_or_none(path) == stale:
+            try:
+                self.fs.rm_file(path)
+            except FileNotFoundError:
+                pass
+
+    # temp files --------------------------------------------------------------------------
+
+    def list_temp(self) -> Iterator[KeyInfo]:
+        """Temp files of interrupted writes (only filesystems written by temp + rename)."""
+        if self._mode in ("s3", "memory"):
+            return iter(())
+        tmp = self._prefix + "tmp"
+        self._fresh(tmp)
+        try:
+            entries = self.fs.ls(tmp, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return iter(())
+        return iter(
+            KeyInfo(e["name"].rpartition("/")[2], int(e.get("size") or 0), _mtime(e))
+            for e in entries
+            if e.get("type") == "file"
+        )
+
+    def delete_temp(self, name: str) -> None:
+        if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+            raise InvalidKey(name, "not a temp file name")
+        self._check_writable()
+        try:
+            self.fs.rm_file(f"{self._prefix}tmp/{name}")
+        except FileNotFoundError:
+            pass
+
+    # S3 ----------------------------------------------------------------------------------
+
+    def _s3_put(self, path: str, views: list[memoryview], cond: dict[str, str]) -> None:
+        total = sum(v.nbytes for v in views)
+        if total <= _S3_SINGLE_PUT:
+            bucket, key, _ = self.fs.split_path(path)
+            body = bytes(views[0]) if len(views) == 1 else b"".join(views)
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **cond)
+            finally:
+                self.fs.invalidate_cache(path)
+            return
+        # A multipart upload becomes visible only when completed, so this stays atomic;
+        # s3fs sends If-None-Match on completion for mode "xb".
+        f = self.fs.open(path, "xb" if cond else "wb", block_size=_S3_SINGLE_PUT)
+        try:
+            for view in views:
+                f.write(view)
+            f.close()
+        except BaseException:
+            try:
+                f.discard()
+            finally:
+                f.closed = True
+            raise
+        finally:
+            self.fs.invalidate_cache(path)
+
+    def _s3_get_with_etag(self, path: str) -> tuple[bytes | None, str | None]:
+        from fsspec.asyn import sync
+
+        bucket, key, _ = self.fs.split_path(path)
+
+        async def fetch() -> tuple[bytes | None, str | None]:
+            try:
+                resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            except FileNotFoundError:
+                return None, None
+            try:
+                return await resp["Body"].read(), resp["ETag"]
+            finally:
+                resp["Body"].close()
+
+        return sync(self.fs.loop, fetch)
+
+    def _s3_swap(self, key: str, path: str, expected: bytes | None, new: bytes | None) -> bool:
+        bucket, skey, _ = self.fs.split_path(path)
+        deadline = time.monotonic() + self.lock_timeout
+        attempt = 0
+        while True:
+            current, etag = self._s3_get_with_etag(path)
+            if current != expected:
+                return False
+            try:
+                if new is None:
+                    if etag is not None:
+                        self.fs.call_s3("delete_object", Bucket=bucket, Key=skey, IfMatch=etag)
+                else:
+                    cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=skey, Body=new, **cond)
+                return True
+            except OSError as exc:
+                # Changed between our read and our write. Re-read: it may have changed
+                # back, and only a value that differs from `expected` means "stale".
+                if isinstance(exc, FileExistsError) or _s3_code(exc) in _CAS_RETRY_CODES:
+                    pass
+                else:
+                    raise
+            finally:
+                self.fs.invalidate_cache(path)
+            attempt += 1
+            if time.monotonic() > deadline:
+                raise LockTimeout(key, self.lock_timeout)
+            time.sleep(random.random() * min(0.002 * attempt, 0.05))
+
+    def _s3_conditional_ok(self) -> bool:
+        """Whether the server honours If-None-Match and If-Match (checked once, on a probe
+        object under ``locks/``): without them no S3 operation could be made atomic."""
+        if self._conditional_ok is None:
+            bucket, key, _ = self.fs.split_path(f"{self._prefix}locks/probe-{secrets.token_hex(8)}")
+            call = self.fs.call_s3
+            call("put_object", Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")
+            try:
+                self._conditional_ok = _refused(
+                    call, "put_object", Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*"
+                ) and _refused(call, "put_object", Bucket=bucket, Key=key, Body=b"3", IfMatch='"0"')
+            finally:
+                call("delete_object", Bucket=bucket, Key=key)
+        return self._conditional_ok
+
+
+def _refused(call: Any, method: str, **kwargs: Any) -> bool:
+    try:
+        call(method, **kwargs)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) or _s3_code(exc) in _PRECONDITION_CODES:
+            return True
+        raise
+    return False
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception s3fs translated (None if there is none)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            return str(
+                error.get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def _now() -> datetime:
+
+    return datetime.now(tz=UTC)
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for name in ("mtime", "LastModified", "last_modified", "modified", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return datetime.fromisoformat(str(value)).timestamp()
+        except ValueError:
+            continue
+    return 0.0

@@ -1,0 +1,540 @@
+"""The local-filesystem backend: one file per key under a root directory.
+
+Layout under the root: every key ``a/b/c`` is the file ``<root>/a/b/c``; ``tmp/`` holds files
+being written (``<pid>-<random>.tmp``); ``locks/`` holds the lock files that serialise
+compare-and-swap. Keys are validated (:func:`store.backends.base.validate_key`) before they
+become paths, so no key names anything outside the root.
+
+What is atomic, and how:
+
+* ``put``: the value is written to a temp file in ``tmp/`` (same filesystem as the target),
+  then ``os.replace``-d into place. Readers see the old or the new file, never a mixture; a
+  writer killed half-way leaves only its temp file, which :meth:`LocalBackend.list_temp`
+  reports and ``gc`` removes.
+* ``put_if_absent``: the temp file is hard-linked to the target with ``os.link``, which fails
+  with ``EEXIST`` if the target exists: exactly one of any number of racing processes wins,
+  and the winner's file appears complete. On a filesystem without hard links the create is
+  done under the key's lock instead (still atomic against every other writer using this
+  backend).
+* ``swap``: compare-and-swap under an exclusive ``fcntl.flock`` on a lock file in ``locks/``.
+  ``flock`` locks belong to the open file and the kernel drops them when the process exits,
+  however it exits, so a writer killed with SIGKILL while holding the lock cannot wedge a
+  ref. (git and dulwich lock with ``O_CREAT|O_EXCL`` ``.lock`` files instead; a killed
+  process leaves such a file behind and every later writer fails until someone deletes it.)
+  Lock files are never deleted: unlinking a lock file another process is waiting on would let
+  two processes hold "the" lock at once. There are at most 256 of them (keys are hashed
+  onto them). On NFS, ``flock`` is emulated with POSIX byte-range locks, so it is only sound
+  with NFSv4 or NFSv3 with a working lock manager (``lockd``); without either, use one
+  machine per store.
+
+Durability: ``"atomic"`` (default) gives the atomicity above; after an OS crash or power
+loss a recent write may be missing. ``"fsync"`` also fsyncs each file before it is renamed
+into place and the directory after, so a write that returned survives power loss.
+
+Errors: writing to a store opened ``read_only`` raises :class:`store.errors.ReadOnlyStore`,
+and so does a filesystem that refuses the write (``EROFS``, ``EACCES``, ``EPERM``). Any other
+``OSError`` during a write (``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EIO``) is re-raised as an
+``OSError`` of the same class and errno whose message names the key and the store; the temp
+file is removed first, so a failed write never leaves a partial value behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as stat_mod
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import xxhash
+
+from ..errors import InvalidKey, KeyNotFound, LockTimeout, ReadOnlyStore, StoreNotFound
+from .base import (
+    RESERVED_TOP_LEVEL,
+    Backend,
+    Buffers,
+    KeyInfo,
+    as_views,
+    validate_key,
+    validate_prefix,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+_TMP = "tmp"
+_LOCKS = "locks"
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+# os.link fails with these where the filesystem has no hard links (FAT, some FUSE/SMB mounts).
+_NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+# Reads at least this large go into a page-aligned numpy buffer (see _read_large).
+_LARGE_READ = 1 << 18
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class LocalBackend(Backend):
+    """Keys as files under ``root`` on the local filesystem (the default, fast backend).
+
+    ``root`` is created (with parents) when ``create`` is true and the store is writable;
+    otherwise a missing root raises :class:`store.errors.StoreNotFound`. ``lock_timeout``
+    bounds how long ``swap`` waits for another process's lock before raising
+    :class:`store.errors.LockTimeout`. See the module docstring for what is atomic.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        read_only: bool = False,
+        durability: str = "atomic",
+        create: bool = True,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        if durability not in ("atomic", "fsync"):
+            raise ValueError(f"durability must be 'atomic' or 'fsync', not {durability!r}")
+        self._url = os.fspath(root)
+        self.root = os.path.abspath(self._url)
+        self.read_only = read_only
+        self.durability = durability
+        self.lock_timeout = lock_timeout
+        self._fsync = durability == "fsync"
+        self._tmp_dir = os.path.join(self.root, _TMP)
+        self._lock_dir = os.path.join(self.root, _LOCKS)
+        self._can_link = True
+        if not os.path.isdir(self.root):
+            if not create or read_only:
+                raise StoreNotFound(self._url)
+            with self._writing("", "the store directory"):
+                self._makedirs(self.root)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    # paths and error translation -------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *validate_key(key).split("/"))
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(self._url, "it was opened with read_only=True")
+
+    @contextmanager
+    def _writing(self, key: str, what: str | None = None) -> Iterator[None]:
+        """Turn OS refusals into ReadOnlyStore and name the key in other OS errors."""
+        what = what or f"key {key!r}"
+        try:
+            yield
+        except (IsADirectoryError, NotADirectoryError) as exc:
+            raise InvalidKey(
+                key, "a key cannot be both a value and a prefix of other keys"
+            ) from exc
+        except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise ReadOnlyStore(self._url, f"cannot write {what}: {exc.strerror}") from exc
+            if exc.errno is None:
+                raise
+            raise OSError(
+                exc.errno,
+                f"{exc.strerror}: writing {what} to store {self._url} failed; "
+                "nothing was written (the partial temp file was removed)",
+                exc.filename,
+            ) from exc
+
+    def _makedirs(self, path: str) -> None:
+        """Create ``path`` and missing parents; with fsync durability, make the new directory
+        entries durable too (a renamed file in a directory that vanishes on power loss is lost)."""
+        missing = []
+        p = path
+        while not os.path.isdir(p):
+            missing.append(p)
+            parent = os.path.dirname(p)
+            if parent == p:
+                break
+            p = parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                continue
+            if self._fsync:
+                _fsync_dir(os.path.dirname(d))
+
+    # writes ------------------------------------------------------------------------------
+
+    def _write_temp(self, views: list[memoryview]) -> str:
+        """Write ``views`` to a new temp file and return its path; remove it on any failure."""
+        name = f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        path = os.path.join(self._tmp_dir, name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileNotFoundError:
+            self._makedirs(self._tmp_dir)
+            fd = os.open(path, flags, 0o666)
+        try:
+            try:
+                for view in views:
+                    _write_all(fd, view)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_quietly(path)
+            raise
+        return path
+
+    def _install(self, tmp: str, final: str, exclusive: bool) -> bool:
+        """Move the temp file into place (replace, or link if ``exclusive``); return whether
+        the key was written. Retries when a concurrent ``delete`` pruned the parent directory
+        between our ``mkdir`` and the rename."""
+        for _ in range(20):
+            try:
+                if exclusive:
+                    os.link(tmp, final)
+                else:
+                    os.replace(tmp, final)
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                if not os.path.exists(tmp):
+                    raise
+                self._makedirs(os.path.dirname(final))
+                continue
+            if self._fsync:
+                _fsync_dir(os.path.dirname(final))
+            return True
+        raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
+
+    def put(self, key: str, data: Buffers) -> None:
+        """Write ``key`` atomically (temp file + ``os.replace``), replacing any old value."""
+        final = self._path(key)
+        self._check_writable()
+        with self._writing(key):
+            tmp = self._write_temp(as_views(data))
+            try:
+                self._install(tmp, final, exclusive=False)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+
+    def put_if_absent(self, key: str, data: Buffers) -> bool:
+        """Write ``key`` unless it exists; atomic across processes (``os.link`` of a complete
+        temp file: of N racing writers exactly one returns True)."""
+        final = self._path(key)
+        self._check_writable()
+        if os.path.isfile(final):
+            return False  # the common dedup case costs one stat, not a write
+        with self._writing(key):
+            tmp = self._write_temp(as_views(data))
+            try:
+                return self._create(key, tmp, final)
+            finally:
+                _unlink_quietly(tmp)
+
+    def _create(self, key: str, tmp: str, final: str, locked: bool = False) -> bool:
+        """Install ``tmp`` as ``final`` only if ``final`` does not exist (``locked``: the
+        caller already holds the key's lock)."""
+        if self._can_link:
+            try:
+                return self._install(tmp, final, exclusive=True)
+            except OSError as exc:
+                if exc.errno not in _NO_LINK_ERRNOS:
+                    raise
+                self._can_link = False
+        if locked:
+            return not os.path.lexists(final) and self._install(tmp, final, exclusive=False)
+        with self.lock(key):
+            return not os.path.lexists(final) and self._install(tmp, final, exclusive=False)
+
+    def swap(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Compare-and-swap under the key's ``flock`` (see the module docstring)."""
+        final = self._path(key)
+        self._check_writable()
+        with self._writing(key), self.lock(key):
+            current = self._read_or_none(final)
+            if current != expected:
+                return False
+            if new is None:
+                if current is not None:
+                    os.unlink(final)
+                return True
+            tmp = self._write_temp(as_views(new))
+            try:
+                # Creating (expected None) goes through link so a concurrent put_if_absent,
+                # which takes no lock, still cannot also succeed.
+                if expected is None:
+                    return self._create(key, tmp, final, locked=True)
+                return self._install(tmp, final, exclusive=False)
+            finally:
+                _unlink_quietly(tmp)
+
+    @contextmanager
+    def lock(self, key: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the exclusive lock that ``swap`` takes for ``key`` (across processes).
+
+        Keys share 256 lock files by hash, so two keys may briefly wait on each other; that
+        costs nothing in correctness. Raises :class:`store.errors.LockTimeout` after
+        ``timeout`` seconds (default: the backend's ``lock_timeout``).
+        """
+        if fcntl is None:  # pragma: no cover - Windows
+            from ..errors import NotAtomic
+
+            raise NotAtomic("compare-and-swap needs fcntl.flock (POSIX); use another backend")
+        timeout = self.lock_timeout if timeout is None else timeout
+        name = xxhash.xxh64_hexdigest(key.encode("utf-8"))[:2] + ".lock"
+        path = os.path.join(self._lock_dir, name)
+        flags = os.O_RDWR | os.O_CREAT | _O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileNotFoundError:
+            self._makedirs(self._lock_dir)
+            fd = os.open(path, flags, 0o666)
+        try:
+            _flock(fd, timeout, key)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def delete(self, key: str, missing_ok: bool = False) -> None:
+        """Remove ``key`` (atomic ``unlink``) and prune directories it leaves empty."""
+        final = self._path(key)
+        self._check_writable()
+        try:
+            with self._writing(key):
+                try:
+                    os.unlink(final)
+                except IsADirectoryError as exc:
+                    raise FileNotFoundError(errno.ENOENT, "is a directory", final) from exc
+        except (FileNotFoundError, InvalidKey):
+            if missing_ok:
+                return
+            raise KeyNotFound(key, self._url) from None
+        self._prune(os.path.dirname(final))
+
+    def _prune(self, directory: str) -> None:
+        # Leaving empty directories would forbid a later key named like them (refs 'a/b'
+        # deleted, then 'a' created). A concurrent put that loses its directory retries.
+        while directory != self.root and directory.startswith(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def touch(self, key: str) -> None:
+        """Set ``key``'s modification time to now."""
+        final = self._path(key)
+        self._check_writable()
+        try:
+            with self._writing(key):
+                os.utime(final)
+        except FileNotFoundError:
+            raise KeyNotFound(key, self._url) from None
+
+    # reads -------------------------------------------------------------------------------
+
+    def _open_for_read(self, key: str, path: str) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFound(key, self._url) from None
+        return fd
+
+    def get(self, key: str) -> bytearray | memoryview:
+        """The whole value of ``key`` as a writable buffer (one read, no extra copy)."""
+        path = self._path(key)
+        fd = self._open_for_read(key, path)
+        try:
+            st = os.fstat(fd)
+            if stat_mod.S_ISDIR(st.st_mode):
+                raise KeyNotFound(key, self._url)
+            if st.st_size >= _LARGE_READ:
+                return _read_large(fd, st.st_size)
+            buf = bytearray(st.st_size)
+            n = _read_into(fd, memoryview(buf))
+            del buf[n:]
+            return buf
+        finally:
+            os.close(fd)
+
+    def _read_or_none(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | bytearray | memoryview]:
+        """Values of several (small) keys; missing keys are left out."""
+        out: dict[str, bytes | bytearray | memoryview] = {}
+        for key in keys:
+            try:
+                with open(self._path(key), "rb") as f:
+                    out[key] = f.read()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+        return out
+
+    def head(self, key: str, n: int) -> bytes:
+        """At most the first ``n`` bytes of ``key``."""
+        path = self._path(key)
+        fd = self._open_for_read(key, path)
+        try:
+            if stat_mod.S_ISDIR(os.fstat(fd).st_mode):
+                raise KeyNotFound(key, self._url)
+            parts = []
+            while n > 0:
+                chunk = os.read(fd, n)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                n -= len(chunk)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def stat(self, key: str) -> KeyInfo:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFound(key, self._url) from None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise KeyNotFound(key, self._url)
+        return KeyInfo(key, st.st_size, st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys starting with ``prefix``; only the prefix's directory is scanned."""
+        validate_prefix(prefix)
+        head, _, start = prefix.rpartition("/")
+        if head.partition("/")[0] in RESERVED_TOP_LEVEL:
+            return iter(())
+        return self._list(head, start)
+
+    def _list(self, head: str, start: str) -> Iterator[str]:
+        base = os.path.join(self.root, *head.split("/")) if head else self.root
+        key_head = head + "/" if head else ""
+        try:
+            entries = list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(start) or (not head and name in RESERVED_TOP_LEVEL):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path, key_head + name + "/")
+            elif entry.is_file():
+                yield key_head + name
+
+    # temp files --------------------------------------------------------------------------
+
+    def list_temp(self) -> Iterator[KeyInfo]:
+        """Files in ``tmp/``: writes in progress or left by killed writers."""
+        try:
+            entries = list(os.scandir(self._tmp_dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # finished (renamed) between scandir and stat
+            if stat_mod.S_ISREG(st.st_mode):
+                yield KeyInfo(entry.name, st.st_size, st.st_mtime)
+
+    def delete_temp(self, name: str) -> None:
+        """Remove the temp file ``name`` (as listed by :meth:`list_temp`)."""
+        if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+            raise InvalidKey(name, "not a temp file name")
+        self._check_writable()
+        with self._writing(name, f"temp file {name!r}"):
+            _unlink_quietly(os.path.join(self._tmp_dir, name))
+
+
+# module helpers ------------------------------------------------------------------------------
+
+
+def _walk(directory: str, key_head: str) -> Iterator[str]:
+    stack = [(directory, key_head)]
+    while stack:
+        path, head = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # pruned by a concurrent delete
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, head + entry.name + "/"))
+            elif entry.is_file():
+                yield head + entry.name
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    # os.write may write less than asked (signals, >2 GiB on Linux): loop until done.
+    while view.nbytes:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_into(fd: int, view: memoryview) -> int:
+    pos = 0
+    while pos < view.nbytes:
+        n = os.readv(fd, [view[pos:]])
+        if n == 0:
+            break
+        pos += n
+    return pos
+
+
+def _read_large(fd: int, size: int) -> memoryview:
+    """Read ``size`` bytes into a fresh writable buffer as fast as the page cache allows.
+
+    numpy's allocator asks the kernel for huge pages for large arrays, which avoids most of
+    the page faults a ``bytearray`` of the same size takes; and starting the view half a page
+    past a page boundary avoids the copy slowdown the kernel shows when source and destination
+    addresses alias modulo 4 KiB (measured: 100 MB in ~14 ms instead of ~70 ms).
+    """
+    buf = np.empty(size + 4096, np.uint8)
+    skip = (2048 - buf.ctypes.data) % 4096
+    view = memoryview(buf)[skip : skip + size]
+    n = _read_into(fd, view)
+    return view[:n]
+
+
+def _flock(fd: int, timeout: float, key: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(key, timeout) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
