@@ -1,0 +1,331 @@
+"""Environment capture: JSON-able, cached, and change detection on real packages and git."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daskperiment import environment
+from daskperiment.environment import git as env_git
+from daskperiment.environment import packages as env_packages
+
+GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
+
+
+def assert_plain_json(value: Any, where: str = "env") -> None:
+    """Only dict (str keys), list, str, int, bool and None: what canonical JSON keeps as is."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert isinstance(key, str), f"{where}: key {key!r}"
+            assert_plain_json(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            assert_plain_json(item, f"{where}[{i}]")
+    else:
+        assert value is None or isinstance(value, (str, int, bool)), f"{where}: {value!r}"
+
+
+def write_dist(site: Path, name: str, version: str) -> Path:
+    """An installed distribution as pip leaves it: ``name-version.dist-info/METADATA``."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test\n\n"
+        "A long description that is not read.\nName: not-this\n"
+    )
+    return info
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *GIT_IDENTITY, *args], cwd=repo, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q")
+    (path / "experiment.py").write_text("A = 1\n")
+    (path / "helper.py").write_text("B = 2\n")
+    git(path, "add", ".")
+    git(path, "commit", "-q", "-m", "first")
+    return path
+
+
+def test_capture_has_every_category_as_plain_json(repo: Path) -> None:
+    env = environment.capture(workdir=str(repo))
+    assert set(env) == {"platform", "python", "hardware", "packages", "numpy", "pandas", "git"}
+    assert_plain_json(env)
+    assert json.loads(json.dumps(env, sort_keys=True)) == env
+    assert env["python"]["version"] == "{}.{}.{}".format(*sys.version_info[:3])
+    assert env["python"]["executable"] == sys.executable
+    assert env["hardware"]["cpu_count"] == os.cpu_count()
+    import numpy
+    import pandas
+
+    assert env["numpy"]["version"] == numpy.__version__
+    assert env["pandas"]["version"] == pandas.__version__
+
+
+def test_packages_are_name_version_location_lines() -> None:
+    import numpy
+
+    packages = environment.capture()["packages"]
+    assert packages == sorted(packages, key=lambda row: (row.lower(), row))
+    site = os.path.dirname(os.path.dirname(numpy.__file__))
+    assert f"numpy {numpy.__version__} ({site})" in packages
+
+
+def test_fake_distribution_upgrade_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    info = write_dist(site, "fakepkg", "1.0")
+    monkeypatch.syspath_prepend(str(site))
+
+    before = environment.capture()
+    assert f"fakepkg 1.0 ({site})" in before["packages"]
+    assert environment.capture() is before  # nothing changed: the cached capture
+
+    # What pip does on upgrade: the old dist-info goes, a new one with the new version comes.
+    info.rename(site / "fakepkg-2.0.dist-info")
+    (site / "fakepkg-2.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fakepkg\nVersion: 2.0\n"
+    )
+    after = environment.capture()
+
+    line = before["packages"].index(f"fakepkg 1.0 ({site})") + 1
+    changes = environment.diff(before, after)
+    assert changes == [
+        (
+            "Installed Python packages have been changed",
+            [f"@@ -{line} +{line} @@", f"-fakepkg 1.0 ({site})", f"+fakepkg 2.0 ({site})"],
+        )
+    ]
+
+
+def test_installing_and_removing_a_distribution_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    before = environment.capture()
+    info = write_dist(site, "zzz-newly-installed", "0.1")
+    added = environment.capture()
+    [(message, lines)] = environment.diff(before, added)
+    assert message == "Installed Python packages have been changed"
+    assert lines[1:] == [f"+zzz-newly-installed 0.1 ({site})"]
+
+    for child in info.iterdir():
+        child.unlink()
+    info.rmdir()
+    removed = environment.capture()
+    [(message, lines)] = environment.diff(added, removed)
+    assert message == "Installed Python packages have been changed"
+    assert lines[1:] == [f"-zzz-newly-installed 0.1 ({site})"]
+    assert removed["packages"] == before["packages"]
+
+
+def test_package_list_is_cached_until_a_path_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    watcher = env_packages.PackageWatcher()
+    monkeypatch.setattr(env_packages, "RACY_NS", 0)  # trust fresh timestamps for this test
+    first = watcher.current()
+    assert watcher.current() is first
+    write_dist(site, "fakepkg", "1.0")
+    second = watcher.current()
+    assert second is not first
+    assert any(row.startswith("fakepkg 1.0 ") for row in second)
+
+
+def test_git_clean_dirty_and_new_commit(repo: Path) -> None:
+    clean = environment.capture(workdir=str(repo))["git"]
+    assert clean == {
+        "commit": git(repo, "rev-parse", "HEAD"),
+        "branch": git(repo, "symbolic-ref", "--short", "HEAD"),
+        "dirty": False,
+        "diff_digest": None,
+        "changed_files": [],
+    }
+
+    (repo / "helper.py").write_text("B = 3\n")  # an unstaged edit of a tracked file
+    dirty = environment.capture(workdir=str(repo))["git"]
+    assert dirty["dirty"] is True
+    assert dirty["commit"] == clean["commit"]
+    assert dirty["changed_files"] == ["helper.py"]
+    assert len(dirty["diff_digest"]) == 32
+
+    (repo / "helper.py").write_text("B = 4\n")
+    other_edit = environment.capture(workdir=str(repo))["git"]
+    assert other_edit["diff_digest"] != dirty["diff_digest"]
+    (repo / "helper.py").write_text("B = 3\n")
+    same_edit_again = environment.capture(workdir=str(repo))["git"]
+    assert same_edit_again["diff_digest"] == dirty["diff_digest"]
+
+    (repo / "untracked.txt").write_text("ignored\n")
+    git(repo, "commit", "-q", "-am", "second")
+    committed = environment.capture(workdir=str(repo))
+    assert committed["git"]["dirty"] is False
+    assert committed["git"]["commit"] == git(repo, "rev-parse", "HEAD") != clean["commit"]
+
+    old_env = {"git": clean}
+    [(message, lines)] = environment.diff(old_env, {"git": committed["git"]})
+    assert message == "Git commit has been changed"
+    assert lines == [
+        "@@ -3 +3 @@",  # keys in sorted order: branch, changed_files, commit, ...
+        f"-commit: {clean['commit']}",
+        f"+commit: {committed['git']['commit']}",
+    ]
+    [(message, _)] = environment.diff(old_env, {"git": dirty})
+    assert message == "Git working tree has been changed"
+
+
+def test_git_staged_change_and_detached_head(repo: Path) -> None:
+    (repo / "new_module.py").write_text("C = 1\n")
+    git(repo, "add", "new_module.py")
+    staged = environment.capture(workdir=str(repo))["git"]
+    assert staged["dirty"] is True
+    assert staged["changed_files"] == ["new_module.py"]
+
+    git(repo, "commit", "-q", "-m", "add module")
+    git(repo, "checkout", "-q", "--detach", "HEAD~1")
+    detached = environment.capture(workdir=str(repo))["git"]
+    assert detached["branch"] is None
+    assert detached["commit"] == git(repo, "rev-parse", "HEAD")
+
+
+def test_git_repository_without_commits(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    assert environment.capture(workdir=str(tmp_path))["git"]["commit"] is None
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git(tmp_path, "add", "a.py")
+    info = environment.capture(workdir=str(tmp_path))["git"]
+    assert info["commit"] is None
+    assert info["dirty"] is True
+    assert len(info["diff_digest"]) == 32
+
+
+def test_no_git_category_outside_a_work_tree(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    env = environment.capture(workdir=str(plain))
+    assert "git" not in env
+    assert environment.summary(env)["git_commit"] is None
+
+
+def test_no_git_category_when_git_is_not_installed(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty_bin = tmp_path / "empty-bin"
+    empty_bin.mkdir()
+    monkeypatch.setenv("PATH", str(empty_bin))
+    assert "git" not in environment.capture(cache=False, workdir=str(repo))
+
+
+def test_git_is_asked_again_only_after_a_change(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(env_git, "RACY_NS", 0)  # trust fresh timestamps for this test
+    watcher = env_git.GitWatcher()
+    first = watcher.current(str(repo))
+    assert watcher.current(str(repo)) is first  # no git command ran: the same answer object
+    with open(repo / "helper.py", "a") as f:
+        f.write("# grows the file, so its stat changes even within one clock tick\n")
+    changed = watcher.current(str(repo))
+    assert changed is not first
+    assert changed["dirty"] is True
+
+
+def test_repeated_capture_returns_the_same_object_while_nothing_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(env_packages, "RACY_NS", 0)
+    monkeypatch.chdir(tmp_path)
+    first = environment.capture()
+    assert environment.capture() is first
+    assert environment.capture(cache=False) == first
+
+
+SEED_OLD = "pandas 0.23.4 (/Users/sinhrks/anaconda/lib/python3.6/site-packages)"
+SEED_NEW = "pandas 0.24.0 (/Users/sinhrks/anaconda/lib/python3.6/site-packages)"
+
+
+def test_diff_reproduces_the_seed_package_warning() -> None:
+    others = [f"package{i:03d} 1.0 (/site-packages)" for i in range(200)]
+    old_packages = others[:141] + [SEED_OLD] + others[141:]
+    new_packages = others[:141] + [SEED_NEW] + others[141:]
+    changes = environment.diff({"packages": old_packages}, {"packages": new_packages})
+    assert changes == [
+        (
+            "Installed Python packages have been changed",
+            ["@@ -142 +142 @@", f"-{SEED_OLD}", f"+{SEED_NEW}"],
+        )
+    ]
+
+
+def test_diff_messages_per_category() -> None:
+    env = json.loads(json.dumps(environment.capture()))
+    assert environment.diff(env, json.loads(json.dumps(env))) == []
+    assert environment.diff(None, env) == []
+
+    changed = json.loads(json.dumps(env))
+    changed["python"]["version"] = "3.6.8"
+    changed["platform"]["release"] = "0.0-other"
+    messages = [message for message, _ in environment.diff(changed, env)]
+    assert messages == ["Platform has been changed", "Python version has been changed"]
+    [(_, python_lines)] = environment.diff({"python": changed["python"]}, {"python": env["python"]})
+    assert python_lines[1:] == ["-version: 3.6.8", f"+version: {env['python']['version']}"]
+
+    moved = json.loads(json.dumps(env))
+    moved["python"]["executable"] = "/elsewhere/bin/python"
+    assert [m for m, _ in environment.diff(moved, env)] == ["Python interpreter has been changed"]
+
+
+def test_diff_of_git_appearing_and_branch_switch() -> None:
+    info = {"commit": "a" * 40, "branch": "main", "dirty": False, "diff_digest": None}
+    [(message, lines)] = environment.diff({}, {"git": info})
+    assert message == "Git commit has been changed"
+    assert "+commit: " + "a" * 40 in lines
+    other_branch = {**info, "branch": "feature"}
+    [(message, lines)] = environment.diff({"git": info}, {"git": other_branch})
+    assert message == "Git branch has been changed"
+    assert lines == ["@@ -1 +1 @@", "-branch: main", "+branch: feature"]
+
+
+def test_render_flattens_nested_data() -> None:
+    value = {"b": {"y": [1, "two"], "x": None}, "a": True, "c": []}
+    assert environment.render("numpy", value) == [
+        "a: true",
+        "b.x: null",
+        "b.y: 1",
+        "b.y: two",
+        "c: []",
+    ]
+
+
+def test_summary_of_a_capture(repo: Path) -> None:
+    env = environment.capture(workdir=str(repo))
+    assert environment.summary(env) == {
+        "python": env["python"]["version"],
+        "platform": env["platform"]["platform"],
+        "hostname": env["hardware"]["hostname"],
+        "packages": len(env["packages"]),
+        "git_commit": git(repo, "rev-parse", "HEAD"),
+        "git_branch": env["git"]["branch"],
+        "git_dirty": False,
+    }
