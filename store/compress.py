@@ -1,0 +1,153 @@
+"""Compression of object bodies: zstd, or nothing when it would not pay.
+
+Compression ids, as written in object headers (:mod:`store.objfile`):
+
+- ``0`` (:data:`NONE`): the payload is the body itself.
+- ``1`` (:data:`ZSTD`): the payload is one zstd frame (content size recorded in the frame
+  header) that decompresses to the body.
+
+:func:`compress` stores a body raw when it is tiny (under :data:`MIN_SIZE` bytes) or when
+compressing would not save at least :data:`MIN_SAVING` of it. For bodies larger than
+:data:`SAMPLED_ABOVE`, that is judged first from :data:`SAMPLES` samples of
+:data:`SAMPLE_SIZE` bytes spread over the body (start, middle, end), so incompressible data
+such as random floats costs about 200 KB of compression, not a full failed pass. Compression
+streams over the body's chunks without joining them. Bodies of at least
+:data:`THREADED_ABOVE` bytes use zstd's worker threads. The level is zstd's (1..22, or negative
+for faster, lighter compression; 3 by default). Compression settings never change digests:
+those are taken over the uncompressed body.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import zstandard
+
+from .errors import StoreError
+
+Chunk = bytes | bytearray | memoryview
+
+NONE = 0
+ZSTD = 1
+#: Names of the compression ids, as shown by ``Store.info``.
+NAMES = {NONE: "none", ZSTD: "zstd"}
+
+MIN_SIZE = 64
+MIN_SAVING = 0.10
+SAMPLE_SIZE = 64 * 1024
+SAMPLES = 3
+SAMPLED_ABOVE = 4 * SAMPLES * SAMPLE_SIZE
+THREADED_ABOVE = 4 * 1024 * 1024
+#: zstd needs at least a few bytes per 128 KiB block, so no valid frame expands more than
+#: 32768 times; a larger claim is refused before any memory is allocated for it.
+MAX_EXPANSION = 1 << 16
+
+
+class DecompressError(StoreError, ValueError):
+    """A payload does not decompress to exactly the body size its header states."""
+
+
+def _nbytes(chunk: Chunk) -> int:
+    return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+
+
+def _read_at(chunks: Sequence[Chunk], offset: int, n: int) -> bytes:
+    """``n`` bytes starting at ``offset`` of the concatenation of ``chunks``."""
+    parts = []
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        if offset >= view.nbytes:
+            offset -= view.nbytes
+            continue
+        part = view[offset : offset + n]
+        parts.append(part)
+        n -= part.nbytes
+        offset = 0
+        if n <= 0:
+            break
+    return b"".join(parts)
+
+
+def _sample_says_compressible(chunks: Sequence[Chunk], size: int, level: int) -> bool:
+    cctx = zstandard.ZstdCompressor(level=level)
+    step = (size - SAMPLE_SIZE) // (SAMPLES - 1)
+    raw = packed = 0
+    for i in range(SAMPLES):
+        sample = _read_at(chunks, i * step, SAMPLE_SIZE)
+        raw += len(sample)
+        packed += len(cctx.compress(sample))
+    return packed <= raw * (1 - MIN_SAVING)
+
+
+def _zstd_threads(size: int, threads: int) -> int:
+    """zstd's ``threads`` argument: 0 means no worker threads, -1 one per logical CPU."""
+    if size < THREADED_ABOVE or threads == 1:
+        return 0
+    if threads <= 0:
+        return -1 if (os.cpu_count() or 1) > 1 else 0
+    return threads
+
+
+def compress(
+    chunks: Sequence[Chunk], size: int, level: int = 3, threads: int = 0
+) -> tuple[int, list[Chunk]]:
+    """Compress a body given as ``chunks`` totalling ``size`` bytes.
+
+    Returns ``(compression_id, payload_chunks)``; with id :data:`NONE` the payload chunks are
+    the input chunks. ``threads``: 0 (default) or negative uses every CPU for large bodies,
+    1 never uses worker threads, ``n`` uses up to ``n``.
+    """
+    if size < MIN_SIZE:
+        return NONE, list(chunks)
+    if size > SAMPLED_ABOVE and not _sample_says_compressible(chunks, size, level):
+        return NONE, list(chunks)
+    cctx = zstandard.ZstdCompressor(level=level, threads=_zstd_threads(size, threads))
+    stream = cctx.compressobj(size=size)
+    out: list[Chunk] = [stream.compress(chunk) for chunk in chunks]
+    out.append(stream.flush())
+    out = [part for part in out if part]
+    if sum(len(part) for part in out) > size * (1 - MIN_SAVING):
+        return NONE, list(chunks)
+    return ZSTD, out
+
+
+def decompress(compression_id: int, payload: Chunk, size: int) -> memoryview:
+    """The body of ``size`` bytes held in ``payload``; :class:`DecompressError` if the
+    payload does not hold exactly that many bytes.
+
+    A zstd payload is decompressed into a fresh writable, aligned buffer; a raw payload is
+    returned as a view of itself (no copy).
+    """
+    if compression_id == NONE:
+        view = memoryview(payload).cast("B")
+        if view.nbytes != size:
+            raise DecompressError(f"raw payload is {view.nbytes} bytes, header says {size}")
+        return view
+    if compression_id != ZSTD:
+        raise DecompressError(f"unknown compression id {compression_id}")
+    try:
+        return _unzstd(payload, size)
+    except zstandard.ZstdError as exc:
+        raise DecompressError(f"zstd payload does not decompress: {exc}") from None
+
+
+def _unzstd(payload: Chunk, size: int) -> memoryview:
+    if size > max(_nbytes(payload), 1) * MAX_EXPANSION:
+        raise DecompressError(f"{_nbytes(payload)} bytes cannot decompress to {size}")
+    declared = zstandard.frame_content_size(payload)
+    if declared not in (size, -1):  # -1: the frame does not record its size
+        raise DecompressError(f"zstd frame holds {declared} bytes, header says {size}")
+    # np.empty: aligned and not zero-filled, unlike bytearray(size).
+    out = memoryview(np.empty(size, dtype=np.uint8))
+    reader = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False)
+    filled = 0
+    while filled < size:
+        n = reader.readinto(out[filled:])
+        if n == 0:
+            raise DecompressError(f"zstd payload holds only {filled} bytes, header says {size}")
+        filled += n
+    if reader.read(1):
+        raise DecompressError(f"zstd payload holds more than the {size} bytes its header says")
+    return out

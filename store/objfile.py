@@ -1,0 +1,169 @@
+"""Object files: the bytes stored under ``objects/<2 hex>/<30 hex>``.
+
+Layout (integers little-endian)::
+
+    offset  size      field
+    0       4         magic b"DPSO"
+    4       1         format version, u8 = 1
+    5       1         compression id, u8 (0 none, 1 zstd; see store.compress)
+    6       1         kind_len, u8 (1..255)
+    7       kind_len  kind, ASCII [a-z0-9_-] (json, ndarray, pandas, bytes, pickle)
+    7+k     8         body_size, u64: size of the uncompressed canonical body
+    15+k    0..63     zero bytes, up to the next multiple of 64
+    H       ...       payload: the body itself (compression 0) or one zstd frame (1)
+
+The header length ``H`` is ``15 + kind_len`` rounded up to a multiple of 64 (64 for every kind
+in use), so the payload of a file read into a 64-byte aligned buffer is 64-byte aligned, and the
+items of a raw (uncompressed) array body -- at 64-byte multiples inside the body -- can be used
+in place, without a copy. The object's digest is
+``xxh3_128(kind + b"\\0" + body)`` (:func:`store.digest.hash_chunks`); compression never
+changes it. Readers must reject a version they do not know.
+
+:func:`decode_object` verifies the digest when given the expected oid; errors are
+:class:`ObjectFormatError` (damaged or truncated header or payload) and its subclass
+:class:`HashMismatch` (content does not hash to the expected oid), both ``ValueError``\\ s,
+which the store reports as :class:`store.errors.CorruptObject` with the object's path.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec, compress
+from .digest import Oid, hash_chunks
+from .errors import StoreError
+
+MAGIC = b"DPSO"
+VERSION = 1
+ALIGN = 64
+_FIXED = struct.Struct("<4sBBB")
+_SIZE = struct.Struct("<Q")
+_KIND = re.compile(rb"[a-z0-9_-]+")
+#: The longest possible header: read this many bytes to parse any header.
+MAX_HEADER_LEN = -(-(_FIXED.size + 255 + _SIZE.size) // ALIGN) * ALIGN
+MAX_HEADER_SIZE = MAX_HEADER_LEN  # alias used by store.py
+
+
+class ObjectFormatError(StoreError, ValueError):
+    """An object file's header or payload is damaged, truncated or of an unknown version."""
+
+
+class HashMismatch(ObjectFormatError):
+    """An object's content does not hash to the oid it is stored under."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"content hashes to {actual}, expected {expected}")
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed object header; the payload starts at ``header_len`` (alias ``header_size``)."""
+
+    kind: str
+    compression: int
+    body_size: int
+    header_len: int
+    version: int = VERSION
+
+    @property
+    def header_size(self) -> int:
+        """Same as ``header_len``."""
+        return self.header_len
+
+
+def _header_len(kind_len: int) -> int:
+    n = _FIXED.size + kind_len + _SIZE.size
+    return n + (-n % ALIGN)
+
+
+def pack_header(kind: str, compression: int, body_size: int) -> bytes:
+    """The header of an object of ``kind`` whose body is ``body_size`` bytes."""
+    raw_kind = kind.encode("ascii")
+    if not 1 <= len(raw_kind) <= 255 or not _KIND.fullmatch(raw_kind):
+        raise ValueError(f"invalid object kind {kind!r}")
+    if compression not in compress.NAMES:
+        raise ValueError(f"unknown compression id {compression}")
+    head = _FIXED.pack(MAGIC, VERSION, compression, len(raw_kind)) + raw_kind
+    head += _SIZE.pack(body_size)
+    return head + bytes(-len(head) % ALIGN)
+
+
+def parse_header(buf: bytes | bytearray | memoryview) -> Header:
+    """Parse and validate the header at the start of ``buf``; raise
+    :class:`ObjectFormatError` saying what is wrong."""
+    view = memoryview(buf).cast("B")
+    if view.nbytes < _FIXED.size:
+        raise ObjectFormatError(f"truncated header ({view.nbytes} bytes)")
+    magic, version, compression, kind_len = _FIXED.unpack_from(view)
+    if magic != MAGIC:
+        raise ObjectFormatError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise ObjectFormatError(
+            f"object format version {version} is not supported (this version reads "
+            f"{VERSION}); upgrade to read it"
+        )
+    if compression not in compress.NAMES:
+        raise ObjectFormatError(f"unknown compression id {compression}")
+    if kind_len == 0:
+        raise ObjectFormatError("empty kind")
+    header_len = _header_len(kind_len)
+    if view.nbytes < header_len:
+        raise ObjectFormatError(f"truncated header ({view.nbytes} of {header_len} bytes)")
+    raw_kind = bytes(view[_FIXED.size : _FIXED.size + kind_len])
+    if not _KIND.fullmatch(raw_kind):
+        raise ObjectFormatError(f"malformed kind {raw_kind!r}")
+    (body_size,) = _SIZE.unpack_from(view, _FIXED.size + kind_len)
+    if any(view[_FIXED.size + kind_len + _SIZE.size : header_len]):
+        raise ObjectFormatError("non-zero header padding")
+    return Header(raw_kind.decode("ascii"), compression, body_size, header_len)
+
+
+def build_object(
+    enc: codec.Encoded, level: int = 3, threads: int = 0
+) -> tuple[bytes, list[codec.Chunk], int]:
+    """Compress an encoded value: ``(header, payload_chunks, stored_size)``.
+
+    Split from :func:`encode_object` so a store can hash first and skip compressing an object
+    it already holds.
+    """
+    compression, payload = compress.compress(enc.chunks, enc.size, level, threads)
+    header = pack_header(enc.kind, compression, enc.size)
+    return header, payload, len(header) + sum(codec.nbytes(p) for p in payload)
+
+
+def encode_object(
+    value: Any, level: int = 3, threads: int = 0
+) -> tuple[Oid, bytes, list[codec.Chunk], int, str, int]:
+    """Encode, hash and compress ``value``:
+    ``(oid, header, payload_chunks, stored_size, kind, body_size)``."""
+    enc = codec.encode(value)
+    oid = hash_chunks(enc.kind, enc.chunks)
+    header, payload, stored_size = build_object(enc, level, threads)
+    return oid, header, payload, stored_size, enc.kind, enc.size
+
+
+def decode_object(
+    buf: bytes | bytearray | memoryview, expected_oid: str | None = None
+) -> tuple[str, memoryview]:
+    """``(kind, body)`` of a whole object file, decompressed; when ``expected_oid`` is given
+    the body is verified against it (:class:`HashMismatch`).
+
+    A raw body is a view into ``buf`` (writable if ``buf`` is); a decompressed one is a fresh
+    writable buffer.
+    """
+    header = parse_header(buf)
+    payload = memoryview(buf).cast("B")[header.header_len :]
+    try:
+        body = compress.decompress(header.compression, payload, header.body_size)
+    except compress.DecompressError as exc:
+        raise ObjectFormatError(str(exc)) from None
+    if expected_oid is not None:
+        actual = hash_chunks(header.kind, [body])
+        if actual != expected_oid:
+            raise HashMismatch(expected_oid, actual)
+    return header.kind, body
