@@ -1,0 +1,257 @@
+"""Server-side filtering, sorting and paging of an experiment's history table.
+
+The history is one pandas DataFrame (from ``Experiment.get_history``); a browser asks for one
+page at a time, so 10,000 trials never travel to the page at once.
+
+Filter syntax (space-separated terms, all must hold; quote values with spaces):
+
+- ``a>1``, ``b<=0.5``, ``lr=0.01``, ``model!=svm``, ``optimizer~ad`` (``~``: contains,
+  case-insensitive). Column names are matched case-insensitively; ``id`` is the trial id.
+- a bare word matches rows where any cell contains it (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: The history's fixed columns (the seed's) plus those ``verbose=True`` adds; every other
+#: column is a parameter.
+FIXED_COLUMNS = (
+    "Result",
+    "Result Type",
+    "Success",
+    "Finished",
+    "Process Time",
+    "Description",
+    "Seed",
+    "Started",
+    "Status",
+)
+ID_COLUMN = "Trial ID"
+MAX_PAGE_SIZE = 500
+MAX_CELL_CHARS = 200
+
+_TERM = re.compile(r"^(?P<name>[^<>=!~]+?)\s*(?P<op>>=|<=|!=|==|=|>|<|~)(?P<value>.*)$")
+
+
+class QueryError(ValueError):
+    """A history query (filter, sort column, page) the table cannot answer; says which part."""
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """One request for a page of the history."""
+
+    page: int = 1
+    size: int = 50
+    sort: str = ID_COLUMN
+    descending: bool = False
+    filter: str = ""
+    status: str = "all"  # all | success | failed | running
+
+
+def status_of(success: Any) -> str:
+    """Map the history's ``Success`` cell to a status word (missing = still running)."""
+    if success is True or success is np.True_:
+        return "success"
+    if success is False or success is np.False_:
+        return "failed"
+    return "running"
+
+
+def parameter_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that hold parameters (everything but the fixed ones)."""
+    return [str(c) for c in frame.columns if c not in FIXED_COLUMNS and not _is_digest_col(c)]
+
+
+def _is_digest_col(name: Any) -> bool:
+    # verbose history adds digest columns ("Parameters Digest", "code" ...); they are not
+    # parameters, whatever their exact names turn out to be.
+    return isinstance(name, str) and "digest" in name.lower()
+
+
+def format_cell(value: Any) -> str:
+    """Render one history cell as short display text (never HTML: callers escape)."""
+    if value is None or value is pd.NaT:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "True" if value else "False"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.6g}"
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (pd.Timedelta, timedelta)):
+        return format_duration(pd.Timedelta(value).total_seconds())
+    text = str(value)
+    if len(text) > MAX_CELL_CHARS:
+        text = text[: MAX_CELL_CHARS - 1] + "\u2026"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """``0.014 s``, ``12.5 s``, ``1:02:03`` — readable at a glance in a table."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _parse_value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("nan", "none", "null", ""):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _resolve_column(frame: pd.DataFrame, name: str) -> str:
+    wanted = name.strip().lower()
+    if wanted in ("id", "trial", "trial id", "trial_id"):
+        return ID_COLUMN
+    for column in frame.columns:
+        if str(column).lower() == wanted:
+            return column
+    names = ", ".join([ID_COLUMN, *map(str, frame.columns)])
+    raise QueryError(f"unknown column {name.strip()!r} in filter; columns are: {names}")
+
+
+def _compare(series: pd.Series, op: str, value: Any) -> pd.Series:
+    if value is None:
+        missing = series.isna()
+        return ~missing if op == "!=" else missing
+    if op == "~":
+        return series.astype(str).str.contains(str(value), case=False, regex=False)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if numeric and series.dtype != object:
+        left: pd.Series = pd.to_numeric(series, errors="coerce")
+    elif numeric:
+        left = pd.to_numeric(series, errors="coerce")
+    elif isinstance(value, bool):
+        left, value = series.map(lambda v: str(v).lower()), str(value).lower()
+    else:
+        left, value = series.astype(str), str(value)
+    ops = {
+        "=": left.__eq__,
+        "==": left.__eq__,
+        "!=": left.__ne__,
+        ">": left.__gt__,
+        "<": left.__lt__,
+        ">=": left.__ge__,
+        "<=": left.__le__,
+    }
+    return ops[op](value).fillna(False).astype(bool)
+
+
+def filter_mask(frame: pd.DataFrame, text: pd.DataFrame, expression: str) -> pd.Series:
+    """Rows of ``frame`` matching the filter ``expression`` (``text``: cells as strings)."""
+    mask = pd.Series(True, index=frame.index)
+    try:
+        terms = shlex.split(expression)
+    except ValueError as exc:
+        raise QueryError(f"cannot read filter {expression!r}: {exc}") from None
+    for term in terms:
+        match = _TERM.match(term)
+        if match is None:
+            hit = text.apply(lambda col, t=term: col.str.contains(t, case=False, regex=False))
+            mask &= hit.any(axis=1)
+            continue
+        column = _resolve_column(frame, match["name"])
+        series = frame.index.to_series() if column == ID_COLUMN else frame[column]
+        mask &= _compare(series, match["op"], _parse_value(match["value"]))
+    return mask
+
+
+def sort_frame(frame: pd.DataFrame, column: str, descending: bool) -> pd.DataFrame:
+    """Sort by ``column`` (or the trial id), missing values last, ties by trial id."""
+    if column == ID_COLUMN:
+        return frame.sort_index(ascending=not descending, kind="stable")
+    if column not in frame.columns:
+        raise QueryError(f"cannot sort by unknown column {column!r}")
+    series = frame[column]
+    try:
+        order = series.sort_values(ascending=not descending, na_position="last", kind="stable")
+    except TypeError:
+        # mixed types in one parameter column (1, "a"): sort them by their text instead
+        order = (
+            series.astype(str)
+            .where(series.notna())
+            .sort_values(ascending=not descending, na_position="last", kind="stable")
+        )
+    return frame.loc[order.index]
+
+
+def run_query(frame: pd.DataFrame, text: pd.DataFrame, query: HistoryQuery) -> dict[str, Any]:
+    """Apply ``query`` to the history ``frame``; return one JSON-ready page."""
+    if not 1 <= query.size <= MAX_PAGE_SIZE:
+        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {query.size}")
+    if query.page < 1:
+        raise QueryError(f"page must be 1 or more, got {query.page}")
+    selected = frame
+    if query.filter.strip():
+        selected = selected[filter_mask(frame, text, query.filter).to_numpy()]
+    if query.status != "all":
+        if query.status not in ("success", "failed", "running"):
+            raise QueryError(
+                f"status must be all, success, failed or running, not {query.status!r}"
+            )
+        statuses = _statuses(selected)
+        selected = selected[(statuses == query.status).to_numpy()]
+    selected = sort_frame(selected, query.sort, query.descending)
+    pages = max(1, math.ceil(len(selected) / query.size))
+    page = min(query.page, pages)
+    chunk = selected.iloc[(page - 1) * query.size : page * query.size]
+    columns = [str(c) for c in frame.columns]
+    return {
+        "columns": [ID_COLUMN, *columns],
+        "params": parameter_columns(frame),
+        "rows": _rows(chunk),
+        "total": len(frame),
+        "matched": len(selected),
+        "page": page,
+        "pages": pages,
+        "size": query.size,
+        "sort": query.sort,
+        "descending": query.descending,
+    }
+
+
+def _statuses(frame: pd.DataFrame) -> pd.Series:
+    if "Status" in frame.columns:
+        return frame["Status"].astype(str).str.lower()
+    if "Success" not in frame.columns:
+        return pd.Series("success", index=frame.index)
+    return frame["Success"].map(status_of)
+
+
+def _rows(chunk: pd.DataFrame) -> list[dict[str, Any]]:
+    statuses = _statuses(chunk).tolist()
+    rows = []
+    for trial_id, values, status in zip(
+        chunk.index, chunk.itertuples(index=False), statuses, strict=True
+    ):
+        cells = [str(int(trial_id)), *(format_cell(v) for v in values)]
+        rows.append({"id": int(trial_id), "status": status, "cells": cells})
+    return rows
+
+
+def row_status(frame: pd.DataFrame, trial_id: int) -> str:
+    """The status word of one trial of the history."""
+    return str(_statuses(frame.loc[[trial_id]]).iloc[0])
