@@ -8,6 +8,7 @@ import functools
 import hashlib
 import importlib
 import linecache
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from daskperiment.code import (
     normalize,
     strip_decorators,
 )
+from daskperiment.log import get_logger, log_diff
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +99,23 @@ def test_code_diff_reproduces_the_seed_warning_lines() -> None:
     old = capture_source(SEED_PREPARE_DATA).source
     new = capture_source(SEED_PERSISTED_PREPARE_DATA).source
     assert code_diff(old, new, "prepare_data") == SEED_DIFF
+
+
+def test_code_change_warning_is_the_seed_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    old = capture_source(SEED_PREPARE_DATA).source
+    new = capture_source(SEED_PERSISTED_PREPARE_DATA).source
+    with caplog.at_level(logging.INFO, logger="daskperiment"):
+        log_diff(get_logger(), "Code context has been changed: prepare_data", code_diff(old, new))
+    formatted = [f"[{r.levelname}] {r.getMessage()}" for r in caplog.records]
+    # quickstart.txt, after "... " (its elided timestamps)
+    assert formatted == [
+        "[WARNING] Code context has been changed: prepare_data",
+        "[WARNING] @@ -1,3 +1,3 @@",
+        "[WARNING] -@ex",
+        "[WARNING] +@ex.persist",
+        "[WARNING]  def prepare_data(a, b):",
+        "[WARNING]      return a + b",
+    ]
 
 
 def test_code_diff_of_equal_sources_is_empty() -> None:
