@@ -8,9 +8,9 @@ its records are printed to ``sys.stderr`` as::
 
 That default output comes from one handler attached when this module is first imported. It
 behaves like :data:`logging.lastResort`: it prints a record only when no other handler would
-receive it, i.e. when neither the ``daskperiment`` logger nor any ancestor it propagates to
-(normally the root logger) has a handler of its own. So ordinary logging configuration always
-wins and nothing is printed twice:
+receive it, i.e. when neither the logger that made the record (``daskperiment`` or a child)
+nor any ancestor it propagates to (normally the root logger) has a handler of its own. So
+ordinary logging configuration always wins and nothing is printed twice:
 
 - silence the INFO lines: ``logging.getLogger("daskperiment").setLevel(logging.WARNING)``;
 - silence everything: ``logging.getLogger("daskperiment").disabled = True`` (or a level of
@@ -61,8 +61,12 @@ class _DefaultHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _only_if_unhandled(record: logging.LogRecord) -> bool:
-    """Let the default handler emit ``record`` only if no configured handler would get it."""
-    logger: logging.Logger | None = logging.getLogger(LOGGER_NAME)
+    """Let the default handler emit ``record`` only if no configured handler would get it.
+
+    The walk starts at the logger that made the record (``daskperiment`` or a child of it) and
+    follows propagation upwards, as :class:`logging.Logger` itself does.
+    """
+    logger: logging.Logger | None = logging.getLogger(record.name)
     while logger is not None:
         if any(h.get_name() != HANDLER_NAME for h in logger.handlers):
             return False

@@ -126,9 +126,11 @@ def test_own_handler_on_the_logger_replaces_default_output() -> None:
         l.get_logger().info("redirected")
         logging.getLogger("daskperiment").removeHandler(h)
         l.get_logger().info("back to default")
+        logging.getLogger("daskperiment.board").addHandler(h)
+        logging.getLogger("daskperiment.board").info("child handled")
         """
     )
-    assert proc.stdout.splitlines() == ["mine: redirected"]
+    assert proc.stdout.splitlines() == ["mine: redirected", "mine: child handled"]
     assert parsed(proc.stderr) == [("INFO", "back to default")]
 
 
