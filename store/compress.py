@@ -117,8 +117,8 @@ def decompress(compression_id: int, payload: Chunk, size: int) -> memoryview:
     """The body of ``size`` bytes held in ``payload``; :class:`DecompressError` if the
     payload does not hold exactly that many bytes.
 
-    A zstd payload is decompressed into a fresh writable, aligned buffer; a raw payload is
-    returned as a view of itself (no copy).
+    A zstd payload is decompressed into a fresh writable buffer aligned to 64 bytes, so
+    arrays in the body need no copy; a raw payload is returned as a view of itself.
     """
     if compression_id == NONE:
         view = memoryview(payload).cast("B")
@@ -133,14 +133,24 @@ def decompress(compression_id: int, payload: Chunk, size: int) -> memoryview:
         raise DecompressError(f"zstd payload does not decompress: {exc}") from None
 
 
+def _aligned_buffer(size: int) -> memoryview:
+    """A writable buffer of ``size`` bytes starting at a multiple of 64 in memory.
+
+    ``np.empty``, unlike ``bytearray(size)``, does not zero-fill (a whole extra pass over
+    the memory) and lets the kernel back large buffers with huge pages.
+    """
+    raw = np.empty(size + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    return memoryview(raw[start : start + size])
+
+
 def _unzstd(payload: Chunk, size: int) -> memoryview:
     if size > max(_nbytes(payload), 1) * MAX_EXPANSION:
         raise DecompressError(f"{_nbytes(payload)} bytes cannot decompress to {size}")
     declared = zstandard.frame_content_size(payload)
     if declared not in (size, -1):  # -1: the frame does not record its size
         raise DecompressError(f"zstd frame holds {declared} bytes, header says {size}")
-    # np.empty: aligned and not zero-filled, unlike bytearray(size).
-    out = memoryview(np.empty(size, dtype=np.uint8))
+    out = _aligned_buffer(size)
     reader = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False)
     filled = 0
     while filled < size:
