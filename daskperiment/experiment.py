@@ -1,0 +1,556 @@
+"""The :class:`Experiment`: parameters, steps and trials of one experiment, kept in a store."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import store
+from store import Link
+
+from . import code, environment, history, metrics, trial
+from .errors import (
+    InvalidExperimentId,
+    MetricNotFound,
+    NotInTrial,
+    PersistedNotFound,
+    StepNotFound,
+    TrialNotFound,
+)
+from .log import log_diff, logger
+from .parameter import UNDEFINED, Parameter, ParameterRegistry
+from .steps import (
+    _CURRENT,
+    PERSIST,
+    RESULT,
+    STEP,
+    StepSpec,
+    StoreHandle,
+    current_step,
+    make_step,
+)
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+_INSTANCES: dict[tuple[str, Any], Experiment] = {}
+_INSTANCES_LOCK = threading.Lock()
+
+CODE_TYPE = "daskperiment.code"
+ENVIRONMENT_TYPE = "daskperiment.environment"
+
+
+def _validate_id(experiment_id: object) -> str:
+    if not isinstance(experiment_id, str) or not _ID_RE.fullmatch(experiment_id):
+        raise InvalidExperimentId(experiment_id)
+    return experiment_id
+
+
+def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
+    """``(target, location key)`` for the ``backend`` argument, without touching storage.
+
+    The target is what ``store.open`` takes: a local path (``str``), a URL, a ``Store`` or a
+    backend. Nothing is created here: the store is created by the first trial.
+    """
+    if isinstance(backend, store.Store):
+        return backend, ("store", id(backend))
+    if isinstance(backend, store.backends.base.Backend):
+        return backend, ("backend", id(backend))
+    if isinstance(backend, str) and backend == "local":
+        backend = f"daskperiment_cache/{experiment_id}"
+    if isinstance(backend, os.PathLike):
+        backend = os.fspath(backend)
+    if isinstance(backend, str):
+        if "://" in backend:
+            return backend, ("url", backend)
+        return backend, ("local", os.path.abspath(backend))
+    raise TypeError(
+        "backend must be 'local', a pathlib.Path, a store URL (memory://..., s3://...), "
+        f"a store.Store or a store backend, got {backend!r}"
+    )
+
+
+class Experiment:
+    """One experiment: its parameters, its steps and the trials recorded in its store.
+
+    ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
+    ``daskperiment_cache/<id>`` under the current directory), a ``pathlib.Path``, a store URL
+    or a ``store.Store``. The same id and store in one process give the same instance.
+    Creating an experiment or reading from it never writes to the store; the store is
+    created by the first trial. ``seed`` is the default seed of ``compute()``.
+    """
+
+    def __new__(cls, id: str, backend: Any = "local", seed: int | None = None) -> Experiment:  # noqa: A002
+        experiment_id = _validate_id(id)
+        target, location = _backend_of(experiment_id, backend)
+        key = (experiment_id, location)
+        with _INSTANCES_LOCK:
+            instance = _INSTANCES.get(key)
+            if instance is None:
+                instance = super().__new__(cls)
+                instance._setup(experiment_id, target)
+                _INSTANCES[key] = instance
+        if seed is not None:
+            instance._default_seed = seed
+        return instance
+
+    def __init__(self, id: str, backend: Any = "local", seed: int | None = None) -> None:  # noqa: A002
+        """Everything happens in ``__new__``, which may return an existing instance."""
+
+    def _setup(self, experiment_id: str, target: Any) -> None:
+        self.id = experiment_id
+        self._default_seed: int | None = None
+        self._lock = threading.RLock()
+        self._target = target
+        self._store: store.Store | None = target if isinstance(target, store.Store) else None
+        self._backend = self._store.backend if self._store is not None else None
+        if isinstance(target, store.backends.base.Backend):
+            self._backend = target
+        self._writable: store.Store | None = None
+        self._handle_obj: StoreHandle | None = None
+        self._parameters = ParameterRegistry(_token(experiment_id, target))
+        self._steps: dict[str, StepSpec] = {}
+        self._reader = history.HistoryReader(experiment_id)
+        self._last_trial_id = 0
+        self._last_record: dict[str, Any] | None = None
+        self._last_code: dict[str, str] | None = None
+        self._env_seen: str | None = None
+        self._tree_cache: dict[Any, Any] = {}
+        self._pending_rows: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        _register_exit_flush(self)
+        self._load()
+
+    # -- the store ---------------------------------------------------------------------
+
+    def _read_store(self) -> store.Store | None:
+        """The store for reading, or None while it does not exist yet (nothing recorded)."""
+        if self._store is None:
+            try:
+                self._store = store.open(self._target, create=False)
+            except store.errors.StoreNotFound:
+                return None
+            self._backend = self._store.backend
+        return self._store
+
+    def _store_for_writing(self) -> store.Store:
+        """The store for recording trials, created on first use."""
+        if self._writable is None:
+            st = self._read_store()
+            if st is None or st.read_only:
+                st = store.open(self._target, create=True)
+                if self._store is None:
+                    self._store, self._backend = st, st.backend
+            self._writable = st
+        return self._writable
+
+    @property
+    def _handle(self) -> StoreHandle:
+        if self._handle_obj is None:
+            self._handle_obj = StoreHandle(self._store_for_writing())
+        return self._handle_obj
+
+    @property
+    def store(self) -> store.Store:
+        """The experiment's store (created if it does not exist yet)."""
+        return self._read_store() or self._store_for_writing()
+
+    def __repr__(self) -> str:
+        if self._backend is not None:
+            shown = repr(self._backend)
+        elif isinstance(self._target, str) and "://" not in self._target:
+            # The store does not exist yet: show the backend it will have.
+            shown = f"LocalBackend({self._target!r})"
+        else:
+            shown = str(self._target)
+        return f"Experiment(id: {self.id}, trial_id: {self.trial_id}, backend: {shown})"
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        st = self._read_store()
+        if st is None:
+            return
+        refs = self._reader.trial_refs(st)
+        if not refs:
+            return
+        self._last_trial_id = max(refs)
+        self._last_record = st.get(refs[self._last_trial_id])
+        where = "path" if isinstance(self._backend, store.LocalBackend) else "url"
+        logger.info(
+            "Loaded Experiment(id: %s, trial_id: %d) from %s=%s",
+            self.id,
+            self._last_trial_id,
+            where,
+            st.url,
+        )
+        self._note_environment(None, environment.capture())
+
+    def _scan_last_trial_id(self, st: store.Store) -> int:
+        refs = self._reader.trial_refs(st)
+        return max(refs) if refs else 0
+
+    @property
+    def trial_id(self) -> int:
+        """Id of the last trial (0 before the first)."""
+        return self._last_trial_id
+
+    @property
+    def current_trial_id(self) -> int:
+        """Id of the trial the calling step runs in; :class:`NotInTrial` elsewhere."""
+        ctx = current_step("ex.current_trial_id")
+        if ctx.trial_id is None:
+            raise NotInTrial("ex.current_trial_id")
+        return ctx.trial_id
+
+    # -- parameters --------------------------------------------------------------------
+
+    def parameter(self, name: str, default: Any = None) -> Parameter:
+        """Declare (or get) the parameter ``name``; ``default`` is used while none is set."""
+        return self._parameters.declare(name, default)
+
+    def set_parameters(self, **values: Any) -> None:
+        """Set parameter values for the next trials; parameters not named keep theirs."""
+        self._parameters.set(values)
+
+    def get_parameters(self, trial_id: int | None = None) -> dict[str, Any]:
+        """Current parameter values, or those trial ``trial_id`` ran with."""
+        if trial_id is None:
+            return {
+                name: value
+                for name in self._parameters.names
+                if (value := self._parameters.current(name)) is not UNDEFINED
+            }
+        return dict(self._record(trial_id).get("params") or {})
+
+    # -- steps -------------------------------------------------------------------------
+
+    def __call__(self, func: Callable | None = None, *, cache: bool = False) -> Any:
+        """Decorate a step: ``@ex`` (bare) or ``@ex(...)``."""
+        return self._decorator(func, STEP, cache)
+
+    def persist(self, func: Callable | None = None, *, cache: bool = False) -> Any:
+        """Decorate a step whose output is kept in the store (``get_persisted``)."""
+        return self._decorator(func, PERSIST, cache)
+
+    def result(self, func: Callable | None = None) -> Any:
+        """Decorate the step giving the experiment's result; ``.compute()`` runs a trial."""
+        return self._decorator(func, RESULT, False)
+
+    def _decorator(self, func: Callable | None, kind: str, cache: bool) -> Any:
+        if func is None:
+            return lambda f: self._decorator(f, kind, cache)
+        if not callable(func):
+            raise TypeError(f"@ex decorates a function, got {func!r}")
+        return make_step(self, self._register(func, kind, cache))
+
+    def _register(self, func: Callable, kind: str, cache: bool) -> StepSpec:
+        snapshot = code.capture_source(func)
+        name = getattr(func, "__name__", None) or snapshot.name
+        if not snapshot.exact:
+            logger.warning(
+                "Source code of step %s is not available (defined by exec or at an "
+                "interactive prompt); its compiled form is tracked instead",
+                name,
+            )
+        spec = StepSpec(name, func, kind, snapshot, cache)
+        with self._lock:
+            before = self._steps.get(name)
+            old = before.code.source if before is not None else self._last_trial_code().get(name)
+            if old is not None and old != snapshot.source:
+                log_diff(
+                    logger,
+                    f"Code context has been changed: {name}",
+                    code.code_diff(old, snapshot.source, name),
+                )
+            self._steps[name] = spec
+        return spec
+
+    def _last_trial_code(self) -> dict[str, str]:
+        if self._last_code is None:
+            self._last_code = {}
+            if self._last_record is not None and self._store is not None:
+                self._last_code = self._read_code(self._store, self._last_record)
+        return self._last_code
+
+    # -- running -----------------------------------------------------------------------
+
+    def _run_trial(
+        self,
+        result: Any,
+        seed: int | None = None,
+        parameters: dict[str, Any] | None = None,
+        cache: bool = True,
+        **dask_kwargs: Any,
+    ) -> Any:
+        if seed is None:
+            seed = self._default_seed
+        run = trial.TrialRun(self, result, parameters, seed, dask_kwargs, cache)
+        return run.run()
+
+    def _compute_plain(self, delayed: Any, **dask_kwargs: Any) -> Any:
+        graph = trial.TrialGraph(delayed, self._parameters.by_key)
+        values = self._parameters.resolve(graph.parameters, None)
+        keys = graph.build(values, None)
+        return graph.compute(keys, dask_kwargs)[0]
+
+    def _code_tree(self, st: store.Store, specs: Iterable[StepSpec]) -> str:
+        order = {name: i for i, name in enumerate(self._steps)}
+        specs = sorted(specs, key=lambda s: order.get(s.name, len(order)))
+        cache_key = ("code", tuple(id(s.code) for s in specs))
+        oid = self._tree_cache.get(cache_key)
+        if oid is None:
+            steps = [[s.name, Link(st.put(s.code.source))] for s in specs]
+            oid = st.put({"type": CODE_TYPE, "steps": steps})
+            self._tree_cache[cache_key] = oid
+            self._tree_cache[("code-keep", cache_key)] = specs  # keep ids valid
+        return oid
+
+    def _environment_tree(self, st: store.Store) -> tuple[str, dict[str, Any]]:
+        env = environment.capture()
+        cached = self._tree_cache.get("env")
+        if cached is not None and cached[0] is env:
+            return cached[1], env
+        tree = {name: Link(st.put(value)) for name, value in env.items()}
+        oid = st.put({"type": ENVIRONMENT_TYPE, "categories": tree})
+        self._tree_cache["env"] = (env, oid)
+        return oid, env
+
+    def _note_environment(self, env_oid: str | None, env: dict[str, Any]) -> None:
+        """Log what changed in the environment since the last trial (once per change)."""
+        if env_oid is None:
+            from store import codec
+
+            tree = {name: Link(codec.digest(value)) for name, value in env.items()}
+            env_oid = codec.digest({"type": ENVIRONMENT_TYPE, "categories": tree})
+        previous = self._env_seen
+        if previous is None and self._last_record is not None:
+            link = self._last_record.get("environment")
+            previous = link.oid if isinstance(link, Link) else None
+        self._env_seen = env_oid
+        if previous is None or previous == env_oid:
+            return
+        try:
+            old = self._read_environment(self._read_store(), previous)
+        except store.errors.StoreError:
+            return
+        for message, lines in environment.diff(old, env):
+            log_diff(logger, message, lines)
+
+    def _trial_recorded(self, trial_id: int, oid: str, record: dict[str, Any]) -> None:
+        """Called once a trial's final record is in the store."""
+        with self._lock:
+            self._last_trial_id = max(self._last_trial_id, trial_id)
+            self._last_record = record
+            row = history.row_of(record, oid)
+            self._reader._rows_by_record[oid] = row
+            self._pending_rows.append(row)
+            due = time.monotonic() - self._last_flush >= history.FLUSH_SECONDS
+            if len(self._pending_rows) >= history.FLUSH_EVERY or due:
+                self._flush_index()
+
+    def _flush_index(self) -> None:
+        rows, self._pending_rows = self._pending_rows, []
+        self._last_flush = time.monotonic()
+        if rows and self._writable is not None:
+            try:
+                history.flush_index(self._writable, self.id, rows)
+            except store.errors.StoreError as exc:
+                # The index only speeds reading up: the records are already safe.
+                logger.debug("history index not updated: %s", exc)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _need_store(self) -> store.Store:
+        st = self._read_store()
+        if st is None:
+            raise TrialNotFound(None, self.id, 0)
+        return st
+
+    def _record_oid(self, trial_id: int) -> str:
+        st = self._need_store()
+        try:
+            return st.refs.get(trial.trial_ref(self.id, int(trial_id)))
+        except (store.errors.RefNotFound, ValueError, TypeError):
+            raise TrialNotFound(trial_id, self.id, self._last_trial_id) from None
+
+    def _record(self, trial_id: int | None) -> dict[str, Any]:
+        if trial_id is None:
+            if not self._last_trial_id:
+                self._last_trial_id = self._scan_last_trial_id(self._need_store())
+            trial_id = self._last_trial_id
+        oid = self._record_oid(trial_id)
+        return trial.effective(self._need_store().get(oid))
+
+    def get_history(self, verbose: bool = False) -> Any:
+        """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
+        ``Success``, ``Finished``, ``Process Time``, ``Description`` (``verbose`` adds the
+        status, seed, digests and reused steps), indexed by ``Trial ID``."""
+        st = self._read_store()
+        rows: list[dict[str, Any]] = []
+        if st is not None:
+            refs = self._reader.trial_refs(st)
+            if refs:
+                self._last_trial_id = max(self._last_trial_id, max(refs))
+            rows = self._reader.rows(st, refs)
+        return history.frame(rows, self._parameters.names, verbose)
+
+    def get_trial(self, trial_id: int) -> dict[str, Any]:
+        """The record of one trial as plain data (digests as strings)."""
+        record = self._record(trial_id)
+        st = self._need_store()
+        out = _plain(record)
+        out["id"] = record["trial_id"]
+        env_link = record.get("environment")
+        if isinstance(env_link, Link):
+            try:
+                out["environment_summary"] = environment.summary(
+                    self._read_environment(st, env_link.oid)
+                )
+            except store.errors.StoreError:
+                out["environment_summary"] = None
+        return out
+
+    def get_persisted(self, step: str, trial_id: int | None = None) -> Any:
+        """The output step ``step`` (decorated with ``@ex.persist``) gave in a trial."""
+        record = self._record(trial_id)
+        steps = record.get("steps") or {}
+        if step not in steps:
+            if step in self._steps:
+                raise PersistedNotFound(step, record["trial_id"])
+            raise StepNotFound(step, {s.split("#")[0] for s in steps}, record["trial_id"])
+        link = steps[step].get("persisted")
+        if not isinstance(link, Link):
+            raise PersistedNotFound(step, record["trial_id"])
+        return self._need_store().get(link.oid)
+
+    def save_metric(self, key: str, epoch: Any, value: Any) -> None:
+        """Save one point of metric ``key`` from inside a running step."""
+        ctx = _CURRENT.get()
+        if ctx is None:
+            raise NotInTrial("ex.save_metric")
+        ctx.metrics.add(key, epoch, value)
+
+    def get_metric_keys(self, trial_id: int | None = None) -> list[str]:
+        """Keys of the metrics saved in a trial (the last one by default)."""
+        return sorted(self._record(trial_id).get("metrics") or {})
+
+    def load_metric(self, key: str, trial_id: int | Iterable[int]) -> Any:
+        """Metric ``key`` of one trial or several: columns are trial ids, index the epochs."""
+        ids = [trial_id] if isinstance(trial_id, int) else list(trial_id)
+        st = self._need_store()
+        series = {}
+        for tid in ids:
+            found = self._record(tid).get("metrics") or {}
+            if key not in found:
+                raise MetricNotFound(key, tid, found)
+            series[tid] = st.get(found[key].oid)
+        return metrics.frame(series)
+
+    def get_code(self, trial_id: int | None = None) -> str:
+        """Source of the steps (decorator lines left out): current, or of a trial."""
+        if trial_id is None and self._steps:
+            sources = {name: spec.code.source for name, spec in self._steps.items()}
+        else:
+            record = self._record(trial_id)
+            sources = self._read_code(self._need_store(), record)
+        return code.format_code(sources, decorators=False)
+
+    def _read_code(self, st: store.Store, record: dict[str, Any]) -> dict[str, str]:
+        link = record.get("code")
+        if not isinstance(link, Link):
+            return {}
+        tree = st.get(link.oid)
+        return {name: st.get(source.oid) for name, source in tree["steps"]}
+
+    def _read_environment(self, st: store.Store | None, oid: str) -> dict[str, Any]:
+        if st is None:
+            raise store.errors.ObjectNotFound(oid)
+        tree = st.get(oid)
+        return {name: st.get(link.oid) for name, link in tree["categories"].items()}
+
+    def get_environment(self, trial_id: int | None = None, category: str | None = None) -> Any:
+        """The environment of a trial (the current one if ``trial_id`` is None): a dict of
+        categories (platform, python, hardware, packages, numpy, pandas, git), or one."""
+        if trial_id is None:
+            env = environment.capture()
+        else:
+            link = self._record(trial_id).get("environment")
+            env = self._read_environment(self._need_store(), link.oid)
+        if category is None:
+            return env
+        if category not in env:
+            raise KeyError(
+                f"no environment category {category!r}; recorded categories: {sorted(env)}"
+            )
+        return env[category]
+
+    def get_python_packages(self, trial_id: int | None = None) -> list[str]:
+        """Installed distributions as ``name version (location)`` lines."""
+        return list(self.get_environment(trial_id, "packages"))
+
+
+def _plain(value: Any) -> Any:
+    """A record with Links replaced by their oids (for users and JSON output)."""
+    if isinstance(value, Link):
+        return value.oid
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _token(experiment_id: str, target: Any) -> str:
+    import hashlib
+
+    where = target.url if isinstance(target, store.Store) else str(target)
+    return hashlib.blake2b(f"{experiment_id}\0{where}".encode(), digest_size=6).hexdigest()
+
+
+_EXIT_FLUSH: weakref.WeakSet[Experiment] = weakref.WeakSet()
+
+
+def _register_exit_flush(ex: Experiment) -> None:
+    if not _EXIT_FLUSH:
+        atexit.register(_flush_all)
+    _EXIT_FLUSH.add(ex)
+
+
+def _flush_all() -> None:
+    for ex in list(_EXIT_FLUSH):
+        try:
+            ex._flush_index()
+        except Exception:  # noqa: BLE001 - at exit nothing can be reported usefully
+            pass
+
+
+def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
+    """The experiments recorded in a store: ``{id, trials, last_activity}`` each."""
+    st = (
+        store_or_url
+        if isinstance(store_or_url, store.Store)
+        else store.open(store_or_url, create=False, read_only=True)
+    )
+    by_id: dict[str, dict[int, str]] = {}
+    for name, oid in st.refs.list("experiments/").items():
+        parts = name.split("/")
+        if len(parts) == 4 and parts[2] == "trials" and parts[3].isdigit():
+            by_id.setdefault(parts[1], {})[int(parts[3])] = oid
+    out = []
+    for experiment_id in sorted(by_id):
+        trials = by_id[experiment_id]
+        last = st.get(trials[max(trials)])
+        when = last.get("finished") or last.get("started")
+        out.append(
+            {
+                "id": experiment_id,
+                "trials": len(trials),
+                "last_activity": history._local_time(when),
+            }
+        )
+    return out

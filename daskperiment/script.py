@@ -1,0 +1,125 @@
+"""Script mode: run one trial of a script's result with parameters from the command line.
+
+``daskperiment run my_experiment.py a=1 b=2 --seed 1`` executes the script with
+``__name__ == "__daskperiment__"`` (so its own ``if __name__ == "__main__":`` block does not
+run as well), finds the result it built (the ``@ex.result`` delayed object created last),
+sets the parameters and computes one trial.
+
+Nothing computes implicitly. A script that wants ``python my_experiment.py a=1 b=2`` to run a
+trial says so with one explicit call at its end::
+
+    if __name__ == "__main__":
+        daskperiment.main(s)
+"""
+
+from __future__ import annotations
+
+import ast
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import DaskperimentError
+from .steps import ResultDelayed
+
+#: ``__name__`` a script sees when run by ``daskperiment run``.
+RUN_NAME = "__daskperiment__"
+
+
+class ScriptError(DaskperimentError, ValueError):
+    """A script or its command line cannot be turned into a trial."""
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a Python literal (``1``, ``0.5``, ``[1, 2]``, ``'x'``), else text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``."""
+    values = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ScriptError(
+                f"parameter {item!r} is not of the form name=value (for example a=1 or name='text')"
+            )
+        values[name] = parse_value(text)
+    return values
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[dict[str, Any], int | None]:
+    """Parameters and seed from ``name=value`` items and an optional ``--seed N``."""
+    items, seed = [], None
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--seed" or arg.startswith("--seed="):
+            text = arg.partition("=")[2] if "=" in arg else (args.pop(0) if args else "")
+            try:
+                seed = int(text)
+            except ValueError:
+                raise ScriptError(f"--seed needs an integer, got {text!r}") from None
+        else:
+            items.append(arg)
+    return parse_assignments(items), seed
+
+
+def find_result(namespace: dict[str, Any], path: str = "the script") -> ResultDelayed:
+    """The result a script built: the ``@ex.result`` delayed object created last."""
+    found = [v for v in namespace.values() if isinstance(v, ResultDelayed)]
+    if not found:
+        raise ScriptError(
+            f"{path} builds no result: call the function decorated with @ex.result at the "
+            "top level of the script (for example s = calculate_score(d))"
+        )
+    return max(found, key=lambda r: r._serial)
+
+
+def run_trial(result: ResultDelayed, parameters: dict[str, Any], seed: int | None) -> Any:
+    """Set ``parameters`` and compute one trial of ``result``."""
+    ex = result._experiment
+    ex.set_parameters(**parameters)
+    return result.compute(seed=seed)
+
+
+def run_script(path: str | Path, argv: Sequence[str] = ()) -> Any:
+    """Execute the script at ``path``, then one trial of its result; return the result."""
+    parameters, seed = parse_argv(argv)
+    path = str(path)
+    if not Path(path).is_file():
+        raise ScriptError(f"no script at {path!r}")
+    script_dir = str(Path(path).resolve().parent)
+    old_argv, old_path = sys.argv, list(sys.path)
+    sys.argv = [path, *argv]
+    sys.path.insert(0, script_dir)  # as `python script.py` would, for the script's imports
+    try:
+        namespace = runpy.run_path(path, run_name=RUN_NAME)
+    finally:
+        sys.argv = old_argv
+        sys.path[:] = old_path
+    return run_trial(find_result(namespace, path), parameters, seed)
+
+
+def main(result: ResultDelayed, argv: Sequence[str] | None = None) -> Any:
+    """Run one trial of ``result`` with ``name=value`` parameters and ``--seed N`` from the
+    command line (``sys.argv[1:]`` by default); return the result.
+
+    The explicit opt-in for ``python my_experiment.py a=1 b=2``::
+
+        if __name__ == "__main__":
+            daskperiment.main(s)
+    """
+    if not isinstance(result, ResultDelayed):
+        raise TypeError(
+            f"daskperiment.main needs the result of a function decorated with @ex.result, "
+            f"got {result!r}"
+        )
+    parameters, seed = parse_argv(sys.argv[1:] if argv is None else argv)
+    return run_trial(result, parameters, seed)

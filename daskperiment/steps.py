@@ -1,0 +1,402 @@
+"""Steps: decorated functions that build dask graphs and record what they did when they run.
+
+Calling a step builds a ``dask.delayed`` task whose function is a :class:`StepCall`. Its first
+argument is a placeholder (:data:`TRIAL_KEY`) that the trial replaces with a
+:class:`TrialContext` in the trial's own copy of the graph; outside a trial it is ``None`` and
+the step simply runs the user's function.
+
+Inside a trial a step runs, on whichever worker dask chose:
+
+1. unwrap its inputs (upstream steps hand over :class:`StepOutput` objects) and digest them,
+   reusing the digests upstream steps already computed;
+2. seed Python's ``random`` and numpy's global generator with the trial seed;
+3. run the function with a context variable set, so ``ex.save_metric`` and
+   ``ex.current_trial_id`` work;
+4. digest the output; write persisted outputs and metrics straight to the store from this
+   worker (only digests travel back) — or, when the store lives only in the client process
+   (a memory store), hand the values back for the client to write;
+5. return a :class:`StepOutput`: the value plus the records of this step and of the upstream
+   steps whose outputs it consumed. The client assembles the trial record from them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import itertools
+import os
+import reprlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+from dask._task_spec import DataNode
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+import store
+from store import codec
+
+from . import metrics, seeding
+from .code import CodeSnapshot
+from .errors import NotInTrial
+
+#: Graph key of the per-trial context placeholder shared by every step.
+TRIAL_KEY = "daskperiment-trial"
+
+#: Step kinds, as recorded.
+STEP, PERSIST, RESULT = "step", "persist", "result"
+
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 8
+
+
+# ---------------------------------------------------------------------------------------
+# Reaching the store from any process
+# ---------------------------------------------------------------------------------------
+
+_OPEN_STORES: dict[str, store.Store] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+class StoreHandle:
+    """A picklable way for a worker to reach the experiment's store.
+
+    In the client process (and in-process workers) it resolves to the very ``Store`` object
+    the experiment uses. In another process it reopens the store: a local store by its absolute
+    path, any other by its pickled backend. A store that exists only in the client's memory
+    (``MemoryBackend``, ``memory://``) resolves to ``None`` elsewhere; steps then hand their
+    values back and the client writes them.
+    """
+
+    def __init__(self, st: store.Store) -> None:
+        self.token = uuid.uuid4().hex
+        self.store: store.Store | None = st
+        self.location: Any = _shareable_location(st)
+        _OPEN_STORES[self.token] = st
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"token": self.token, "location": self.location}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.token = state["token"]
+        self.location = state["location"]
+        self.store = None
+
+    def open(self) -> store.Store | None:
+        """The store for writing from this process, or None if it is not reachable here."""
+        if self.store is not None:
+            return self.store
+        with _OPEN_LOCK:
+            st = _OPEN_STORES.get(self.token)
+            if st is None and self.location is not None:
+                st = store.open(self.location, create=False)
+                _OPEN_STORES[self.token] = st
+        self.store = st
+        return st
+
+
+def _shareable_location(st: store.Store) -> Any:
+    backend = st.backend
+    if isinstance(backend, store.MemoryBackend) or backend.url.startswith("memory://"):
+        return None
+    if isinstance(backend, store.LocalBackend):
+        # Workers may run with another working directory than the client.
+        return os.path.abspath(backend.url)
+    return backend
+
+
+# ---------------------------------------------------------------------------------------
+# What travels through the graph
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a step needs to know about the trial it runs in (small, picklable)."""
+
+    experiment_id: str
+    trial_id: int
+    seed: int
+    store: StoreHandle
+    #: Whether cached steps may reuse earlier outputs (``compute(cache=False)`` turns it off).
+    use_cache: bool = True
+
+
+class StepOutput:
+    """A step's value together with the records of the steps that produced it."""
+
+    __slots__ = ("value", "digest", "records")
+
+    def __init__(self, value: Any, digest: str | None, records: dict[str, dict]) -> None:
+        self.value = value
+        #: Output digest, reused as the input digest of downstream steps.
+        self.digest = digest
+        #: Task key -> step record, for this step and the upstream steps it consumed.
+        self.records = records
+
+    def __repr__(self) -> str:
+        return f"StepOutput({self.value!r})"
+
+
+@dataclass
+class StepContext:
+    """The running step, visible to ``ex.save_metric`` through a context variable."""
+
+    step: str
+    trial_id: int | None
+    experiment_id: str
+    metrics: metrics.MetricBuffer = field(default_factory=metrics.MetricBuffer)
+
+
+_CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "daskperiment_step", default=None
+)
+
+
+def current_step(what: str) -> StepContext:
+    """The running step's context; :class:`NotInTrial` (naming ``what``) outside a step."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise NotInTrial(what)
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------
+# The task function
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One definition of a step: the user's function, how to treat its output, its code."""
+
+    name: str
+    func: Callable[..., Any]
+    kind: str
+    code: CodeSnapshot
+    cache: bool = False
+
+    @property
+    def persist(self) -> bool:
+        return self.kind == PERSIST
+
+
+class StepCall:
+    """The function of a step's dask task (see the module docstring for what it does)."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StepCall, (self.spec,))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("daskperiment.StepCall", self.spec.name, id(self.spec))
+
+    def __repr__(self) -> str:  # shown by dask's visualize and error messages
+        return self.spec.name
+
+    @property
+    def __name__(self) -> str:  # dask names tasks after their function
+        return self.spec.name
+
+    def __call__(self, trial: TrialContext | None, key: str, *args: Any, **kwargs: Any) -> Any:
+        if trial is None:
+            return self._run_plain(args, kwargs)
+        return self._run_in_trial(trial, key, args, kwargs)
+
+    def _run_plain(self, args: tuple, kwargs: dict) -> Any:
+        """Outside a trial (computing an intermediate step): just the value, nothing recorded."""
+        records: dict[str, dict] = {}
+        args, kwargs, _ = unwrap_inputs(args, kwargs, records)
+        token = _CURRENT.set(StepContext(self.spec.name, None, ""))
+        try:
+            return self.spec.func(*args, **kwargs)
+        finally:
+            _CURRENT.reset(token)
+
+    def _run_in_trial(self, trial: TrialContext, key: str, args: tuple, kwargs: dict) -> StepOutput:
+        spec = self.spec
+        records: dict[str, dict] = {}
+        args, kwargs, digests = unwrap_inputs(args, kwargs, records)
+        record: dict[str, Any] = {
+            "step": spec.name,
+            "kind": spec.kind,
+            "inputs": inputs_digest(args, kwargs, digests),
+            "args": _repr.repr(tuple(args)),
+            "kwargs": _repr.repr(dict(kwargs)),
+            "reused": False,
+            "started": time.time(),
+        }
+        ctx = StepContext(spec.name, trial.trial_id, trial.experiment_id)
+        token = _CURRENT.set(ctx)
+        started = time.perf_counter()
+        try:
+            seeding.apply_seed(trial.seed)
+            value = spec.func(*args, **kwargs)
+        finally:
+            _CURRENT.reset(token)
+        record["duration"] = time.perf_counter() - started
+        st = trial.store.open()
+        record["output"], record["persisted"] = _output_digest(spec, value, st, record)
+        record["metrics"] = ctx.metrics.flush(st, record)
+        # Records are keyed by task key: the same step may be called several times in a graph.
+        records[key] = record
+        return StepOutput(value, record["output"], records)
+
+
+def _output_digest(
+    spec: StepSpec, value: Any, st: store.Store | None, record: dict[str, Any]
+) -> tuple[str | None, str | None]:
+    """``(output digest, persisted oid)``; persisted values are written here when possible."""
+    try:
+        if not spec.persist:
+            return codec.digest(value), None
+        if st is not None:
+            oid = st.put(value)
+            return oid, oid
+        # The store is not reachable from this process: the client writes the value.
+        record["_deferred_value"] = value
+        oid = codec.digest(value)
+        return oid, oid
+    except store.errors.EncodeError as exc:
+        record["output_error"] = f"{type(exc).__name__}: {exc}"
+        return None, None
+
+
+def unwrap_inputs(
+    args: tuple, kwargs: dict, records: dict[str, dict]
+) -> tuple[tuple, dict, dict[str, str | None]]:
+    """Replace :class:`StepOutput` inputs by their values, collecting upstream records.
+
+    Returns the plain ``args`` and ``kwargs`` and the known digests of the inputs that came
+    from steps (position or keyword -> digest), so they need not be hashed again.
+    """
+    digests: dict[str, str | None] = {}
+    plain_args = []
+    for i, arg in enumerate(args):
+        if type(arg) is StepOutput:
+            records.update(arg.records)
+            digests[str(i)] = arg.digest
+            arg = arg.value
+        elif type(arg) in (list, tuple, dict):
+            arg = _unwrap_nested(arg, records)
+        plain_args.append(arg)
+    plain_kwargs = {}
+    for name, arg in kwargs.items():
+        if type(arg) is StepOutput:
+            records.update(arg.records)
+            digests[name] = arg.digest
+            arg = arg.value
+        elif type(arg) in (list, tuple, dict):
+            arg = _unwrap_nested(arg, records)
+        plain_kwargs[name] = arg
+    return tuple(plain_args), plain_kwargs, digests
+
+
+def _unwrap_nested(obj: Any, records: dict[str, dict]) -> Any:
+    if type(obj) is StepOutput:
+        records.update(obj.records)
+        return obj.value
+    if type(obj) is list:
+        return [_unwrap_nested(x, records) for x in obj]
+    if type(obj) is tuple:
+        return tuple(_unwrap_nested(x, records) for x in obj)
+    if type(obj) is dict:
+        return {k: _unwrap_nested(v, records) for k, v in obj.items()}
+    return obj
+
+
+def inputs_digest(args: tuple, kwargs: dict, known: dict[str, str | None]) -> str | None:
+    """Digest of a step's inputs, the same in every process; None if one cannot be digested.
+
+    A tagged structure of the inputs' own digests is hashed (not the values side by side),
+    so an input that came from a step is represented by the digest that step computed.
+    """
+    try:
+        arg_digests = [
+            known[str(i)] if str(i) in known else codec.digest(a) for i, a in enumerate(args)
+        ]
+        kw_digests = {
+            k: known[k] if k in known else codec.digest(v) for k, v in sorted(kwargs.items())
+        }
+    except store.errors.EncodeError:
+        return None
+    if None in arg_digests or None in kw_digests.values():
+        return None
+    return codec.digest(["daskperiment.inputs/1", arg_digests, kw_digests])
+
+
+# ---------------------------------------------------------------------------------------
+# What users call: decorated functions returning delayed objects
+# ---------------------------------------------------------------------------------------
+
+
+def _trial_placeholder() -> Delayed:
+    graph = HighLevelGraph.from_collections(
+        TRIAL_KEY, {TRIAL_KEY: DataNode(TRIAL_KEY, None)}, dependencies=()
+    )
+    return Delayed(TRIAL_KEY, graph)
+
+
+_TRIAL_PLACEHOLDER = _trial_placeholder()
+_SERIAL = itertools.count()
+
+
+class StepDelayed(Delayed):
+    """The delayed output of a step; ``compute()`` gives its value without recording."""
+
+    __slots__ = ("_experiment", "_serial")
+
+    def __init__(self, key: str, graph: Any, experiment: Any) -> None:
+        super().__init__(key, graph)
+        object.__setattr__(self, "_experiment", experiment)
+        # Creation order: script mode runs the result a script built last.
+        object.__setattr__(self, "_serial", next(_SERIAL))
+
+    def compute(self, **kwargs: Any) -> Any:
+        """Compute this intermediate value with the current parameters (no trial)."""
+        return self._experiment._compute_plain(self, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Delayed, (self.key, self.dask))
+
+
+class ResultDelayed(StepDelayed):
+    """The delayed result of an experiment: ``compute()`` runs and records one trial."""
+
+    __slots__ = ()
+
+    def compute(self, seed: int | None = None, **dask_kwargs: Any) -> Any:
+        """Run one trial with the current parameters and return its result.
+
+        ``seed`` seeds ``random`` and numpy's global generator in every step (drawn and
+        recorded when not given); other keyword arguments go to ``dask.compute``
+        (``scheduler="processes"``, ...).
+        """
+        return self._experiment._run_trial(self, seed=seed, **dask_kwargs)
+
+
+def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
+    """The function users call in place of ``spec.func``: it builds a delayed task."""
+    call = StepCall(spec)
+    delayed_call = dask.delayed(call, pure=False)
+    kind = ResultDelayed if spec.kind == RESULT else StepDelayed
+
+    @functools.wraps(spec.func)
+    def step(*args: Any, **kwargs: Any) -> StepDelayed:
+        key = f"{spec.name}-{uuid.uuid4().hex}"
+        out = delayed_call(_TRIAL_PLACEHOLDER, key, *args, dask_key_name=key, **kwargs)
+        return kind(out.key, out.dask, experiment)
+
+    step.spec = spec  # type: ignore[attr-defined]
+    return step

@@ -1,0 +1,475 @@
+"""Running one trial: prepare its graph, allocate its id, compute, and record it.
+
+Order of a trial (see docs/design.md):
+
+1. Copy the result's graph, find its parameters and resolve their values (an undefined
+   parameter raises here, before any trial id is used).
+2. Store the parameters, the code tree and the environment tree (deduplicated objects).
+3. Allocate the id: create the ref ``experiments/<id>/trials/<n>`` pointing at a *running*
+   record (atomic create-if-absent; on ``RefExists`` try ``n + 1``). The running record names
+   the process (host, pid, process start time) so a later reader can tell a trial whose
+   process died from one still running.
+4. Inject the parameter values and the trial context into the graph copy and compute it on
+   the chosen scheduler. Steps record digests, persisted outputs and metrics as they run and
+   hand their records back with their values.
+5. Check purity, store the result, write the final record and swap the ref from the running
+   record to it (compare-and-swap: nobody else may have touched it).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import dask
+from dask._task_spec import DataNode, GraphNode, Task, TaskRef, convert_legacy_graph
+from dask.delayed import Delayed
+
+import store
+from store import Link
+
+from . import purity, seeding
+from .errors import RecordError
+from .log import logger
+from .parameter import KEY_PREFIX
+from .steps import TRIAL_KEY, StepCall, StepOutput, TrialContext
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+RECORD_TYPE = "daskperiment.trial"
+RECORD_VERSION = 1
+RUNNING, SUCCESS, FAILED = "running", "success", "failed"
+
+_VALUE_SUFFIX = "~value"
+_RECORD_SUFFIX = "~record"
+
+
+def trial_ref(experiment_id: str, trial_id: int) -> str:
+    """Name of the ref holding trial ``trial_id``'s record."""
+    return f"experiments/{experiment_id}/trials/{trial_id}"
+
+
+def trials_prefix(experiment_id: str) -> str:
+    return f"experiments/{experiment_id}/trials/"
+
+
+# ---------------------------------------------------------------------------------------
+# The graph of one trial
+# ---------------------------------------------------------------------------------------
+
+
+class TrialGraph:
+    """A private copy of a result's graph, rewritten for one trial.
+
+    - parameter placeholders become the trial's values, the trial placeholder its context;
+    - a task that is not a step but consumes a step's output gets the bare value through a
+      small ``~value`` task (steps hand :class:`StepOutput` objects to each other);
+    - a step whose record cannot reach the result through a chain of steps gets a
+      ``~record`` task, so every step's record comes back to the client.
+    """
+
+    def __init__(self, result: Delayed, parameter_keys: Mapping[str, str]) -> None:
+        self.key = result.key
+        self.graph: dict[Any, GraphNode] = convert_legacy_graph(dict(result.__dask_graph__()))
+        self.steps: dict[Any, StepCall] = {
+            k: node.func
+            for k, node in self.graph.items()
+            if isinstance(node, Task) and isinstance(node.func, StepCall)
+        }
+        #: parameter name -> graph key, for the parameters of *this* experiment in the graph
+        self.parameters: dict[str, Any] = {}
+        for k in self.graph:
+            if isinstance(k, str) and k.startswith(KEY_PREFIX) and k in parameter_keys:
+                self.parameters[parameter_keys[k]] = k
+
+    def specs(self) -> list[Any]:
+        """The step definitions in the graph (each once)."""
+        seen: dict[int, Any] = {}
+        for call in self.steps.values():
+            seen.setdefault(id(call.spec), call.spec)
+        return list(seen.values())
+
+    def build(self, values: Mapping[str, Any], trial: TrialContext | None) -> list[Any]:
+        """Inject ``values`` and ``trial``; return the keys to compute (result first)."""
+        graph = self.graph
+        for name, key in self.parameters.items():
+            graph[key] = DataNode(key, values[name])
+        graph[TRIAL_KEY] = DataNode(TRIAL_KEY, trial)
+        if trial is None:
+            return [self.key]
+        self._unwrap_for_plain_consumers()
+        return [self.key, *self._record_tasks()]
+
+    def _unwrap_for_plain_consumers(self) -> None:
+        graph, steps = self.graph, self.steps
+        subs: dict[Any, Any] = {}
+        for key, node in list(graph.items()):
+            if key in steps or not (node.dependencies & steps.keys()):
+                continue
+            for dep in node.dependencies & steps.keys():
+                if dep not in subs:
+                    subs[dep] = value_key = _suffixed(dep, _VALUE_SUFFIX)
+                    graph[value_key] = Task(value_key, _value_of, TaskRef(dep))
+            graph[key] = node.substitute(subs)
+
+    def _record_tasks(self) -> list[Any]:
+        """``~record`` tasks for the steps whose records do not ride along to the result."""
+        graph, steps = self.graph, self.steps
+        reached = set()
+        todo = [self.key] if self.key in steps else []
+        while todo:
+            key = todo.pop()
+            if key in reached:
+                continue
+            reached.add(key)
+            todo.extend(dep for dep in graph[key].dependencies if dep in steps)
+        extra = []
+        for key in steps.keys() - reached:
+            record_key = _suffixed(key, _RECORD_SUFFIX)
+            graph[record_key] = Task(record_key, _records_of, TaskRef(key))
+            extra.append(record_key)
+        return extra
+
+    def compute(self, keys: list[Any], dask_kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Compute ``keys`` with dask (the scheduler from ``dask_kwargs`` or dask's config)."""
+        graph = self.graph
+        return dask.compute(*[Delayed(k, graph) for k in keys], **dask_kwargs)
+
+
+def _suffixed(key: Any, suffix: str) -> Any:
+    return (f"{key[0]}{suffix}", *key[1:]) if isinstance(key, tuple) else f"{key}{suffix}"
+
+
+def _value_of(output: Any) -> Any:
+    return output.value if type(output) is StepOutput else output
+
+
+def _records_of(output: Any) -> dict[str, dict]:
+    return output.records if type(output) is StepOutput else {}
+
+
+# ---------------------------------------------------------------------------------------
+# Processes: telling a running trial from an interrupted one
+# ---------------------------------------------------------------------------------------
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+_HOST = socket.gethostname()
+_BOOT = _boot_id()
+
+
+def process_identity() -> dict[str, Any]:
+    """Who runs a trial: enough to recognise later that this process is gone."""
+    pid = os.getpid()
+    return {"host": _HOST, "pid": pid, "start": _process_start(pid), "boot": _BOOT}
+
+
+def is_process_gone(process: Mapping[str, Any]) -> bool:
+    """Whether the process named by a running record certainly no longer runs.
+
+    Only decidable on the same host: the pid is not alive, or it is alive but is another
+    process (different start time or boot), i.e. the pid was reused.
+    """
+    if process.get("host") != _HOST:
+        return False
+    if process.get("boot") and _BOOT and process["boot"] != _BOOT:
+        return True
+    pid = process.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        pass
+    start = process.get("start")
+    return start is not None and _process_start(pid) not in (None, start)
+
+
+def interrupted_description(record: Mapping[str, Any]) -> str:
+    process = record.get("process") or {}
+    return (
+        f"Interrupted: the process running this trial (pid {process.get('pid')} on "
+        f"{process.get('host')}) ended before the trial finished"
+    )
+
+
+def effective(record: dict[str, Any]) -> dict[str, Any]:
+    """``record``, with a running trial whose process is gone shown as failed."""
+    if record.get("status") == RUNNING and is_process_gone(record.get("process") or {}):
+        record = dict(record)
+        record["status"] = FAILED
+        record["description"] = interrupted_description(record)
+        record["interrupted"] = True
+    return record
+
+
+# ---------------------------------------------------------------------------------------
+# One trial
+# ---------------------------------------------------------------------------------------
+
+
+class TrialRun:
+    """Runs one trial of ``result`` for experiment ``ex``; see the module docstring."""
+
+    def __init__(
+        self,
+        ex: Experiment,
+        result: Delayed,
+        parameters: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        dask_kwargs: Mapping[str, Any] | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        self.ex = ex
+        self.graph = TrialGraph(result, ex._parameters.by_key)
+        # Resolve before anything is written: an undefined parameter uses no trial id.
+        self.values = ex._parameters.resolve(self.graph.parameters, parameters)
+        self.seed_given = seed is not None
+        self.seed = seeding.validate_seed(seed) if seed is not None else seeding.draw_seed()
+        self.dask_kwargs = dict(dask_kwargs or {})
+        self.use_cache = use_cache
+        self.trial_id: int | None = None
+
+    def run(self) -> Any:
+        ex = self.ex
+        st = ex._store_for_writing()
+        base = self._base_record(st)
+        self.trial_id, running_oid = self._allocate(st, base)
+        logger.info("Started Experiment (trial id=%d)", self.trial_id)
+        if self.seed_given:
+            logger.info("Random seed is initialized with given seed: %d", self.seed)
+        else:
+            logger.info(
+                "Random seed is not provided, initialized with generated seed: %d", self.seed
+            )
+        ex._note_environment(base["environment"].oid, self._env)
+        context = TrialContext(ex.id, self.trial_id, self.seed, ex._handle, self.use_cache)
+        keys = self.graph.build(self.values, context)
+        started = time.perf_counter()
+        try:
+            outputs = self.graph.compute(keys, self.dask_kwargs)
+        except BaseException as exc:
+            elapsed = time.perf_counter() - started
+            self._finish_failed(st, base, running_oid, exc, elapsed)
+            raise
+        elapsed = time.perf_counter() - started
+        value = self._finish_success(st, base, running_oid, outputs, elapsed)
+        logger.info("Finished Experiment (trial id=%d)", self.trial_id)
+        return value
+
+    # -- before ------------------------------------------------------------------------
+
+    def _base_record(self, st: store.Store) -> dict[str, Any]:
+        ex = self.ex
+        params_oid = st.put(self.values)
+        code_oid = ex._code_tree(st, self.graph.specs())
+        env_oid, self._env = ex._environment_tree(st)
+        return {
+            "type": RECORD_TYPE,
+            "version": RECORD_VERSION,
+            "experiment": ex.id,
+            "trial_id": None,
+            "status": RUNNING,
+            "parent": ex._last_trial_id or None,
+            "seed": self.seed,
+            "params": dict(self.values),
+            "parameters": Link(params_oid),
+            "code": Link(code_oid),
+            "environment": Link(env_oid),
+            "process": process_identity(),
+            "started": time.time(),
+        }
+
+    def _allocate(self, st: store.Store, base: dict[str, Any]) -> tuple[int, str]:
+        """Create the first free ``trials/<n>`` ref, pointing at the running record."""
+        ex = self.ex
+        candidate = ex._last_trial_id + 1
+        for _ in range(100_000):
+            record = dict(base, trial_id=candidate)
+            oid = st.put(record)
+            try:
+                st.refs.create(trial_ref(ex.id, candidate), oid)
+            except store.errors.RefExists:
+                # Another process took it: jump to what exists now rather than step by one.
+                candidate = max(candidate, ex._scan_last_trial_id(st)) + 1
+                continue
+            ex._last_trial_id = max(ex._last_trial_id, candidate)
+            return candidate, oid
+        raise RecordError(candidate, "no free trial id found after many attempts")
+
+    # -- after -------------------------------------------------------------------------
+
+    def _finish_success(
+        self,
+        st: store.Store,
+        base: dict[str, Any],
+        running_oid: str,
+        outputs: tuple[Any, ...],
+        elapsed: float,
+    ) -> Any:
+        output, *extra = outputs
+        records = dict(output.records) if type(output) is StepOutput else {}
+        for more in extra:
+            records.update(more)
+        value = output.value if type(output) is StepOutput else output
+        record = dict(base, trial_id=self.trial_id, status=SUCCESS)
+        record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
+        purity.check(st, self.ex.id, record["steps"])
+        record.update(_result_fields(st, value, self.trial_id))
+        self._finalize(st, record, running_oid, elapsed)
+        return value
+
+    def _finish_failed(
+        self,
+        st: store.Store,
+        base: dict[str, Any],
+        running_oid: str,
+        exc: BaseException,
+        elapsed: float,
+    ) -> None:
+        record = dict(base, trial_id=self.trial_id, status=FAILED)
+        record.update(
+            steps={},
+            metrics={},
+            result=None,
+            result_value=None,
+            result_repr=None,
+            result_type=None,
+            description=describe_exception(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+        self._finalize(st, record, running_oid, elapsed)
+
+    def _finalize(
+        self, st: store.Store, record: dict[str, Any], running_oid: str, elapsed: float
+    ) -> None:
+        record["finished"] = time.time()
+        record["process_time"] = elapsed
+        record.setdefault("description", None)
+        record.setdefault("traceback", None)
+        record["digests"] = {
+            "parameters": record["parameters"].oid,
+            "code": record["code"].oid,
+            "environment": record["environment"].oid,
+            "result": record["result"].oid if record.get("result") else None,
+        }
+        oid = st.put(record)
+        try:
+            st.refs.swap(trial_ref(self.ex.id, self.trial_id), running_oid, oid)
+        except store.errors.StoreError as exc:
+            raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
+        self.ex._trial_recorded(self.trial_id, oid, record)
+
+    def _steps_and_metrics(
+        self, st: store.Store, records: dict[str, dict]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record's ``steps`` (by name; ``name#2`` for a second call) and ``metrics``."""
+        steps: dict[str, Any] = {}
+        metric_parts: dict[str, list] = {}
+        for rec in sorted(records.values(), key=lambda r: r["started"]):
+            name = rec["step"]
+            label, n = name, 2
+            while label in steps:
+                label, n = f"{name}#{n}", n + 1
+            deferred = rec.pop("_deferred_value", _NOTHING)
+            if deferred is not _NOTHING:
+                st.put(deferred)
+            for series in rec.pop("_deferred_metrics", {}).values():
+                st.put(series)
+            for key, oid in rec["metrics"].items():
+                metric_parts.setdefault(key, []).append(oid)
+            entry = dict(rec)
+            if entry.get("persisted"):
+                entry["persisted"] = Link(entry["persisted"])
+            entry["metrics"] = {k: Link(v) for k, v in rec["metrics"].items()}
+            steps[label] = entry
+        metrics_out = {key: Link(_merge_metric(st, oids)) for key, oids in metric_parts.items()}
+        return steps, metrics_out
+
+
+_NOTHING = object()
+
+
+def _merge_metric(st: store.Store, oids: list[str]) -> str:
+    """One object per key and trial, even if several steps saved the same key."""
+    if len(oids) == 1:
+        return oids[0]
+    from .metrics import merge_series
+
+    return st.put(merge_series(st.get(oid) for oid in oids))
+
+
+_SCALARS = (int, float, bool, str, type(None))
+
+
+def _result_fields(st: store.Store, value: Any, trial_id: int | None) -> dict[str, Any]:
+    """How the result appears in the record: a link to the stored value, inline if scalar."""
+    fields: dict[str, Any] = {
+        "result_type": str(type(value)),
+        "result_repr": _short_repr(value),
+        "result_value": _inline(value),
+    }
+    try:
+        fields["result"] = Link(st.put(value))
+    except store.errors.EncodeError as exc:
+        logger.warning(
+            "Result of trial %s (%s) cannot be stored: %s. The trial is recorded with the "
+            "result's repr only; return a picklable value to keep it.",
+            trial_id,
+            type(value).__name__,
+            exc,
+        )
+        fields["result"] = None
+    return fields
+
+
+def _inline(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value if not isinstance(value, str) or len(value) <= 1000 else None
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and getattr(value, "shape", None) == ():
+        try:
+            inner = item()
+        except Exception:  # noqa: BLE001 - anything odd simply is not inlined
+            return None
+        return inner if type(inner) in _SCALARS else None
+    return None
+
+
+def _short_repr(value: Any) -> str:
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 200
+    return r.repr(value)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``ZeroDivisionError(division by zero)``: the history's Description of a failure."""
+    return f"{type(exc).__name__}({exc})"
