@@ -93,6 +93,30 @@ class RefConflict(StoreError):
         )
 
 
+class RefConflicts(RefConflict):
+    """Several refs to be written (import, push, pull) already point elsewhere.
+
+    Raised before any ref is changed, so nothing was written to the refs. ``conflicts`` maps
+    each ref name to ``(incoming oid, existing oid)``.
+    """
+
+    def __init__(self, conflicts: dict[str, tuple[str, str]], where: str = "") -> None:
+        self.conflicts = dict(conflicts)
+        first = next(iter(self.conflicts))
+        self.ref, self.expected, self.actual = first, self.conflicts[first][0], self.conflicts[first][1]
+        lines = [
+            f"  {name}: incoming {new}, existing {old}"
+            for name, (new, old) in sorted(self.conflicts.items())
+        ]
+        StoreError.__init__(
+            self,
+            f"{len(self.conflicts)} ref(s) already point elsewhere"
+            + (f" in {where}" if where else "")
+            + "; nothing was changed (import under another name or resolve by hand):\n"
+            + "\n".join(lines),
+        )
+
+
 class CorruptObject(StoreError):
     """A stored object's bytes do not hash to its name, or its header is damaged."""
 
