@@ -40,7 +40,9 @@ columns, frames that disallow duplicate labels, time zones that do not read back
 dtype) makes :func:`encode` return None, and the value goes to ``pickle``. A ``MultiIndex`` is
 stored with its levels and codes as they are, so two equal MultiIndexes with different levels
 (unused levels, say) hash differently. Decoding uses only JSON, ``numpy.frombuffer`` and
-pandas constructors: it never unpickles.
+pandas constructors: it never unpickles. Numeric columns share the body's memory when the body
+is writable; from a read-only body they are copied, because pandas writes into its arrays in
+place (``df.loc[i, c] = x``) and would fail on read-only ones.
 """
 
 from __future__ import annotations
@@ -336,8 +338,13 @@ class _Reader:
                 values, index=index, name=spec.get("name"), dtype=values.dtype, copy=False
             )
         elif kind == "DataFrame":
-            columns = [self.array(s) for s in _get(spec, "data", list)]
-            out = pd.DataFrame(dict(enumerate(columns)), index=index, copy=False)
+            # Series with the frame's own index (so nothing is realigned) keep their dtype;
+            # bare object arrays would be re-inferred as strings by the DataFrame constructor.
+            columns = {
+                i: pd.Series(values, index=index, dtype=values.dtype, copy=False)
+                for i, values in enumerate(map(self.array, _get(spec, "data", list)))
+            }
+            out = pd.DataFrame(columns, index=index, copy=False)
             out.columns = self.index(spec.get("columns"))
         else:
             raise DecodeError(f"pandas body: unknown object type {kind!r}")
