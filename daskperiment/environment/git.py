@@ -7,11 +7,11 @@ files do not count), an xxh3-128 ``diff_digest`` of ``git diff HEAD`` when dirty
 
 Asking git costs milliseconds per command, too much for every trial, so the answer is kept
 and asked again only when something git looks at has changed: ``HEAD``, the ref it points
-to, ``packed-refs``, the index, or the ``stat`` of a tracked file (the same signals git's own
-index uses to notice edits). Watching a file costs one ``stat`` (about 2 us) per capture; in
-work trees with more than :data:`MAX_WATCHED_FILES` tracked files only the index and refs
-are watched, so an unstaged edit there shows at the next stage, commit or process. Git runs with ``GIT_OPTIONAL_LOCKS=0`` so that it never rewrites
-the index behind the user's back (which would also invalidate this cache every time).
+to, ``packed-refs`` or the index (a ``stat`` of each), or a tracked file was written (see
+:mod:`.watch`: inotify on Linux, whatever the number of files; elsewhere a ``stat`` per file,
+and beyond :data:`MAX_WATCHED_FILES` files an unstaged edit shows only at the next stage,
+commit or process). Git runs with ``GIT_OPTIONAL_LOCKS=0`` so that it never rewrites the
+index behind the user's back (which would also invalidate this cache every time).
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from typing import Any
 import xxhash
 
 from ..log import get_logger
+from .watch import FileWatch, Stat, is_racy, stats, watch_files
 
 #: Seconds a single git command may take before git information is left out.
 TIMEOUT = 5.0
-#: Above this many tracked files, edits are noticed through the index and refs only (staging,
-#: committing, checking out), since a ``stat`` of each file (~2 us) would cost milliseconds.
+#: Where inotify is unavailable and more files than this are tracked, edits are noticed through
+#: the index and refs only (staging, committing, checking out), since a ``stat`` of each file
+#: (~2 us) on every capture would cost milliseconds.
 MAX_WATCHED_FILES = 2000
-#: A modification time this close to when it was read is not trusted to reveal the next one.
-RACY_NS = 100_000_000
 
 _ENV_OVERRIDES = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 _DIFF_ARGS = [
@@ -48,7 +48,6 @@ _DIFF_ARGS = [
     "--src-prefix=a/",
     "--dst-prefix=b/",
 ]
-_Stat = tuple[int, int, int] | None
 
 
 class GitUnavailable(Exception):
@@ -74,14 +73,6 @@ def run_git(args: list[str], cwd: str, stdin: bytes | None = None) -> bytes:
     return proc.stdout
 
 
-def _stat(path: str) -> _Stat:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 @dataclass
 class _Repo:
     """A work tree found from some directory, with what is cached about it."""
@@ -89,8 +80,9 @@ class _Repo:
     toplevel: str
     git_dir: str
     common_dir: str
-    index_stat: _Stat = None
-    tracked: list[str] | None = None  # absolute paths of watched files; None until listed
+    index_stat: Stat = None
+    listed: bool = False  # whether the tracked files were listed (and watched) yet
+    watch: FileWatch | None = None
     key: tuple[Any, ...] | None = None
     info: dict[str, Any] | None = None
 
@@ -113,56 +105,42 @@ def find_repo(workdir: str) -> _Repo | None:
     return _Repo(toplevel=lines[0], git_dir=lines[1], common_dir=lines[2])
 
 
-def _state_key(repo: _Repo) -> tuple[Any, ...]:
-    """Everything whose change may change what git reports, read without running git."""
+def _probe(repo: _Repo) -> tuple[tuple[Any, ...], bool]:
+    """What may change git's answer, read without running git: the state of ``HEAD``, its
+    ref, ``packed-refs`` and the index, and whether a tracked file was written since the
+    previous probe."""
     try:
         with open(os.path.join(repo.git_dir, "HEAD"), "rb") as f:
             head = f.read()
     except OSError:
         head = b""
-    ref_stat: _Stat = None
+    ref_stat: Stat = None
     if head.startswith(b"ref: "):
         ref = head[5:].strip().decode("utf-8", errors="surrogateescape")
         ref_stat = _stat(os.path.join(repo.common_dir, ref))
     index_stat = _stat(os.path.join(repo.git_dir, "index"))
-    if repo.tracked is None or index_stat != repo.index_stat:
-        _refresh_tracked(repo, index_stat)
-    files = _stats(repo.tracked or ())
     packed = _stat(os.path.join(repo.common_dir, "packed-refs"))
-    return (head, ref_stat, packed, index_stat, files)
+    if not repo.listed or index_stat != repo.index_stat:
+        _watch_tracked(repo, index_stat)  # the index changed: so may the set of tracked files
+    files_changed = repo.watch.changed() if repo.watch is not None else False
+    return (head, ref_stat, packed, index_stat), files_changed
 
 
-def _stats(paths: list[str] | tuple[()]) -> tuple[_Stat, ...]:
-    """``_stat`` of each path, inlined: this loop is most of a repeated capture's cost."""
-    out: list[_Stat] = []
-    append = out.append
-    stat = os.stat
-    for path in paths:
-        try:
-            st = stat(path)
-        except OSError:
-            append(None)
-        else:
-            append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
+def _stat(path: str) -> Stat:
+    return stats([path])[0]
 
 
-def _is_racy(key: tuple[Any, ...], taken_ns: int) -> bool:
-    """Whether a file in ``key`` changed so recently that another change in the same clock
-    tick would leave its stat unchanged (git's "racy clean" problem); then ask git again."""
-    _, ref_stat, packed, index_stat, files = key
-    stats = (ref_stat, packed, index_stat, *files)
-    return any(st is not None and st[0] > taken_ns - RACY_NS for st in stats)
-
-
-def _refresh_tracked(repo: _Repo, index_stat: _Stat) -> None:
-    # Recorded even when git fails, so a git that hangs is not asked again on every capture.
+def _watch_tracked(repo: _Repo, index_stat: Stat) -> None:
+    # Recorded before asking git, so a git that hangs is not asked again on every capture.
     repo.index_stat = index_stat
-    repo.tracked = []
+    repo.listed = True
+    if repo.watch is not None:
+        repo.watch.close()
+        repo.watch = None
     out = run_git(["ls-files", "-z"], cwd=repo.toplevel)
     names = [p for p in out.decode("utf-8", errors="surrogateescape").split("\0") if p]
-    if len(names) <= MAX_WATCHED_FILES:
-        repo.tracked = [os.path.join(repo.toplevel, name) for name in names]
+    paths = [os.path.join(repo.toplevel, name) for name in names]
+    repo.watch = watch_files(paths, max_stat_files=MAX_WATCHED_FILES)
 
 
 def query(repo: _Repo) -> dict[str, Any]:
@@ -210,14 +188,21 @@ class GitWatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._repos: dict[str, _Repo | None] = {}
+        self._pid = os.getpid()
 
     def current(self, workdir: str | None = None, cache: bool = True) -> dict[str, Any] | None:
         """Git information for ``workdir`` (default: the current directory), or None.
 
         While nothing changed the same dict object is returned as the previous time.
         """
-        workdir = os.path.abspath(workdir or os.getcwd())
+        try:
+            workdir = os.path.abspath(workdir or os.getcwd())
+        except OSError:  # the current directory was deleted
+            return None
         with self._lock:
+            if os.getpid() != self._pid:  # a forked child: watches belong to the parent
+                self._repos.clear()
+                self._pid = os.getpid()
             if not cache or workdir not in self._repos:
                 self._repos[workdir] = find_repo(workdir)
             repo = self._repos[workdir]
@@ -225,10 +210,10 @@ class GitWatcher:
                 return None
             try:
                 taken = time.time_ns()
-                key = _state_key(repo)  # before asking git: a later edit shows next time
-                if cache and key == repo.key:
+                key, files_changed = _probe(repo)  # before asking git: later edits show next time
+                if cache and key == repo.key and not files_changed:
                     return repo.info
-                repo.key = None if _is_racy(key, taken) else key
+                repo.key = None if is_racy(key[1:], taken) else key
                 repo.info = query(repo)
             except GitUnavailable as exc:
                 # Kept under this key: git is asked again only once something changes.

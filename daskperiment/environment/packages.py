@@ -18,8 +18,7 @@ import threading
 import time
 from typing import Any
 
-#: A modification time this close to when it was read is not trusted to reveal the next one.
-RACY_NS = 100_000_000
+from .watch import is_racy
 
 #: What ``os.stat`` says about each ``sys.path`` entry; None for entries that are not files.
 Signature = tuple[tuple[str, ...], tuple[tuple[int, int, int] | None, ...]]
@@ -37,12 +36,6 @@ def path_signature() -> Signature:
             continue
         stats.append((st.st_mtime_ns, st.st_ino, st.st_size))
     return entries, tuple(stats)
-
-
-def is_racy(signature: Signature, taken_ns: int) -> bool:
-    """Whether a directory changed so shortly before ``taken_ns`` that a second change may
-    still carry the same coarse timestamp (file times tick every few milliseconds)."""
-    return any(st is not None and st[0] > taken_ns - RACY_NS for st in signature[1])
 
 
 def scan() -> list[str]:
@@ -116,5 +109,6 @@ class PackageWatcher:
         with self._lock:
             if packages != self._packages:
                 self._packages = packages
-            self._signature = None if is_racy(signature, taken) else signature
+            # A directory changed just now may change again within the same clock tick.
+            self._signature = None if is_racy(signature[1], taken) else signature
             return self._packages

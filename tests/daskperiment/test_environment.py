@@ -14,6 +14,7 @@ import pytest
 from daskperiment import environment
 from daskperiment.environment import git as env_git
 from daskperiment.environment import packages as env_packages
+from daskperiment.environment import watch as env_watch
 
 GIT_IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
 
@@ -144,7 +145,7 @@ def test_package_list_is_cached_until_a_path_directory_changes(
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     watcher = env_packages.PackageWatcher()
-    monkeypatch.setattr(env_packages, "RACY_NS", 0)  # trust fresh timestamps for this test
+    monkeypatch.setattr(env_watch, "RACY_NS", 0)  # trust fresh timestamps for this test
     first = watcher.current()
     assert watcher.current() is first
     write_dist(site, "fakepkg", "1.0")
@@ -237,10 +238,13 @@ def test_no_git_category_when_git_is_not_installed(
     assert "git" not in environment.capture(cache=False, workdir=str(repo))
 
 
+@pytest.mark.parametrize("watch", ["default", "stat"])
 def test_git_is_asked_again_only_after_a_change(
-    repo: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path, monkeypatch: pytest.MonkeyPatch, watch: str
 ) -> None:
-    monkeypatch.setattr(env_git, "RACY_NS", 0)  # trust fresh timestamps for this test
+    monkeypatch.setattr(env_watch, "RACY_NS", 0)  # trust fresh timestamps for this test
+    if watch == "stat":  # as on platforms without inotify
+        monkeypatch.setattr(env_git, "watch_files", lambda paths, **_: env_watch.StatWatch(paths))
     watcher = env_git.GitWatcher()
     first = watcher.current(str(repo))
     assert watcher.current(str(repo)) is first  # no git command ran: the same answer object
@@ -254,7 +258,7 @@ def test_git_is_asked_again_only_after_a_change(
 def test_repeated_capture_returns_the_same_object_while_nothing_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(env_packages, "RACY_NS", 0)
+    monkeypatch.setattr(env_watch, "RACY_NS", 0)
     monkeypatch.chdir(tmp_path)
     first = environment.capture()
     assert environment.capture() is first
@@ -329,3 +333,58 @@ def test_summary_of_a_capture(repo: Path) -> None:
         "git_branch": env["git"]["branch"],
         "git_dirty": False,
     }
+
+
+@pytest.fixture(params=["inotify", "stat"])
+def make_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    if request.param == "inotify":
+        if not sys.platform.startswith("linux"):
+            pytest.skip("inotify is Linux only")
+        return env_watch.InotifyWatch
+    monkeypatch.setattr(env_watch, "RACY_NS", 0)  # edits below change sizes, so stats differ
+    return env_watch.StatWatch
+
+
+def test_file_watch_reports_writes_to_watched_files_only(tmp_path: Path, make_watch) -> None:
+    (tmp_path / "sub").mkdir()
+    tracked = [tmp_path / "a.py", tmp_path / "sub" / "b.py"]
+    for path in tracked:
+        path.write_text("x = 1\n")
+    watch = make_watch([str(p) for p in tracked])
+    try:
+        assert watch.changed() is False
+        (tmp_path / "output.csv").write_text("not watched\n")
+        (tmp_path / "sub" / "__pycache__").mkdir()
+        assert watch.changed() is False
+
+        tracked[1].write_text("x = 22\n")
+        assert watch.changed() is True
+        assert watch.changed() is False  # reported once
+
+        saved = tmp_path / "a.py.tmp"  # how editors save: write aside, rename over
+        saved.write_text("x = 333\n")
+        saved.rename(tracked[0])
+        assert watch.changed() is True
+
+        tracked[0].unlink()
+        assert watch.changed() is True
+    finally:
+        watch.close()
+
+
+def test_watch_files_prefers_inotify_on_linux_and_caps_stat_watches(tmp_path: Path) -> None:
+    path = str(tmp_path / "a.py")
+    watch = env_watch.watch_files([path])
+    assert isinstance(watch, env_watch.FileWatch)
+    if sys.platform.startswith("linux"):
+        assert isinstance(watch, env_watch.InotifyWatch)
+    watch.close()
+    watch.close()  # idempotent
+    assert isinstance(env_watch.watch_files([]), env_watch.StatWatch)
+
+
+def test_untracked_output_in_the_work_tree_does_not_make_it_dirty(repo: Path) -> None:
+    first = environment.capture(workdir=str(repo))["git"]
+    (repo / "results.csv").write_text("1,2\n")
+    (repo / "daskperiment_cache").mkdir()
+    assert environment.capture(workdir=str(repo))["git"] == first
