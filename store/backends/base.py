@@ -78,6 +78,17 @@ def validate_prefix(prefix: object) -> str:
     return prefix
 
 
+def validate_temp_name(name: object) -> str:
+    """Return ``name`` if it can be a temp file's name (one path component), else raise
+    :class:`InvalidKey`: ``delete_temp`` must never remove anything outside the temp area."""
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise InvalidKey(name, "not a temp file name (one path component, as list_temp gives)")
+    reason = _key_problem(name)
+    if reason:
+        raise InvalidKey(name, reason)
+    return name
+
+
 def as_views(data: Buffers) -> list[memoryview]:
     """``data`` as a list of flat byte views (no copies), whatever bytes-like shape it came in."""
     if isinstance(data, (bytes, bytearray, memoryview)):

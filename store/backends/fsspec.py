@@ -72,6 +72,7 @@ from .base import (
     as_views,
     validate_key,
     validate_prefix,
+    validate_temp_name,
 )
 
 # One lock for every memory:// filesystem: fsspec keeps their files in one process-wide dict.
@@ -540,8 +541,7 @@ class FsspecBackend(Backend):
         )
 
     def delete_temp(self, name: str) -> None:
-        if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
-            raise InvalidKey(name, "not a temp file name")
+        validate_temp_name(name)
         self._check_writable()
         try:
             self.fs.rm_file(f"{self._prefix}tmp/{name}")
@@ -595,6 +595,7 @@ class FsspecBackend(Backend):
 
     def _s3_swap(self, key: str, path: str, expected: bytes | None, new: bytes | None) -> bool:
         bucket, skey, _ = self.fs.split_path(path)
+        body = None if new is None else b"".join(as_views(new))
         deadline = time.monotonic() + self.lock_timeout
         attempt = 0
         while True:
@@ -602,12 +603,12 @@ class FsspecBackend(Backend):
             if current != expected:
                 return False
             try:
-                if new is None:
+                if body is None:
                     if etag is not None:
                         self.fs.call_s3("delete_object", Bucket=bucket, Key=skey, IfMatch=etag)
                 else:
                     cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
-                    self.fs.call_s3("put_object", Bucket=bucket, Key=skey, Body=new, **cond)
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=skey, Body=body, **cond)
                 return True
             except OSError as exc:
                 # Changed between our read and our write. Re-read: it may have changed

@@ -60,6 +60,7 @@ from .base import (
     as_views,
     validate_key,
     validate_prefix,
+    validate_temp_name,
 )
 
 try:
@@ -102,6 +103,7 @@ class LocalBackend(Backend):
         self.durability = durability
         self.lock_timeout = lock_timeout
         self._fsync = durability == "fsync"
+        self._root_sep = os.path.join(self.root, "")
         self._tmp_dir = os.path.join(self.root, _TMP)
         self._lock_dir = os.path.join(self.root, _LOCKS)
         self._can_link = True
@@ -118,7 +120,7 @@ class LocalBackend(Backend):
     # paths and error translation -------------------------------------------------------
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.root, *validate_key(key).split("/"))
+        return self._root_sep + validate_key(key).replace("/", os.sep)
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -376,10 +378,20 @@ class LocalBackend(Backend):
         out: dict[str, bytes | bytearray | memoryview] = {}
         for key in keys:
             try:
-                with open(self._path(key), "rb") as f:
-                    out[key] = f.read()
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                fd = os.open(self._path(key), os.O_RDONLY | _O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
+            try:
+                parts = []
+                while True:  # raw reads, no file object per key; short read = end of file
+                    parts.append(os.read(fd, 1 << 16))
+                    if len(parts[-1]) < 1 << 16:
+                        break
+            except IsADirectoryError:
+                continue
+            finally:
+                os.close(fd)
+            out[key] = parts[0] if len(parts) == 1 else b"".join(parts)
         return out
 
     def head(self, key: str, n: int) -> bytes:
@@ -454,8 +466,7 @@ class LocalBackend(Backend):
 
     def delete_temp(self, name: str) -> None:
         """Remove the temp file ``name`` (as listed by :meth:`list_temp`)."""
-        if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
-            raise InvalidKey(name, "not a temp file name")
+        validate_temp_name(name)
         self._check_writable()
         with self._writing(name, f"temp file {name!r}"):
             _unlink_quietly(os.path.join(self._tmp_dir, name))

@@ -17,6 +17,7 @@ from .base import (
     as_views,
     validate_key,
     validate_prefix,
+    validate_temp_name,
 )
 
 
@@ -144,4 +145,5 @@ class MemoryBackend(Backend):
         return iter(())
 
     def delete_temp(self, name: str) -> None:
+        validate_temp_name(name)
         self._check_writable()
