@@ -80,6 +80,8 @@ class _Repo:
     toplevel: str
     git_dir: str
     common_dir: str
+    head_stat: Stat = None
+    head: bytes = b""
     index_stat: Stat = None
     listed: bool = False  # whether the tracked files were listed (and watched) yet
     watch: FileWatch | None = None
@@ -109,11 +111,10 @@ def _probe(repo: _Repo) -> tuple[tuple[Any, ...], bool]:
     """What may change git's answer, read without running git: the state of ``HEAD``, its
     ref, ``packed-refs`` and the index, and whether a tracked file was written since the
     previous probe."""
-    try:
-        with open(os.path.join(repo.git_dir, "HEAD"), "rb") as f:
-            head = f.read()
-    except OSError:
-        head = b""
+    head_stat = _stat(os.path.join(repo.git_dir, "HEAD"))
+    if head_stat != repo.head_stat or head_stat is None:  # git replaces HEAD, never edits it
+        repo.head_stat, repo.head = head_stat, _read(os.path.join(repo.git_dir, "HEAD"))
+    head = repo.head
     ref_stat: Stat = None
     if head.startswith(b"ref: "):
         ref = head[5:].strip().decode("utf-8", errors="surrogateescape")
@@ -123,11 +124,19 @@ def _probe(repo: _Repo) -> tuple[tuple[Any, ...], bool]:
     if not repo.listed or index_stat != repo.index_stat:
         _watch_tracked(repo, index_stat)  # the index changed: so may the set of tracked files
     files_changed = repo.watch.changed() if repo.watch is not None else False
-    return (head, ref_stat, packed, index_stat), files_changed
+    return (head, head_stat, ref_stat, packed, index_stat), files_changed
 
 
 def _stat(path: str) -> Stat:
     return stats([path])[0]
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _watch_tracked(repo: _Repo, index_stat: Stat) -> None:
@@ -213,7 +222,7 @@ class GitWatcher:
                 key, files_changed = _probe(repo)  # before asking git: later edits show next time
                 if cache and key == repo.key and not files_changed:
                     return repo.info
-                repo.key = None if is_racy(key[1:], taken) else key
+                repo.key = None if is_racy(key[1:], taken) else key  # key[1:]: the stats
                 repo.info = query(repo)
             except GitUnavailable as exc:
                 # Kept under this key: git is asked again only once something changes.
