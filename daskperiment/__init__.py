@@ -18,7 +18,6 @@ from .errors import DaskperimentError
 from .experiment import Experiment, list_experiments
 from .log import logger
 from .parameter import Parameter
-from .script import main
 
 __version__ = "0.6.0"
 
@@ -29,5 +28,4 @@ __all__ = [
     "__version__",
     "list_experiments",
     "logger",
-    "main",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .errors import DaskperimentError
@@ -55,8 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
     except DaskperimentError as exc:
+        # A mistake on the command line or in the script's set-up: the message says it all.
         logger.error("%s", exc)
         return 2
+    except Exception:
+        # The trial failed (it is recorded as failed): show where, as Python would.
+        traceback.print_exc()
+        return 1
     return 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -14,7 +15,7 @@ from typing import Any
 import store
 from store import Link
 
-from . import code, environment, history, metrics, trial
+from . import code, environment, history, metrics, script, trial
 from .errors import (
     InvalidExperimentId,
     MetricNotFound,
@@ -32,6 +33,7 @@ from .steps import (
     STEP,
     StepSpec,
     StoreHandle,
+    _shareable_location,
     current_step,
     make_step,
 )
@@ -101,7 +103,12 @@ class Experiment:
     def __init__(self, id: str, backend: Any = "local", seed: int | None = None) -> None:  # noqa: A002
         """Everything happens in ``__new__``, which may return an existing instance."""
 
-    def _setup(self, experiment_id: str, target: Any) -> None:
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Steps that use ``ex`` (save_metric, current_trial_id) carry it to workers: send how
+        # to find the store, not the instance with its locks and caches.
+        return (_worker_instance, (self.id, _worker_target(self._target, self._store)))
+
+    def _setup(self, experiment_id: str, target: Any, load: bool = True) -> None:
         self.id = experiment_id
         self._default_seed: int | None = None
         self._lock = threading.RLock()
@@ -114,6 +121,7 @@ class Experiment:
         self._handle_obj: StoreHandle | None = None
         self._parameters = ParameterRegistry(_token(experiment_id, target))
         self._steps: dict[str, StepSpec] = {}
+        self._last_result: Any = None
         self._reader = history.HistoryReader(experiment_id)
         self._last_trial_id = 0
         self._last_record: dict[str, Any] | None = None
@@ -123,13 +131,16 @@ class Experiment:
         self._pending_rows: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         _register_exit_flush(self)
-        self._load()
+        if load:
+            self._load()
 
     # -- the store ---------------------------------------------------------------------
 
     def _read_store(self) -> store.Store | None:
         """The store for reading, or None while it does not exist yet (nothing recorded)."""
         if self._store is None:
+            if self._target is None:  # a worker's stand-in for a store it cannot reach
+                return None
             try:
                 self._store = store.open(self._target, create=False)
             except store.errors.StoreNotFound:
@@ -291,6 +302,18 @@ class Experiment:
             seed = self._default_seed
         run = trial.TrialRun(self, result, parameters, seed, dask_kwargs, cache)
         return run.run()
+
+    def run_from_command_line(self, result: Any = None, argv: Any = None) -> Any:
+        """Run one trial from the script's command line: ``python script.py a=1 b=2 --seed 1``.
+
+        Call it at the end of a script. It acts only when the calling module is the program
+        being run (``__name__ == "__main__"``): importing the script, or running it with
+        ``daskperiment run`` (which runs the trial itself), does nothing. ``result`` defaults
+        to the ``@ex.result`` output built last; ``argv`` to ``sys.argv[1:]``. Returns the
+        result (None when it did nothing).
+        """
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        return script.run_from_command_line(self, result, argv, caller)
 
     def _compute_plain(self, delayed: Any, **dask_kwargs: Any) -> Any:
         graph = trial.TrialGraph(delayed, self._parameters.by_key)
@@ -492,6 +515,31 @@ class Experiment:
     def get_python_packages(self, trial_id: int | None = None) -> list[str]:
         """Installed distributions as ``name version (location)`` lines."""
         return list(self.get_environment(trial_id, "packages"))
+
+
+def _worker_target(target: Any, st: store.Store | None) -> Any:
+    """Where a worker process finds the store (None: it cannot, e.g. a memory store)."""
+    if isinstance(target, str):
+        return os.path.abspath(target) if "://" not in target else target
+    if st is None and isinstance(target, store.Store):
+        st = target
+    if st is not None:
+        return _shareable_location(st)
+    return None if isinstance(target, store.MemoryBackend) else target
+
+
+def _worker_instance(experiment_id: str, target: Any) -> Experiment:
+    """The experiment in a worker process: the existing instance if there is one, else one
+    that is not loaded (no log lines, no environment capture) until it is used for reading."""
+    location = ("local", target) if isinstance(target, str) and "://" not in target else None
+    with _INSTANCES_LOCK:
+        for (eid, where), instance in _INSTANCES.items():
+            if eid == experiment_id and (where == location or where[1] == target):
+                return instance
+        instance = object.__new__(Experiment)
+        instance._setup(experiment_id, target, load=False)
+        _INSTANCES[(experiment_id, location or ("worker", id(instance)))] = instance
+        return instance
 
 
 def _plain(value: Any) -> Any:

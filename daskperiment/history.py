@@ -235,7 +235,7 @@ def _verbose_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "Code Digest": obj([r["digests"].get("code") for r in rows]),
         "Environment Digest": obj([r["digests"].get("environment") for r in rows]),
         "Result Digest": obj([r["digests"].get("result") for r in rows]),
-        "Reused Steps": obj([list(r.get("reused") or []) for r in rows]),
+        "Reused Steps": obj([", ".join(r.get("reused") or []) for r in rows]),
     }
 
 

@@ -8,8 +8,11 @@ sets the parameters and computes one trial.
 Nothing computes implicitly. A script that wants ``python my_experiment.py a=1 b=2`` to run a
 trial says so with one explicit call at its end::
 
-    if __name__ == "__main__":
-        daskperiment.main(s)
+    ex.run_from_command_line()
+
+which runs a trial of the result built last only when the script is the program being run
+(``__name__ == "__main__"``): importing the script, or running it with ``daskperiment run``
+(which runs the trial itself), never runs a second one.
 """
 
 from __future__ import annotations
@@ -107,19 +110,19 @@ def run_script(path: str | Path, argv: Sequence[str] = ()) -> Any:
     return run_trial(find_result(namespace, path), parameters, seed)
 
 
-def main(result: ResultDelayed, argv: Sequence[str] | None = None) -> Any:
-    """Run one trial of ``result`` with ``name=value`` parameters and ``--seed N`` from the
-    command line (``sys.argv[1:]`` by default); return the result.
-
-    The explicit opt-in for ``python my_experiment.py a=1 b=2``::
-
-        if __name__ == "__main__":
-            daskperiment.main(s)
-    """
+def run_from_command_line(
+    ex: Any, result: ResultDelayed | None, argv: Sequence[str] | None, caller: str
+) -> Any:
+    """What ``ex.run_from_command_line()`` does; see that method."""
+    if caller != "__main__":
+        # Imported, or run by `daskperiment run` (which computes the trial itself).
+        return None
+    if result is None:
+        result = ex._last_result
     if not isinstance(result, ResultDelayed):
-        raise TypeError(
-            f"daskperiment.main needs the result of a function decorated with @ex.result, "
-            f"got {result!r}"
+        raise ScriptError(
+            "ex.run_from_command_line() found no result: call the function decorated with "
+            "@ex.result first (for example s = calculate_score(d)), or pass the result"
         )
     parameters, seed = parse_argv(sys.argv[1:] if argv is None else argv)
     return run_trial(result, parameters, seed)

@@ -396,7 +396,10 @@ def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
     def step(*args: Any, **kwargs: Any) -> StepDelayed:
         key = f"{spec.name}-{uuid.uuid4().hex}"
         out = delayed_call(_TRIAL_PLACEHOLDER, key, *args, dask_key_name=key, **kwargs)
-        return kind(out.key, out.dask, experiment)
+        built = kind(out.key, out.dask, experiment)
+        if kind is ResultDelayed:
+            experiment._last_result = built
+        return built
 
     step.spec = spec  # type: ignore[attr-defined]
     return step

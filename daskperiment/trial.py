@@ -36,7 +36,7 @@ from . import purity, seeding
 from .errors import RecordError
 from .log import logger
 from .parameter import KEY_PREFIX
-from .steps import TRIAL_KEY, StepCall, StepOutput, TrialContext
+from .steps import PERSIST, TRIAL_KEY, StepCall, StepOutput, TrialContext
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -397,6 +397,14 @@ class TrialRun:
             label, n = name, 2
             while label in steps:
                 label, n = f"{name}#{n}", n + 1
+            if rec.get("output_error") and rec.get("kind") == PERSIST:
+                logger.warning(
+                    "Output of step %s in trial %s cannot be stored (%s); the trial is "
+                    "recorded without it, so get_persisted will not find it",
+                    name,
+                    self.trial_id,
+                    rec["output_error"],
+                )
             deferred = rec.pop("_deferred_value", _NOTHING)
             if deferred is not _NOTHING:
                 st.put(deferred)
