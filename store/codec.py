@@ -353,7 +353,7 @@ def array_buffer(array: np.ndarray, dtype: np.dtype) -> memoryview:
     """The C-order little-endian bytes of ``array`` as a flat byte view; copies only when the
     array is not already C-contiguous little-endian."""
     contiguous = array.astype(dtype, order="C", copy=False)
-    return memoryview(contiguous.reshape(-1).view(np.uint8))
+    return contiguous.reshape(-1).view(np.uint8).data
 
 
 def _encode_ndarray(array: np.ndarray) -> Encoded | None:

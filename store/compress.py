@@ -141,7 +141,7 @@ def _aligned_buffer(size: int) -> memoryview:
     """
     raw = np.empty(size + 64, dtype=np.uint8)
     start = -raw.ctypes.data % 64
-    return memoryview(raw[start : start + size])
+    return raw[start : start + size].data
 
 
 def _unzstd(payload: Chunk, size: int) -> memoryview:
