@@ -127,7 +127,7 @@ def _literal(value: Any) -> str:
 
 def _summary(record: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
-        ("Result", record.get("result")),
+        ("Result", _first(record, "result_repr", "result")),
         ("Result type", record.get("result_type")),
         ("Seed", record.get("seed")),
         ("Started", _when(record.get("started"))),
@@ -136,6 +136,13 @@ def _summary(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("Description", record.get("description")),
     ]
     return [(name, str(value)) for name, value in rows if value not in (None, "")]
+
+
+def _first(record: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if record.get(name) is not None:
+            return record[name]
+    return None
 
 
 def _duration(value: Any) -> str | None:
@@ -163,10 +170,10 @@ def _steps(steps: Any) -> list[dict[str, Any]]:
 
 
 def _environment_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
-    summary = record.get("environment") or record.get("environment_summary") or {}
+    summary = record.get("environment_summary") or {}
     if not isinstance(summary, dict):
         return [("environment", str(summary))]
-    return [(str(k), _flat(v)) for k, v in summary.items()]
+    return [(str(k).replace("_", " "), _flat(v)) for k, v in summary.items()]
 
 
 def _flat(value: Any) -> str:

@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from daskperiment.errors import NotFound
 
@@ -68,6 +68,14 @@ class BoardServer(ThreadingHTTPServer):
         self.static_files = _static_files()
         self.loopback = _is_loopback(host)
         super().__init__((host, port), BoardHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that navigates away closes its connections mid-answer: not an error.
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        logger.exception("error answering %s", client_address)
 
     @property
     def url(self) -> str:
@@ -130,7 +138,7 @@ class BoardHandler(BaseHTTPRequestHandler):
                 return self._static("favicon.svg")
             found = routes.match(parts.path)
             if found is None:
-                raise PageNotFound(f"no page at {parts.path!r}")
+                raise PageNotFound(f"no page at {unquote(parts.path)!r}")
             handler, path_params = found
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
             return handler(self.server.catalog, path_params, params)

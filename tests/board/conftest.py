@@ -1,0 +1,216 @@
+"""Fixtures for the dashboard's tests: a real store made by the real engine, a real server.
+
+The experiments are recorded once per module (trials take a moment) into a directory laid
+out like ``./daskperiment_cache`` (one store per experiment id). The server runs in a thread
+on a free port; tests talk to it over HTTP with urllib, or through a real headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "board"
+SCRIPT_VALUE = "<script>alert('x')</script>"
+
+
+@dataclass
+class Reply:
+    """One HTTP answer."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Reply:
+    """GET (or another method) ``url``; error statuses are returned, not raised."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return Reply(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, dict(exc.headers), exc.read())
+
+
+def first_steps(ex: Any, a: Any, b: Any) -> Any:
+    """The seed's first pipeline."""
+
+    @ex
+    def prepare_data(a, b):
+        return a + b
+
+    @ex.result
+    def calculate_score(s):
+        return 10 / s
+
+    return calculate_score(prepare_data(a, b))
+
+
+def second_steps(ex: Any, a: Any, b: Any, note: Any) -> Any:
+    """The same steps changed: persisted, a ``note`` parameter, and a metric over epochs."""
+
+    @ex.persist
+    def prepare_data(a, b, note):
+        return a + b
+
+    @ex.result
+    def calculate_score(s):
+        for i in range(10):
+            ex.save_metric("dummy_score", epoch=i, value=100 - i * s)
+        return 10 / s
+
+    return calculate_score(prepare_data(a, b, note))
+
+
+def record_quickstart(cache: Path) -> dict[str, Any]:
+    """Record the seed-like experiment ``quickstart_pj`` into ``cache/quickstart_pj``.
+
+    Trials: 1 (a=1, b=2), 2 (b=3), 3 fails (b=-1), then the code changes (a parameter
+    ``note`` joins) and trials 4 to 6 save a metric ``dummy_score`` over 10 epochs; trial 6's
+    ``note`` is a value containing markup.
+    """
+    import daskperiment
+
+    ex = daskperiment.Experiment(id="quickstart_pj", backend=cache / "quickstart_pj")
+    a = ex.parameter("a")
+    b = ex.parameter("b")
+    s = first_steps(ex, a, b)
+    ex.set_parameters(a=1, b=2)
+    s.compute()
+    ex.set_parameters(b=3)
+    s.compute()
+    ex.set_parameters(b=-1)
+    with pytest.raises(ZeroDivisionError):
+        s.compute()
+    s = second_steps(ex, a, b, ex.parameter("note", default="-"))
+    ex.set_parameters(a=1, b=2)
+    s.compute()
+    ex.set_parameters(a=3, b=4)
+    s.compute()
+    ex.set_parameters(a=2, b=2, note=SCRIPT_VALUE)
+    s.compute()
+    return {"id": ex.id, "trials": 6}
+
+
+def record_second(cache: Path) -> None:
+    """A second, small experiment in its own store, so the list shows two."""
+    import daskperiment
+
+    ex = daskperiment.Experiment(id="other-exp", backend=cache / "other-exp")
+    lr = ex.parameter("lr")
+
+    @ex.result
+    def fit(lr):
+        return float(np.log1p(lr))
+
+    r = fit(lr)
+    for value in (0.1, 0.01):
+        ex.set_parameters(lr=value)
+        r.compute()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``daskperiment_cache``-like directory with two experiments, recorded once."""
+    cache = tmp_path_factory.mktemp("board") / "daskperiment_cache"
+    cache.mkdir()
+    record_quickstart(cache)
+    record_second(cache)
+    return cache
+
+
+class RunningServer:
+    """A dashboard serving ``target`` from a background thread."""
+
+    def __init__(self, target: Any) -> None:
+        from daskperiment.board import make_server
+
+        self.server = make_server(target, host="127.0.0.1", port=0)
+        self.url = self.server.url.rstrip("/")
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return fetch(self.url + path, **kwargs)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def board(cache_dir: Path) -> Iterator[RunningServer]:
+    """A dashboard over the whole cache directory."""
+    running = RunningServer(str(cache_dir))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start extra dashboards in a test: ``serve(target) -> RunningServer``."""
+    started: list[RunningServer] = []
+
+    def start(target: Any) -> RunningServer:
+        running = RunningServer(target)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def script_value() -> str:
+    """The parameter value with markup that trial 6 of ``quickstart_pj`` ran with."""
+    return SCRIPT_VALUE
+
+
+def artifact(name: str) -> Path:
+    """Where a test saves a screenshot (``test-artifacts/board/``, gitignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
+
+
+def copy_to_docs(path: Path) -> None:
+    """With ``DASKPERIMENT_DOCS_SCREENSHOTS=1``, also refresh ``docs/img/<name>``."""
+    import os
+
+    if os.environ.get("DASKPERIMENT_DOCS_SCREENSHOTS") == "1":
+        docs = REPO / "docs" / "img"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, docs / path.name)
+
+
+@pytest.fixture
+def shot() -> Any:
+    """``shot(page, "name.png")``: save a full-page screenshot as a test artifact."""
+
+    def take(page: Any, name: str) -> Path:
+        path = artifact(name)
+        page.screenshot(path=str(path), full_page=True)
+        copy_to_docs(path)
+        return path
+
+    return take
