@@ -11,8 +11,12 @@ over.
 """
 
 import numpy as np
+import pandas as pd
 
 import daskperiment
+
+# show every column (wrapped at 80 characters) even when the output is not a terminal
+pd.set_option("display.max_columns", None)
 
 
 def section(title: str) -> None:
