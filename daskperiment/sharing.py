@@ -1,0 +1,477 @@
+"""Sharing trials between stores: bundles, push and pull, by the rules of docs/sharing.md.
+
+What travels is an experiment's *trial refs* (``experiments/<id>/trials/<n>``) and every object
+they reach: the records themselves, parameters, code, environment, persisted outputs, results
+and metrics. Objects keep their digests and are copied as stored (verified, never re-encoded),
+so a shared trial is the very same trial on the other side.
+
+Rules:
+
+- A trial id that exists on the receiving side with another record is a conflict: the whole
+  transfer is refused before anything is written (:class:`TrialConflict` names the trials).
+  Importing a bundle under a new experiment id (``id=`` / ``--as``) renames the refs
+  ``experiments/<old>/`` -> ``experiments/<new>/``; records stay byte for byte as they were
+  (their ``experiment`` field keeps the original id: the ref name is what counts).
+- Nothing is ever overwritten; a trial already there with the same record is left as is, so
+  importing a bundle twice or pushing twice changes nothing and copies nothing.
+- Trials still running (or interrupted: their record never finished) are not shared.
+- Purity refs and the history index are *derived* data and never travel, so they can never
+  conflict. When trials arrive, the receiver derives them from the new records: a purity ref
+  is created where none exists (an existing one, the receiver's own observation, is kept) and
+  the new trials' rows are added to the history index.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import store
+from store import bundle as store_bundle
+from store import sync as store_sync
+
+from . import history, purity, trial
+from .errors import ConflictError, DaskperimentError, ExperimentNotFound, TrialNotFound
+
+#: Where ``backend="local"`` puts an experiment's store, relative to the current directory.
+DEFAULT_DIRECTORY = "daskperiment_cache"
+
+_TRIAL_REF = re.compile(r"^experiments/([A-Za-z0-9_-]+)/trials/([0-9]+)$")
+
+
+class TrialConflict(ConflictError):
+    """Trials to be shared already exist on the receiving side with other records."""
+
+    def __init__(self, experiment_id: str, trials: Iterable[int], where: str, hint: str) -> None:
+        self.experiment_id = experiment_id
+        self.trials = sorted(trials)
+        self.where = where
+        listed = ", ".join(str(t) for t in self.trials)
+        noun = "trial" if len(self.trials) == 1 else "trials"
+        super().__init__(
+            f"{noun} {listed} of experiment {experiment_id!r} already exist in {where} "
+            "with different records",
+            "nothing was changed (existing trials are never overwritten)",
+            hint,
+        )
+
+
+class SharingError(DaskperimentError, ValueError):
+    """A bundle or a store cannot be shared as asked (e.g. a bundle of several experiments)."""
+
+
+@dataclass
+class ShareReport:
+    """Outcome of an export, import, push or pull of one experiment's trials.
+
+    For an export, ``trials_added`` are the trials written to the bundle, ``objects_copied``
+    the objects it holds and ``bytes_copied`` its size.
+    """
+
+    action: str
+    experiment: str
+    source: str
+    destination: str
+    trials_added: list[int] = field(default_factory=list)
+    trials_unchanged: list[int] = field(default_factory=list)
+    trials_skipped: list[int] = field(default_factory=list)
+    objects_copied: int = 0
+    bytes_copied: int = 0
+
+    def __str__(self) -> str:
+        verb = {"export": "exported", "import": "imported", "push": "pushed", "pull": "pulled"}
+        where = (
+            f"to {self.destination}"
+            if self.action in ("export", "push")
+            else f"into {self.destination}"
+        )
+        parts = [
+            f"{verb.get(self.action, self.action)} {_count(self.trials_added, 'trial')} of "
+            f"{self.experiment} {where}",
+            f"{self.objects_copied} objects, {_size(self.bytes_copied)}"
+            + (" in the bundle" if self.action == "export" else " copied"),
+        ]
+        if self.trials_unchanged:
+            parts.append(f"{_count(self.trials_unchanged, 'trial')} already there")
+        if self.trials_skipped:
+            parts.append(
+                f"{_count(self.trials_skipped, 'trial')} not shared (running or interrupted)"
+            )
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return asdict(self)
+
+
+def _count(ids: list[int], noun: str) -> str:
+    return f"{len(ids)} {noun}" + ("" if len(ids) == 1 else "s")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------
+# Where stores are
+# ---------------------------------------------------------------------------------------
+
+
+def is_url(location: Any) -> bool:
+    """Whether ``location`` is a URL fsspec handles (``file://`` counts as a local path)."""
+    return isinstance(location, str) and "://" in location and not location.startswith("file://")
+
+
+def is_store_directory(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a local directory holding one store per experiment (it has no
+    ``config`` of its own but is not empty), like ``./daskperiment_cache``."""
+    p = Path(path)
+    if not p.is_dir() or (p / "config").exists():
+        return False
+    return any(True for _ in p.iterdir())
+
+
+def locate(location: Any, experiment_id: str, *, directory: bool | None = None) -> Any:
+    """What ``store.open`` needs for ``experiment_id`` at ``location``.
+
+    A ``Store``, a backend or a URL is the store itself (a store holds experiments by id). A
+    local path is the store itself when it has a ``config`` or is empty or absent; a directory
+    of stores (``directory=True``, or detected: not empty, no ``config``) gives
+    ``<path>/<experiment_id>``.
+    """
+    if isinstance(location, store.Store | store.backends.base.Backend) or is_url(location):
+        return location
+    path = os.fspath(location)
+    if path.startswith("file://"):
+        path = path.removeprefix("file://")
+    if (Path(path) / "config").exists():
+        return path
+    if directory or (directory is None and is_store_directory(path)):
+        return os.path.join(path, experiment_id)
+    return path
+
+
+def open_store(
+    location: Any,
+    experiment_id: str,
+    *,
+    create: bool = False,
+    read_only: bool = False,
+    directory: bool | None = None,
+) -> store.Store:
+    """Open the store holding ``experiment_id`` at ``location`` (see :func:`locate`).
+
+    Raises :class:`ExperimentNotFound` when there is no store there and ``create`` is false.
+    """
+    target = locate(location, experiment_id, directory=directory)
+    if isinstance(target, store.Store):
+        return target
+    try:
+        return store.open(target, create=create, read_only=read_only and not create)
+    except store.errors.StoreNotFound:
+        raise ExperimentNotFound(experiment_id, f"{_display(target)} (no store there)") from None
+
+
+def _display(target: Any) -> str:
+    if isinstance(target, store.Store):
+        return target.url
+    if isinstance(target, store.backends.base.Backend):
+        return target.url
+    return os.fspath(target)
+
+
+# ---------------------------------------------------------------------------------------
+# Selecting trials
+# ---------------------------------------------------------------------------------------
+
+
+def trial_refs(st: store.Store, experiment_id: str) -> dict[int, str]:
+    """Trial id -> record oid for every trial ref of ``experiment_id`` in ``st``."""
+    prefix = trial.trials_prefix(experiment_id)
+    out = {}
+    for name, oid in st.refs.list(prefix).items():
+        tail = name[len(prefix) :]
+        if tail.isdigit():
+            out[int(tail)] = oid
+    return dict(sorted(out.items()))
+
+
+def _require(st: store.Store | None, experiment_id: str) -> tuple[store.Store, dict[int, str]]:
+    """The store and trial refs of an experiment that must exist."""
+    refs = trial_refs(st, experiment_id) if st is not None else {}
+    if st is None or not refs:
+        where = st.url if st is not None else "its store (nothing recorded yet)"
+        raise ExperimentNotFound(experiment_id, where)
+    return st, refs
+
+
+def _finished(
+    st: store.Store, refs: Mapping[int, str]
+) -> tuple[dict[int, tuple[str, dict]], list[int]]:
+    """Split trials into finished ``{id: (oid, record)}`` and running or interrupted ids."""
+    done: dict[int, tuple[str, dict]] = {}
+    skipped: list[int] = []
+    for trial_id, oid in refs.items():
+        record = st.get(oid)
+        if record.get("status") == trial.RUNNING:
+            skipped.append(trial_id)
+        else:
+            done[trial_id] = (oid, record)
+    return done, skipped
+
+
+def _split(
+    incoming: Mapping[int, str], existing: Mapping[int, str]
+) -> tuple[dict[int, str], list[int], list[int]]:
+    """(to create, already equal, conflicting) trial ids."""
+    create = {t: o for t, o in incoming.items() if t not in existing}
+    same = [t for t, o in incoming.items() if existing.get(t) == o]
+    conflicts = [t for t, o in incoming.items() if t in existing and existing[t] != o]
+    return create, same, conflicts
+
+
+# ---------------------------------------------------------------------------------------
+# Deriving purity refs and history rows for arriving trials
+# ---------------------------------------------------------------------------------------
+
+
+def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]) -> None:
+    """Create purity refs (where absent) and history rows for trials that just arrived.
+
+    Purity refs remember the *last* output seen for an input, so newer trials are taken
+    first; a ref that already exists is the receiver's own observation and is kept.
+    """
+    if not arrived:
+        return
+    prefix = f"experiments/{experiment_id}/purity/"
+    present = set(st.refs.list(prefix))
+    for trial_id in sorted(arrived, reverse=True):
+        _, record = arrived[trial_id]
+        for entry in (record.get("steps") or {}).values():
+            inputs, output, step = entry.get("inputs"), entry.get("output"), entry.get("step")
+            if not inputs or not output or not step or entry.get("reused"):
+                continue
+            name = purity.purity_ref(experiment_id, step, inputs)
+            if name in present:
+                continue
+            present.add(name)
+            marker = st.put({"type": purity.PURITY_TYPE, "output": output})
+            try:
+                st.refs.create(name, marker)
+            except (store.errors.RefExists, store.errors.InvalidRefName):
+                pass  # someone recorded it meanwhile (kept), or a step name no ref can hold
+    rows = [history.row_of(record, oid) for oid, record in arrived.values()]
+    history.flush_index(st, experiment_id, rows)
+
+
+# ---------------------------------------------------------------------------------------
+# push and pull
+# ---------------------------------------------------------------------------------------
+
+
+def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: str) -> ShareReport:
+    """Copy the finished trials of ``experiment_id`` that ``dst`` lacks from ``src``."""
+    _, incoming = _require(src, experiment_id)
+    existing = trial_refs(dst, experiment_id)
+    create, same, conflicts = _split(incoming, existing)
+    report = ShareReport(action, experiment_id, src.url, dst.url, trials_unchanged=same)
+    if conflicts:
+        raise TrialConflict(experiment_id, conflicts, dst.url, _TRANSFER_HINT)
+    # Only trials the destination lacks are read: a second push reads and copies nothing.
+    done, report.trials_skipped = _finished(src, create)
+    if not done:
+        return report
+    names = [trial.trial_ref(experiment_id, t) for t in done]
+    try:
+        moved = store_sync.push(src, dst, names)
+    except store_sync.RefConflicts as exc:  # a writer raced us on the destination
+        raise _conflict_from(exc, experiment_id, dst.url, _TRANSFER_HINT) from None
+    report.objects_copied, report.bytes_copied = moved.objects_copied, moved.bytes_copied
+    added = _trial_ids(moved.refs_updated)
+    report.trials_added = added
+    report.trials_unchanged = sorted(same + _trial_ids(moved.refs_unchanged))
+    derive(dst, experiment_id, {t: done[t] for t in added})
+    return report
+
+
+_TRANSFER_HINT = (
+    "share into another store, or export a bundle and import it under a new experiment id "
+    "(daskperiment export EXP -o FILE, then daskperiment import FILE --as NEW_ID)"
+)
+_IMPORT_HINT = (
+    "import it under a new experiment id: daskperiment import FILE --as NEW_ID "
+    "(in Python: daskperiment.import_bundle(path, id='NEW_ID'))"
+)
+
+
+def _trial_ids(names: Iterable[str]) -> list[int]:
+    ids = []
+    for name in names:
+        match = _TRIAL_REF.match(name)
+        if match:
+            ids.append(int(match.group(2)))
+    return sorted(ids)
+
+
+def _conflict_from(
+    exc: store_sync.RefConflicts, experiment_id: str, where: str, hint: str
+) -> TrialConflict:
+    return TrialConflict(experiment_id, _trial_ids(exc.conflicts), where, hint)
+
+
+def push_trials(src: store.Store | None, experiment_id: str, url: Any) -> ShareReport:
+    """Copy the finished trials of ``experiment_id`` in ``src`` to the store at ``url``
+    (a path, URL, ``store.Store`` or directory of stores; created if absent)."""
+    src, _ = _require(src, experiment_id)
+    dst = open_store(url, experiment_id, create=True)
+    return _transfer(src, dst, experiment_id, "push")
+
+
+def pull_trials(dst: store.Store, experiment_id: str, url: Any) -> ShareReport:
+    """Copy the finished trials of ``experiment_id`` from the store at ``url`` into ``dst``."""
+    src = open_store(url, experiment_id, read_only=True)
+    return _transfer(src, dst, experiment_id, "pull")
+
+
+# ---------------------------------------------------------------------------------------
+# Bundles
+# ---------------------------------------------------------------------------------------
+
+
+def export_trials(
+    st: store.Store | None,
+    experiment_id: str,
+    path: str | os.PathLike[str],
+    trials: Iterable[int] | None = None,
+) -> ShareReport:
+    """Write trials of ``experiment_id`` (default: every finished one) and every object they
+    reach into the bundle file ``path``. A running trial asked for by id is refused."""
+    st, refs = _require(st, experiment_id)
+    if trials is not None:
+        wanted = [_trial_number(t) for t in trials]
+        missing = [t for t in wanted if t not in refs]
+        if missing:
+            raise TrialNotFound(missing[0], experiment_id, max(refs))
+        refs = {t: refs[t] for t in sorted(set(wanted))}
+    done, skipped = _finished(st, refs)
+    if trials is not None and skipped:
+        raise SharingError(
+            f"trial(s) {', '.join(map(str, skipped))} of {experiment_id!r} are running or were "
+            "interrupted: only finished trials can be exported"
+        )
+    if not done:
+        raise SharingError(f"experiment {experiment_id!r} has no finished trial to export")
+    names = [trial.trial_ref(experiment_id, t) for t in done]
+    written = st.export_bundle(path, names)
+    return ShareReport(
+        "export",
+        experiment_id,
+        st.url,
+        os.fspath(path),
+        trials_added=sorted(done),
+        trials_skipped=skipped,
+        objects_copied=written.objects,
+        bytes_copied=written.bytes,
+    )
+
+
+def _trial_number(value: Any) -> int:
+    """A trial id given by a user: a positive int, or its decimal text."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if type(value) is not int or value < 1:
+        raise SharingError(f"trial ids are positive integers, got {value!r}")
+    return value
+
+
+def bundle_experiment(path: str | os.PathLike[str]) -> tuple[str, dict[int, str]]:
+    """The experiment id and trial refs a bundle holds (read from its header only).
+
+    Raises :class:`SharingError` for a bundle holding refs other than trials or trials of
+    several experiments, and :class:`store.errors.BundleError` for a malformed one.
+    """
+    header = store_bundle.read_bundle_header(path)
+    by_experiment: dict[str, dict[int, str]] = {}
+    others = []
+    for name, oid in header.refs.items():
+        match = _TRIAL_REF.match(name)
+        if match is None:
+            others.append(name)
+        else:
+            by_experiment.setdefault(match.group(1), {})[int(match.group(2))] = oid
+    if others:
+        raise SharingError(
+            f"{os.fspath(path)} holds refs that are not trials ({', '.join(sorted(others)[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); import it with the store's own "
+            "store.open(...).import_bundle(...)"
+        )
+    if len(by_experiment) != 1:
+        found = ", ".join(sorted(by_experiment)) or "none"
+        raise SharingError(
+            f"{os.fspath(path)} holds trials of {len(by_experiment)} experiments ({found}); "
+            "daskperiment imports bundles of one experiment (daskperiment export EXP makes them)"
+        )
+    ((experiment_id, refs),) = by_experiment.items()
+    return experiment_id, dict(sorted(refs.items()))
+
+
+def import_bundle(
+    path: str | os.PathLike[str], id: str | None = None, backend: Any = "local"
+) -> ShareReport:
+    """Import a bundle of one experiment's trials (as ``daskperiment export`` writes).
+
+    ``id``: import under this experiment id instead of the bundle's (the way around a
+    conflict). ``backend``: ``"local"`` (the store ``daskperiment_cache/<id>``), a path, a
+    URL, a ``store.Store`` or a directory of stores. Every object is verified before it is
+    written and nothing is unpickled. Raises :class:`TrialConflict` (nothing changed) when a
+    trial id exists with another record, :class:`store.errors.BundleError` for a malformed,
+    truncated or tampered bundle.
+    """
+    from .experiment import _validate_id
+
+    old_id, refs = bundle_experiment(path)
+    new_id = _validate_id(id) if id is not None else old_id
+    if isinstance(backend, str) and backend == "local":
+        backend = os.path.join(DEFAULT_DIRECTORY, new_id)
+    dst = open_store(backend, new_id, create=True)
+    existing = trial_refs(dst, new_id)
+    create, same, conflicts = _split(refs, existing)
+    if conflicts:
+        raise TrialConflict(new_id, conflicts, dst.url, _IMPORT_HINT)
+    ref_map = {f"experiments/{old_id}/": f"experiments/{new_id}/"} if new_id != old_id else None
+    try:
+        moved = dst.import_bundle(path, ref_map)
+    except store_sync.RefConflicts as exc:
+        raise _conflict_from(exc, new_id, dst.url, _IMPORT_HINT) from None
+    added = _trial_ids(moved.refs_updated)
+    arrived = {}
+    for trial_id in added:
+        oid = refs[trial_id]
+        arrived[trial_id] = (oid, dst.get(oid))
+    derive(dst, new_id, arrived)
+    return ShareReport(
+        "import",
+        new_id,
+        os.fspath(path),
+        dst.url,
+        trials_added=added,
+        trials_unchanged=sorted(same),
+        objects_copied=moved.objects_copied,
+        bytes_copied=moved.bytes_copied,
+    )
+
+
+def load_object(st: store.Store | None, oid: str) -> Any:
+    """The object stored under ``oid`` in ``st``. Loading a pickle object runs code chosen by
+    whoever stored it: only load from stores you trust."""
+    if st is None:
+        raise store.errors.ObjectNotFound(store.validate_oid(oid), "(no store yet)")
+    return st.get(oid)
