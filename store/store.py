@@ -1,44 +1,89 @@
 """The object store: immutable objects addressed by digest, and refs naming them.
 
-INTERFACE CONTRACT (bodies being implemented). Every other layer uses only this API.
+A :class:`Store` joins the codecs (value -> canonical bytes -> digest), compression and the
+object file format to a :class:`~store.backends.base.Backend` (bytes under keys). Objects live
+under ``objects/<2 hex>/<30 hex>``; every read verifies that the bytes still hash to the
+object's name. Refs are handled by :class:`store.refs.RefStore` (``store.refs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .backends.base import Backend
-from .digest import Oid
+from . import codec, compress, objfile
+from .backends.base import Backend, Buffers, KeyInfo
+from .digest import Oid, hash_chunks, is_oid, validate_oid
+from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore
+
+if TYPE_CHECKING:
+    from .bundle import BundleReport
+    from .refs import RefStore
+
+#: Kinds whose objects can hold links to other objects (see :func:`store.codec.find_links`).
+LINK_KINDS = frozenset({"json"})
+#: Names of the compression ids of the object file header.
+COMPRESSION_NAMES = {0: "none", 1: "zstd"}
+#: zstd needs at least 4 bytes per 128 KiB block, so no valid payload expands more than
+#: 32768x; a header claiming more is damaged and is refused before anything is allocated.
+MAX_EXPANSION = 1 << 16
+#: An object confirmed present (written or found) is trusted for this long without asking the
+#: backend again; an object found with an older mtime is freshened. Keep gc grace above it.
+FRESH_SECONDS = 600.0
+#: At most this many confirmed oids are remembered per Store (oldest forgotten first).
+KNOWN_MAX = 100_000
+#: Bytes read by ``links`` in one request: small objects arrive whole, large ones need only
+#: their header to show they are not JSON.
+HEAD_PROBE = 64 * 1024
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """What an object's header says, and how many bytes it takes on the backend."""
+
     oid: Oid
-    kind: str          # codec type tag: json, ndarray, pandas, bytes, pickle
-    size: int          # canonical body size in bytes (uncompressed)
-    stored_size: int   # bytes on the backend, header included
-    compression: str   # "none" or "zstd"
+    kind: str  # codec type tag: json, ndarray, pandas, bytes, pickle
+    size: int  # canonical body size in bytes (uncompressed)
+    stored_size: int  # bytes on the backend, header included
+    compression: str  # "none" or "zstd"
 
 
 @dataclass
 class FsckReport:
+    """Outcome of :meth:`Store.fsck`."""
+
     objects_checked: int = 0
     refs_checked: int = 0
     corrupt_objects: list[tuple[Oid, str, str]] = field(default_factory=list)  # (oid, key, reason)
-    bad_refs: list[tuple[str, str]] = field(default_factory=list)              # (ref, reason)
-    missing_links: list[tuple[Oid, Oid]] = field(default_factory=list)         # (from, missing)
+    bad_refs: list[tuple[str, str]] = field(default_factory=list)  # (ref, reason)
+    missing_links: list[tuple[Oid, Oid]] = field(default_factory=list)  # (from, missing)
     temp_files: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when nothing is corrupt, dangling or missing (temp files alone are not an error)."""
-        ...
+        return not (self.corrupt_objects or self.bad_refs or self.missing_links)
+
+    def summary(self) -> str:
+        """A few human-readable lines, one per problem."""
+        lines = [
+            f"checked {self.objects_checked} objects and {self.refs_checked} refs: "
+            + ("ok" if self.ok else "PROBLEMS FOUND")
+        ]
+        lines += [f"corrupt object {o} ({k}): {r}" for o, k, r in self.corrupt_objects]
+        lines += [f"bad ref {n}: {r}" for n, r in self.bad_refs]
+        lines += [f"object {p} links to missing object {m}" for p, m in self.missing_links]
+        lines += [f"leftover temp file {t}" for t in self.temp_files]
+        return "\n".join(lines)
 
 
 @dataclass
 class GcReport:
+    """Outcome of :meth:`Store.gc` (with ``dry_run``: what would have been removed)."""
+
     dry_run: bool
     objects_removed: list[Oid] = field(default_factory=list)
     temp_removed: list[str] = field(default_factory=list)
@@ -48,10 +93,61 @@ class GcReport:
 
 @dataclass
 class TransferReport:
+    """Outcome of a push, pull or bundle import."""
+
     objects_copied: int = 0
     bytes_copied: int = 0
     refs_updated: list[str] = field(default_factory=list)
     refs_unchanged: list[str] = field(default_factory=list)
+
+
+def object_key(oid: str) -> str:
+    """Backend key of the object file of ``oid``: ``objects/<2 hex>/<30 hex>``."""
+    return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def oid_from_key(key: str) -> Oid | None:
+    """The oid an object key names, or None for a key that is not an object file name."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "objects" or len(parts[1]) != 2:
+        return None
+    oid = parts[1] + parts[2]
+    return Oid(oid) if is_oid(oid) else None
+
+
+def verify_object(oid: str, data: Buffers, where: str) -> tuple[str, memoryview]:
+    """Check that ``data`` is a well-formed object file whose content hashes to ``oid``.
+
+    Returns ``(kind, canonical body)``; the body shares memory with ``data`` when it is
+    stored uncompressed. Raises :class:`CorruptObject` naming ``oid`` and ``where`` for a
+    damaged header, a payload that does not decompress to the declared size, or content that
+    hashes to another digest. Nothing is decoded, so no code can run.
+    """
+    view = memoryview(data).cast("B") if not isinstance(data, list | tuple) else None
+    if view is None:
+        view = memoryview(b"".join(data))
+    try:
+        header = objfile.parse_header(view)
+    except Exception as exc:  # whatever the parser raises, the header is damaged
+        raise CorruptObject(oid, where, f"bad object header: {exc}") from None
+    payload = view[header.header_size :]
+    if header.body_size > max(len(payload), 1) * MAX_EXPANSION:
+        raise CorruptObject(
+            oid, where, f"header claims {header.body_size} bytes from {len(payload)} stored"
+        )
+    try:
+        body = memoryview(compress.decompress(header.compression, payload, header.body_size))
+    except Exception as exc:  # zstd errors and size mismatches both mean a damaged payload
+        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
+    body = body.cast("B") if body.format != "B" else body
+    if len(body) != header.body_size:
+        raise CorruptObject(
+            oid, where, f"body is {len(body)} bytes, header says {header.body_size}"
+        )
+    actual = hash_chunks(header.kind, [body])
+    if actual != oid:
+        raise CorruptObject(oid, where, "content does not match its digest", actual)
+    return header.kind, body
 
 
 class Store:
@@ -61,26 +157,323 @@ class Store:
     ``links``/``walk`` (objects may link to others through :class:`store.Link` inside JSON
     values). Refs: ``store.refs`` (a :class:`store.refs.RefStore`). Maintenance: ``fsck``,
     ``gc``, ``export_bundle``/``import_bundle``, ``push``/``pull``.
+
+    Usually made by :func:`store.open`. A Store may be shared by threads; several processes
+    may use the same store at once (writes are atomic, see ``docs/store-format.md``).
     """
 
     backend: Backend
     config: dict
 
-    # objects -------------------------------------------------------------------------
-    def put(self, value: Any) -> Oid: ...
-    def put_bytes(self, data: bytes) -> Oid: ...           # same as put(bytes(data))
-    def get(self, oid: str) -> Any: ...                    # verifies; CorruptObject / ObjectNotFound
-    def get_raw(self, oid: str) -> tuple[str, memoryview]: ...  # (kind, canonical body), verified
-    def has(self, oid: str) -> bool: ...
-    def info(self, oid: str) -> ObjectInfo: ...
-    def iter_oids(self) -> Iterator[Oid]: ...
-    def links(self, oid: str) -> list[Oid]: ...            # direct links of one object
-    def walk(self, oids: Iterable[str]) -> Iterator[Oid]: ...  # closure over links, each once
+    def __init__(
+        self,
+        backend: Backend,
+        config: dict | None = None,
+        *,
+        compression_level: int = 3,
+        compression_threads: int = 0,
+    ) -> None:
+        """Use the store on ``backend``; ``config`` is read from it unless given."""
+        from .config import load_config
+        from .refs import RefStore
 
-    # maintenance ---------------------------------------------------------------------
-    def fsck(self) -> FsckReport: ...
-    def gc(self, grace: float = 3600.0, dry_run: bool = False) -> GcReport: ...
-    def export_bundle(self, path, refs: Iterable[str]) -> int: ...
-    def import_bundle(self, path, ref_prefix_map=None) -> TransferReport: ...
-    def push(self, other: Store, refs: Iterable[str] | str = "") -> TransferReport: ...
-    def pull(self, other: Store, refs: Iterable[str] | str = "") -> TransferReport: ...
+        self.backend = backend
+        self.config = config if config is not None else load_config(backend, create=False)
+        self.compression_level = compression_level
+        self.compression_threads = compression_threads
+        self.refs: RefStore = RefStore(backend)
+        # oid -> time.monotonic() when it was last confirmed present (see FRESH_SECONDS).
+        self._known: dict[str, float] = {}
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where the store lives (a path or URL)."""
+        return self.backend.url
+
+    @property
+    def read_only(self) -> bool:
+        """Whether every write is refused."""
+        return self.backend.read_only
+
+    def path_of(self, oid: str) -> str:
+        """Path or URL of the object file of ``oid`` (used in error messages)."""
+        return f"{self.url.rstrip('/')}/{object_key(validate_oid(oid))}"
+
+    def _check_writable(self, what: str) -> None:
+        if self.backend.read_only:
+            raise ReadOnlyStore(self.url, f"cannot {what}; open it with read_only=False")
+
+    def _is_fresh(self, oid: str) -> bool:
+        seen = self._known.get(oid)
+        return seen is not None and time.monotonic() - seen < FRESH_SECONDS
+
+    def _remember(self, oid: str) -> None:
+        known = self._known
+        known.pop(oid, None)  # re-insert so the dict stays ordered oldest first
+        known[oid] = time.monotonic()
+        if len(known) > KNOWN_MAX:
+            known.pop(next(iter(known)), None)
+
+    def _forget(self, oid: str) -> None:
+        self._known.pop(oid, None)
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def put(self, value: Any) -> Oid:
+        """Store ``value`` (if not stored yet) and return its oid.
+
+        The codec is chosen by type (see :mod:`store.codec`). Putting a value that is already
+        stored costs hashing plus one existence check (none at all if this Store wrote or
+        found it in the last :data:`FRESH_SECONDS`). Raises :class:`EncodeError` for a value
+        no codec can encode and :class:`ReadOnlyStore` on a read-only store.
+        """
+        self._check_writable("put objects")
+        enc = codec.encode(value)
+        oid = hash_chunks(enc.kind, enc.chunks)
+        self._store_encoded(oid, enc.kind, enc.chunks, enc.size)
+        return oid
+
+    def put_bytes(self, data: bytes | bytearray | memoryview) -> Oid:
+        """Store raw bytes as a ``bytes`` object; the same as ``put(bytes(data))``."""
+        return self.put(data if isinstance(data, bytes) else bytes(data))
+
+    def _store_encoded(self, oid: Oid, kind: str, chunks: list, size: int) -> bool:
+        """Write an encoded object unless present; return whether this call wrote it."""
+        if self._is_fresh(oid):
+            return False
+        key = object_key(oid)
+        try:
+            st = self.backend.stat(key)
+        except KeyNotFound:
+            cid, payload = compress.compress(
+                chunks, size, level=self.compression_level, threads=self.compression_threads
+            )
+            header = objfile.pack_header(kind, cid, size)
+            # A racing writer of the same oid writes the same bytes, so losing is fine.
+            written = self.backend.put_if_absent(key, [header, *payload])
+        else:
+            self._freshen(key, st)
+            written = False
+        self._remember(oid)
+        return written
+
+    def _freshen(self, key: str, st: KeyInfo) -> None:
+        """Renew the mtime of an old object we are about to rely on.
+
+        gc spares objects younger than its grace period. Without this, an unreachable object
+        older than that, deduplicated against by a writer just before it creates a ref, could
+        be collected in between; touching it puts it back inside the grace period (git does
+        the same). Backends without ``touch`` keep that narrow window (docs/store-format.md).
+        """
+        touch = getattr(self.backend, "touch", None)
+        if touch is not None and time.time() - st.mtime > FRESH_SECONDS:
+            touch(key)
+
+    def put_stored(self, oid: str, data: Buffers, *, verify: bool = True) -> bool:
+        """Store an object file exactly as read from another store; return whether written.
+
+        ``data`` is verified against ``oid`` first (skip only if the caller just verified
+        it), so a damaged copy never becomes visible. Used by push/pull and bundles.
+        """
+        oid = validate_oid(oid)
+        self._check_writable("put objects")
+        if verify:
+            verify_object(oid, data, f"object {oid} being written to {self.url}")
+        if self._is_fresh(oid):
+            return False
+        key = object_key(oid)
+        try:
+            st = self.backend.stat(key)
+        except KeyNotFound:
+            written = self.backend.put_if_absent(key, data)
+        else:
+            self._freshen(key, st)
+            written = False
+        self._remember(oid)
+        return written
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(self, oid: str) -> Any:
+        """The value stored under ``oid``, verified against its digest.
+
+        Raises :class:`InvalidOid` for a malformed oid, :class:`ObjectNotFound` (a
+        ``KeyError``) when absent, :class:`CorruptObject` when the stored bytes are damaged.
+        Only ``pickle`` objects can run code when decoded.
+        """
+        kind, body = self.get_raw(oid)
+        return codec.decode(kind, body)
+
+    def get_raw(self, oid: str) -> tuple[str, memoryview]:
+        """``(kind, canonical body)`` of ``oid``, verified, without decoding."""
+        oid = validate_oid(oid)
+        data = self.get_stored(oid)
+        return verify_object(oid, data, self.path_of(oid))
+
+    def get_stored(self, oid: str) -> bytes | bytearray | memoryview:
+        """The object file of ``oid`` exactly as stored (header + payload), NOT verified."""
+        oid = validate_oid(oid)
+        try:
+            return self.backend.get(object_key(oid))
+        except KeyNotFound:
+            raise ObjectNotFound(oid, self.url) from None
+
+    def has(self, oid: str) -> bool:
+        """Whether an object named ``oid`` is stored (raises InvalidOid if malformed)."""
+        return self.backend.exists(object_key(validate_oid(oid)))
+
+    __contains__ = has
+
+    def info(self, oid: str) -> ObjectInfo:
+        """Kind, sizes and compression of ``oid``, read from its header only (not verified)."""
+        oid = validate_oid(oid)
+        key = object_key(oid)
+        try:
+            stored_size = self.backend.stat(key).size
+            head = self.backend.head(key, objfile.MAX_HEADER_SIZE)
+        except KeyNotFound:
+            raise ObjectNotFound(oid, self.url) from None
+        header = self._parse_header(oid, head)
+        return ObjectInfo(
+            oid=oid,
+            kind=header.kind,
+            size=header.body_size,
+            stored_size=stored_size,
+            compression=COMPRESSION_NAMES.get(header.compression, str(header.compression)),
+        )
+
+    def _parse_header(self, oid: Oid, head: Buffers) -> Any:
+        try:
+            return objfile.parse_header(memoryview(head))
+        except Exception as exc:  # any parse failure means a damaged header
+            raise CorruptObject(oid, self.path_of(oid), f"bad object header: {exc}") from None
+
+    def iter_oids(self) -> Iterator[Oid]:
+        """Every stored oid, in no particular order (files that are not objects are skipped)."""
+        for key in self.backend.list("objects/"):
+            oid = oid_from_key(key)
+            if oid is not None:
+                yield oid
+
+    # -- links -------------------------------------------------------------------------
+
+    def links(self, oid: str) -> list[Oid]:
+        """The oids ``oid`` links to directly (``[]`` for objects that cannot hold links).
+
+        JSON objects are read whole and verified; for other kinds only the header is read.
+        """
+        oid = validate_oid(oid)
+        key = object_key(oid)
+        try:
+            head = self.backend.head(key, HEAD_PROBE)
+        except KeyNotFound:
+            raise ObjectNotFound(oid, self.url) from None
+        header = self._parse_header(oid, head)
+        if header.kind not in LINK_KINDS:
+            return []
+        # A head shorter than asked for is the whole file: no second read needed.
+        data = head if len(head) < HEAD_PROBE else self.get_stored(oid)
+        kind, body = verify_object(oid, data, self.path_of(oid))
+        return [validate_oid(link) for link in codec.find_links(kind, body)]
+
+    def walk(
+        self,
+        oids: Iterable[str],
+        *,
+        on_missing: Callable[[Oid | None, Oid], None] | None = None,
+    ) -> Iterator[Oid]:
+        """Yield every object reachable from ``oids`` (themselves included), each once.
+
+        Iterative (no recursion limit on deep chains). A missing object raises
+        :class:`ObjectNotFound` naming the object that links to it, unless ``on_missing``
+        is given: then it is called with ``(linking oid or None for a root, missing oid)``
+        and the walk goes on. A corrupt JSON object raises :class:`CorruptObject`.
+        """
+        seen: set[str] = set()
+        for root in oids:
+            stack: list[tuple[Oid | None, Oid]] = [(None, validate_oid(root))]
+            while stack:
+                parent, oid = stack.pop()
+                if oid in seen:
+                    continue
+                seen.add(oid)
+                try:
+                    children = self.links(oid)
+                except ObjectNotFound:
+                    if on_missing is None:
+                        source = f"linked from {parent}" if parent else "a starting point"
+                        raise ObjectNotFound(oid, f"{self.url} ({source})") from None
+                    on_missing(parent, oid)
+                    continue
+                yield oid
+                stack.extend((oid, c) for c in reversed(children) if c not in seen)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def fsck(self) -> FsckReport:
+        """Verify every object, ref and link; list leftover temp files (see store.fsck)."""
+        from .fsck import fsck
+
+        return fsck(self)
+
+    def gc(self, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
+        """Remove objects unreachable from any ref and leftover temp files older than
+        ``grace`` seconds; with ``dry_run`` only report them (see store.gc)."""
+        from .gc import gc
+
+        return gc(self, grace=grace, dry_run=dry_run)
+
+    def export_bundle(
+        self, path: str | os.PathLike[str] | BinaryIO, refs: Iterable[str] | str = ""
+    ) -> BundleReport:
+        """Write ``refs`` and every object they reach into one bundle file (store.bundle).
+
+        ``refs``: a ref-name prefix ("" = every ref) or exact ref names.
+        """
+        from .bundle import export_bundle
+
+        return export_bundle(self, path, refs)
+
+    def import_bundle(
+        self,
+        path: str | os.PathLike[str] | BinaryIO,
+        ref_map: Mapping[str, str] | None = None,
+    ) -> TransferReport:
+        """Import a bundle: verify every object, then create its refs (store.bundle).
+
+        ``ref_map`` renames refs by prefix (``{"experiments/old/": "experiments/new/"}``).
+        """
+        from .bundle import import_bundle
+
+        return import_bundle(self, path, ref_map)
+
+    def push(
+        self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False
+    ) -> TransferReport:
+        """Copy ``refs`` and the objects ``other`` lacks into ``other`` (store.sync)."""
+        from .sync import push
+
+        return push(self, other, refs, force=force)
+
+    def pull(
+        self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False
+    ) -> TransferReport:
+        """Copy ``refs`` of ``other`` and the objects this store lacks (store.sync)."""
+        from .sync import pull
+
+        return pull(self, other, refs, force=force)
