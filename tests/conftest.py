@@ -56,7 +56,7 @@ def tmp_store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 for the session; yields its endpoint URL.
 
     Sets fake credentials and ``AWS_ENDPOINT_URL`` in ``os.environ`` (inherited by
@@ -66,14 +66,15 @@ def s3_server() -> Iterator[str]:
     pytest.importorskip("s3fs", reason="s3fs is not installed")
     server = S3Server()
     url = server.start()
+    nowhere = str(tmp_path_factory.mktemp("aws") / "absent")  # no config, no credentials file
     env = {
         "AWS_ACCESS_KEY_ID": S3_KEY,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "AWS_DEFAULT_REGION": S3_REGION,
         "AWS_ENDPOINT_URL": url,
         "AWS_ENDPOINT_URL_S3": url,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": nowhere,
+        "AWS_SHARED_CREDENTIALS_FILE": nowhere,
     }
     saved = {name: os.environ.get(name) for name in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
     os.environ.pop("AWS_PROFILE", None)

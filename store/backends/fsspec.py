@@ -47,7 +47,6 @@ GETs; objects never change once written, so that is safe for them.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -64,6 +63,7 @@ from typing import Any
 import xxhash
 
 from ..errors import InvalidKey, KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
+from . import _s3
 from .base import (
     RESERVED_TOP_LEVEL,
     Backend,
@@ -77,11 +77,9 @@ from .base import (
 
 # One lock for every memory:// filesystem: fsspec keeps their files in one process-wide dict.
 _MEMORY_LOCK = threading.RLock()
-# S3 error codes meaning "the value changed between our read and our conditional write".
-_CAS_RETRY_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
-_PRECONDITION_CODES = {"PreconditionFailed", "412"}
 _READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
-_S3_SINGLE_PUT = 64 * 2**20  # larger values go up as a multipart upload in parts of this size
+# Spelled out here because inside the class body "list" names the method.
+_Views = list[memoryview]
 
 
 class FsspecBackend(Backend):
@@ -164,7 +162,9 @@ class FsspecBackend(Backend):
 
     def _atomic(self) -> bool:
         if self._mode == "s3":
-            return self._s3_conditional_ok()
+            if self._conditional_ok is None:  # probed once, on first need
+                self._conditional_ok = _s3.conditional_writes_work(self.fs, self._prefix + "locks")
+            return self._conditional_ok
         return self._mode == "memory" or self._trust_excl
 
     # helpers ---------------------------------------------------------------------------
@@ -240,18 +240,8 @@ class FsspecBackend(Backend):
             return {}
         if self._mode != "s3":
             return super().get_many(by_path.values())
-        from fsspec.asyn import sync
-
         paths = list(by_path)
-
-        async def fetch_all() -> list[Any]:
-            out: list[Any] = []
-            for i in range(0, len(paths), 64):  # bounded concurrency
-                batch = [self.fs._cat_file(p) for p in paths[i : i + 64]]
-                out += await asyncio.gather(*batch, return_exceptions=True)
-            return out
-
-        results = sync(self.fs.loop, fetch_all)
+        results = _s3.get_many(self.fs, paths)
         out: dict[str, bytes | bytearray | memoryview] = {}
         for path, value in zip(paths, results, strict=True):
             if isinstance(value, FileNotFoundError):
@@ -307,7 +297,7 @@ class FsspecBackend(Backend):
         views = as_views(data)
         with self._writing(key):
             if self._mode == "s3":
-                self._s3_put(path, views, {})
+                _s3.put(self.fs, path, views, {})
             elif self._mode == "memory":
                 self.fs.pipe_file(path, b"".join(views))
             else:
@@ -324,9 +314,9 @@ class FsspecBackend(Backend):
         with self._writing(key):
             if self._mode == "s3":
                 try:
-                    self._s3_put(path, views, {"IfNoneMatch": "*"})
+                    _s3.put(self.fs, path, views, {"IfNoneMatch": "*"})
                 except OSError as exc:
-                    if isinstance(exc, FileExistsError) or _s3_code(exc) in _PRECONDITION_CODES:
+                    if _s3.is_precondition_failure(exc):
                         return False
                     raise
                 return True
@@ -344,7 +334,8 @@ class FsspecBackend(Backend):
         self._require_atomic("compare-and-swap")
         with self._writing(key):
             if self._mode == "s3":
-                return self._s3_swap(key, path, expected, new)
+                body = None if new is None else b"".join(as_views(new))
+                return _s3.swap(self.fs, path, expected, body, self.lock_timeout, key)
             with self.lock(key):
                 self._fresh(path)
                 if self._get_or_none(path) != expected:
@@ -380,14 +371,7 @@ class FsspecBackend(Backend):
             raise KeyNotFound(key, self._url)
         with self._writing(key):
             if self._mode == "s3":
-                bucket, skey, _ = self.fs.split_path(path)
-                self.fs.call_s3(
-                    "copy_object",
-                    Bucket=bucket,
-                    Key=skey,
-                    CopySource={"Bucket": bucket, "Key": skey},
-                    MetadataDirective="REPLACE",
-                )
+                _s3.touch(self.fs, path)
             elif self._mode == "memory":
                 with _MEMORY_LOCK:
                     self.fs.store[path].modified = self.fs.store[path].created = _now()
@@ -397,13 +381,13 @@ class FsspecBackend(Backend):
                 except (NotImplementedError, ValueError):
                     pass  # the filesystem cannot; gc's grace period then counts from the write
 
-    def _write_unlocked(self, path: str, views: list[memoryview]) -> None:
+    def _write_unlocked(self, path: str, views: _Views) -> None:
         if self._mode == "memory":
             self.fs.pipe_file(path, b"".join(views))
         else:
             self._put_via_temp(path, views)
 
-    def _put_via_temp(self, path: str, views: list[memoryview]) -> None:
+    def _put_via_temp(self, path: str, views: _Views) -> None:
         """Write a temp file under ``tmp/`` and move it into place; remove it on failure."""
         tmp = f"{self._prefix}tmp/{os.getpid()}-{secrets.token_hex(8)}.tmp"
         try:
@@ -429,7 +413,7 @@ class FsspecBackend(Backend):
                 pass
             raise
 
-    def _write_file(self, path: str, views: list[memoryview]) -> None:
+    def _write_file(self, path: str, views: _Views) -> None:
         with self.fs.open(path, "wb") as f:
             for view in views:
                 f.write(view)
@@ -547,121 +531,6 @@ class FsspecBackend(Backend):
             self.fs.rm_file(f"{self._prefix}tmp/{name}")
         except FileNotFoundError:
             pass
-
-    # S3 ----------------------------------------------------------------------------------
-
-    def _s3_put(self, path: str, views: list[memoryview], cond: dict[str, str]) -> None:
-        total = sum(v.nbytes for v in views)
-        if total <= _S3_SINGLE_PUT:
-            bucket, key, _ = self.fs.split_path(path)
-            body = bytes(views[0]) if len(views) == 1 else b"".join(views)
-            try:
-                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **cond)
-            finally:
-                self.fs.invalidate_cache(path)
-            return
-        # A multipart upload becomes visible only when completed, so this stays atomic;
-        # s3fs sends If-None-Match on completion for mode "xb".
-        f = self.fs.open(path, "xb" if cond else "wb", block_size=_S3_SINGLE_PUT)
-        try:
-            for view in views:
-                f.write(view)
-            f.close()
-        except BaseException:
-            try:
-                f.discard()
-            finally:
-                f.closed = True
-            raise
-        finally:
-            self.fs.invalidate_cache(path)
-
-    def _s3_get_with_etag(self, path: str) -> tuple[bytes | None, str | None]:
-        from fsspec.asyn import sync
-
-        bucket, key, _ = self.fs.split_path(path)
-
-        async def fetch() -> tuple[bytes | None, str | None]:
-            try:
-                resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
-            except FileNotFoundError:
-                return None, None
-            try:
-                return await resp["Body"].read(), resp["ETag"]
-            finally:
-                resp["Body"].close()
-
-        return sync(self.fs.loop, fetch)
-
-    def _s3_swap(self, key: str, path: str, expected: bytes | None, new: bytes | None) -> bool:
-        bucket, skey, _ = self.fs.split_path(path)
-        body = None if new is None else b"".join(as_views(new))
-        deadline = time.monotonic() + self.lock_timeout
-        attempt = 0
-        while True:
-            current, etag = self._s3_get_with_etag(path)
-            if current != expected:
-                return False
-            try:
-                if body is None:
-                    if etag is not None:
-                        self.fs.call_s3("delete_object", Bucket=bucket, Key=skey, IfMatch=etag)
-                else:
-                    cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
-                    self.fs.call_s3("put_object", Bucket=bucket, Key=skey, Body=body, **cond)
-                return True
-            except OSError as exc:
-                # Changed between our read and our write. Re-read: it may have changed
-                # back, and only a value that differs from `expected` means "stale".
-                if isinstance(exc, FileExistsError) or _s3_code(exc) in _CAS_RETRY_CODES:
-                    pass
-                else:
-                    raise
-            finally:
-                self.fs.invalidate_cache(path)
-            attempt += 1
-            if time.monotonic() > deadline:
-                raise LockTimeout(key, self.lock_timeout)
-            time.sleep(random.random() * min(0.002 * attempt, 0.05))
-
-    def _s3_conditional_ok(self) -> bool:
-        """Whether the server honours If-None-Match and If-Match (checked once, on a probe
-        object under ``locks/``): without them no S3 operation could be made atomic."""
-        if self._conditional_ok is None:
-            bucket, key, _ = self.fs.split_path(f"{self._prefix}locks/probe-{secrets.token_hex(8)}")
-            call = self.fs.call_s3
-            call("put_object", Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")
-            try:
-                self._conditional_ok = _refused(
-                    call, "put_object", Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*"
-                ) and _refused(call, "put_object", Bucket=bucket, Key=key, Body=b"3", IfMatch='"0"')
-            finally:
-                call("delete_object", Bucket=bucket, Key=key)
-        return self._conditional_ok
-
-
-def _refused(call: Any, method: str, **kwargs: Any) -> bool:
-    try:
-        call(method, **kwargs)
-    except OSError as exc:
-        if isinstance(exc, FileExistsError) or _s3_code(exc) in _PRECONDITION_CODES:
-            return True
-        raise
-    return False
-
-
-def _s3_code(exc: BaseException) -> str | None:
-    """The S3 error code behind an exception s3fs translated (None if there is none)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict):
-            error = response.get("Error", {})
-            return str(
-                error.get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            )
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

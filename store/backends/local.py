@@ -517,7 +517,7 @@ def _read_large(fd: int, size: int) -> memoryview:
     """
     buf = np.empty(size + 4096, np.uint8)
     skip = (2048 - buf.ctypes.data) % 4096
-    view = memoryview(buf)[skip : skip + size]
+    view = buf.data[skip : skip + size]
     n = _read_into(fd, view)
     return view[:n]
 

@@ -325,9 +325,9 @@ def test_fsspec_memory_and_file_capabilities(tmp_path):
 
 @pytest.mark.s3
 def test_s3_large_value_goes_up_as_one_multipart_upload(s3_url, s3_fs, monkeypatch):
-    import store.backends.fsspec as fsspec_backend
+    import store.backends._s3 as s3ops
 
-    monkeypatch.setattr(fsspec_backend, "_S3_SINGLE_PUT", 5 << 20)  # S3's smallest part
+    monkeypatch.setattr(s3ops, "SINGLE_PUT", 5 << 20)  # S3's smallest part size
     backend = FsspecBackend(s3_url)
     data = [os.urandom(3 << 20) for _ in range(4)]  # 12 MiB: three parts
     backend.put("objects/big", data)

@@ -1,0 +1,171 @@
+"""S3 operations for :class:`store.backends.fsspec.FsspecBackend`, through s3fs.
+
+Each is atomic by S3's own guarantees: a PUT (or a completed multipart upload) replaces an
+object as a whole; ``If-None-Match: *`` lets exactly one writer create a key; ``If-Match:
+<etag>`` makes a PUT or DELETE apply only to the version that was read (compare-and-swap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from typing import Any
+
+from ..errors import LockTimeout
+
+#: Values larger than this go up as a multipart upload in parts of this size.
+SINGLE_PUT = 64 * 2**20
+# Error codes meaning "the value changed between our read and our conditional write".
+_CAS_RETRY_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
+_PRECONDITION_CODES = {"PreconditionFailed", "412"}
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception s3fs translated (None if there is none)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return str(error.get("Code") or status)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def is_precondition_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is S3's 412: the condition of a conditional write did not hold."""
+    return isinstance(exc, FileExistsError) or error_code(exc) in _PRECONDITION_CODES
+
+
+def put(fs: Any, path: str, views: list[memoryview], cond: dict[str, str]) -> None:
+    """Write ``views`` as the object at ``path`` with conditions ``cond`` (e.g.
+    ``{"IfNoneMatch": "*"}``); a 412 comes back as an ``OSError`` (see
+    :func:`is_precondition_failure`)."""
+    total = sum(v.nbytes for v in views)
+    try:
+        if total <= SINGLE_PUT:
+            bucket, key, _ = fs.split_path(path)
+            body = bytes(views[0]) if len(views) == 1 else b"".join(views)
+            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **cond)
+            return
+        # A multipart upload becomes visible only when completed, so this stays atomic;
+        # s3fs sends If-None-Match with the completion for mode "xb".
+        f = fs.open(path, "xb" if cond else "wb", block_size=SINGLE_PUT)
+        try:
+            for view in views:
+                f.write(view)
+            f.close()
+        except BaseException:
+            try:
+                f.discard()  # abort the multipart upload: nothing becomes visible
+            finally:
+                f.closed = True
+            raise
+    finally:
+        fs.invalidate_cache(path)
+
+
+def get_with_etag(fs: Any, path: str) -> tuple[bytes | None, str | None]:
+    """The object's bytes and ETag from one GET, so they belong to the same version."""
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(path)
+
+    async def fetch() -> tuple[bytes | None, str | None]:
+        try:
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None, None
+        try:
+            return await resp["Body"].read(), resp["ETag"]
+        finally:
+            resp["Body"].close()
+
+    return sync(fs.loop, fetch)
+
+
+def get_many(fs: Any, paths: list[str]) -> list[Any]:
+    """Fetch ``paths`` concurrently (64 at a time); each result is bytes or the exception."""
+    from fsspec.asyn import sync
+
+    async def fetch_all() -> list[Any]:
+        out: list[Any] = []
+        for i in range(0, len(paths), 64):
+            batch = [fs._cat_file(p) for p in paths[i : i + 64]]
+            out += await asyncio.gather(*batch, return_exceptions=True)
+        return out
+
+    return sync(fs.loop, fetch_all)
+
+
+def swap(
+    fs: Any, path: str, expected: bytes | None, new: bytes | None, timeout: float, key: str
+) -> bool:
+    """Compare-and-swap by conditional writes: read value and ETag; if the value is
+    ``expected``, write ``new`` with ``If-Match`` on that ETag (``If-None-Match: *`` if it
+    was absent; DELETE with ``If-Match`` if ``new`` is None). On 412/409/404 the object
+    changed in between: read again, since only a value other than ``expected`` is stale."""
+    bucket, skey, _ = fs.split_path(path)
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        current, etag = get_with_etag(fs, path)
+        if current != expected:
+            return False
+        try:
+            if new is None:
+                if etag is not None:
+                    fs.call_s3("delete_object", Bucket=bucket, Key=skey, IfMatch=etag)
+            else:
+                cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+                fs.call_s3("put_object", Bucket=bucket, Key=skey, Body=new, **cond)
+            return True
+        except OSError as exc:
+            if not (isinstance(exc, FileExistsError) or error_code(exc) in _CAS_RETRY_CODES):
+                raise
+        finally:
+            fs.invalidate_cache(path)
+        attempt += 1
+        if time.monotonic() > deadline:
+            raise LockTimeout(key, timeout)
+        time.sleep(random.random() * min(0.002 * attempt, 0.05))  # jitter: no lockstep
+
+
+def conditional_writes_work(fs: Any, probe_dir: str) -> bool:
+    """Whether the server refuses a second ``If-None-Match: *`` create and a PUT whose
+    ``If-Match`` names a wrong ETag; checked on a probe object that is removed after. A
+    server that ignores these headers would let two writers both "win"."""
+    bucket, key, _ = fs.split_path(f"{probe_dir}/probe-{secrets.token_hex(8)}")
+    call = fs.call_s3
+    call("put_object", Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")
+    try:
+        return _refused(call, Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*") and _refused(
+            call, Bucket=bucket, Key=key, Body=b"3", IfMatch='"0"'
+        )
+    finally:
+        call("delete_object", Bucket=bucket, Key=key)
+
+
+def _refused(call: Any, **kwargs: Any) -> bool:
+    try:
+        call("put_object", **kwargs)
+    except OSError as exc:
+        if is_precondition_failure(exc):
+            return True
+        raise
+    return False
+
+
+def touch(fs: Any, path: str) -> None:
+    """Renew the object's LastModified by a server-side copy onto itself."""
+    bucket, key, _ = fs.split_path(path)
+    fs.call_s3(
+        "copy_object",
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key},
+        MetadataDirective="REPLACE",
+    )
