@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +271,61 @@ def test_environment_categories(workdir: Path, category: str) -> None:
     part = ex.get_environment(trial_id=1, category=category)
     assert part
     assert len(str(part)) < len(str(ex.get_environment(trial_id=1)))
+
+
+def git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def test_git_state_is_recorded_and_a_new_commit_is_logged(python: Any, workdir: Path) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    git(workdir, "init", "-q", "--initial-branch=main")
+    (workdir / ".gitignore").write_text("daskperiment_cache/\n__pycache__/\n")
+    (workdir / "notes.txt").write_text("first\n")
+    python.write("env.py", ENV_SCRIPT)
+    git(workdir, "add", ".")
+    git(workdir, "commit", "-q", "-m", "first")
+    first_commit = git(workdir, "rev-parse", "HEAD")
+    python.run_args([sys.executable, "env.py"]).check()
+
+    (workdir / "notes.txt").write_text("changed\n")  # dirty working tree
+    python.run_args([sys.executable, "env.py"]).check()
+
+    git(workdir, "commit", "-q", "-am", "second")
+    second_commit = git(workdir, "rev-parse", "HEAD")
+    run = python.run_args([sys.executable, "env.py"]).check()
+    assert "[WARNING] Git commit has been changed" in run.output, run.describe()
+    assert re.search(rf"\[WARNING\] -.*{first_commit}", run.output), run.describe()
+    assert re.search(rf"\[WARNING\] \+.*{second_commit}", run.output), run.describe()
+
+    ex = daskperiment.Experiment(id="env_pj")
+    clean = str(ex.get_environment(trial_id=1, category="git"))
+    dirty = str(ex.get_environment(trial_id=2, category="git"))
+    assert first_commit in clean and "main" in clean
+    assert re.search(r"dirty\W+(False|false)", clean), clean
+    assert re.search(r"dirty\W+(True|true)", dirty), dirty
+    assert second_commit in str(ex.get_environment(trial_id=3, category="git"))
+
+
+def test_no_git_outside_a_work_tree(workdir: Path) -> None:
+    ex = daskperiment.Experiment(id="nogit_pj")
+    a = ex.parameter("a")
+
+    @ex.result
+    def ident(a):
+        return a
+
+    ex.set_parameters(a=1)
+    ident(a).compute()
+    assert "git" not in ex.get_environment(trial_id=1)
+    with pytest.raises(KeyError, match="git"):
+        ex.get_environment(trial_id=1, category="git")
