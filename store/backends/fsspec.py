@@ -25,7 +25,7 @@ Before the first conditional write to S3 the backend checks, once, that the serv
 "win"); if it does not, ``put_if_absent`` and ``swap`` raise :class:`store.errors.NotAtomic`
 and ``atomic_put_if_absent`` / ``atomic_swap`` are False. A network failure after S3 applied a
 conditional PUT can make the client's retry see 412, so a create may then report "already
-existed" although it was this process's write; the store never reports two winners.
+existed" although it was this process's write: the race then has no reported winner, never two.
 
 **Lock objects** (file:// and, when trusted, other filesystems): ``locks/<xx>.lock`` is
 created with exclusive create (``open(path, "xb")``, ``O_EXCL`` locally) holding the owner
@@ -39,9 +39,9 @@ for one read and one small write); on a filesystem so slow that it might, raise
 
 ``durability="fsync"`` fsyncs temp files where the file object has a real descriptor (local);
 S3 acknowledges a PUT only once it is stored durably, so there is nothing more to do there.
-Temp files exist only for filesystems written by temp + rename; an interrupted S3 multipart
-upload is discarded by S3 (configure an AbortIncompleteMultipartUpload lifecycle rule for
-uploads cut off by a killed process). Large S3 values may be read with concurrent ranged
+Temp files exist only for filesystems written by temp + rename. An S3 multipart upload cut
+off by a killed process never becomes visible, but S3 keeps (and bills) its parts until it is
+aborted: configure an AbortIncompleteMultipartUpload lifecycle rule on the bucket. Large S3 values may be read with concurrent ranged
 GETs; objects never change once written, so that is safe for them.
 """
 

@@ -266,6 +266,7 @@ class LocalBackend(Backend):
             if new is None:
                 if current is not None:
                     os.unlink(final)
+                    self._prune(os.path.dirname(final))
                 return True
             tmp = self._write_temp(as_views(new))
             try:
