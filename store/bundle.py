@@ -22,8 +22,9 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
@@ -32,7 +33,7 @@ from . import codec
 from .digest import ALGORITHM, Oid, is_oid
 from .errors import BundleError, CorruptObject, InvalidRefName, RefConflicts
 from .store import object_key, verify_object
-from .sync import apply_refs, plan_refs, select_refs
+from .sync import apply_refs, bounded_map, default_workers, plan_refs, select_refs
 
 if TYPE_CHECKING:
     from .store import Store, TransferReport
@@ -416,9 +417,9 @@ def import_bundle(
         header = _read_header(reader)
         _check_size(header, reader.remaining, name)
         refs = _rename(header.refs, ref_map or {}, name)
-        _, _, conflicts = plan_refs(store, refs)
-        if conflicts:  # refuse before writing anything, then re-check when writing refs
-            raise RefConflicts(conflicts, store.backend.url)
+        plan = plan_refs(store, refs, default_workers(store))
+        if plan.conflicts:  # refuse before writing anything; each ref is re-checked on write
+            raise RefConflicts(plan.conflicts, store.backend.url)
         report = TransferReport()
         links = _import_objects(store, reader, header, report)
         trailer = reader.read(TRAILER_SIZE, "the trailer checksum", hashed=False)
@@ -433,37 +434,56 @@ def import_bundle(
         if owned:
             f.close()
     _check_closure(store, links, {e.oid for e in header.objects}, name)
-    report.refs_updated, report.refs_unchanged = apply_refs(store, refs)
+    report.refs_updated, report.refs_unchanged = apply_refs(
+        store, refs, workers=default_workers(store), plan=plan
+    )
     return report
 
 
 def _import_objects(
     store: Store, reader: _Reader, header: BundleHeader, report: TransferReport
 ) -> dict[Oid, list[Oid]]:
-    """Verify and write each record; return the links of the JSON objects read."""
+    """Verify and write each record; return the links of the JSON objects read.
+
+    The file is read in this thread; verifying and writing run in threads for a remote store.
+    """
+
+    def records() -> Iterator[tuple[ObjectEntry, bytearray]]:
+        for entry in header.objects:
+            yield entry, reader.read(entry.length, f"object {entry.oid}")
+
     links: dict[Oid, list[Oid]] = {}
-    for entry in header.objects:
-        data = reader.read(entry.length, f"object {entry.oid}")
-        where = f"{reader.name} (record at offset {header.data_start + entry.offset})"
-        try:
-            kind, body = verify_object(entry.oid, data, where)
-        except CorruptObject as exc:
-            raise BundleError(
-                f"{exc.path}: object {entry.oid} does not verify: "
-                f"{exc.reason}{f' (hashes to {exc.actual})' if exc.actual else ''}"
-                "; no ref was imported"
-            ) from None
-        if kind == "json":
-            try:
-                found = codec.find_links(kind, body)
-            except (ValueError, RecursionError) as exc:  # hashes fine, yet is no valid JSON
-                raise BundleError(f"{where}: object {entry.oid} is malformed JSON: {exc}") from None
-            if found:
-                links[entry.oid] = list(found)
-        if not store.has(entry.oid) and store.put_stored(entry.oid, data, verify=False):
+    store_one = partial(_store_record, store, reader.name, header.data_start)
+    for oid, found, written in bounded_map(store_one, records(), default_workers(store)):
+        if found:
+            links[oid] = found
+        if written:
             report.objects_copied += 1
-            report.bytes_copied += len(data)
+            report.bytes_copied += written
     return links
+
+
+def _store_record(
+    store: Store, name: str, data_start: int, record: tuple[ObjectEntry, bytearray]
+) -> tuple[Oid, list[Oid], int]:
+    """Verify one record and write it unless present: (oid, its links, bytes written)."""
+    entry, data = record
+    where = f"{name} (record at offset {data_start + entry.offset})"
+    try:
+        kind, body = verify_object(entry.oid, data, where)
+    except CorruptObject as exc:
+        raise BundleError(
+            f"{exc.path}: object {entry.oid} does not verify: "
+            f"{exc.reason}{f' (hashes to {exc.actual})' if exc.actual else ''}"
+            "; no ref was imported"
+        ) from None
+    try:
+        found = codec.find_links(kind, body) if kind == "json" else []
+    except (ValueError, RecursionError) as exc:  # hashes fine, yet is no valid JSON
+        raise BundleError(f"{where}: object {entry.oid} is malformed JSON: {exc}") from None
+    if store.has(entry.oid) or not store.put_stored(entry.oid, data, verify=False):
+        return entry.oid, found, 0
+    return entry.oid, found, len(data)
 
 
 def _check_closure(

@@ -12,12 +12,13 @@ The ref primitives (selecting, planning and applying ref updates) serve :mod:`st
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from .digest import Oid, validate_oid
-from .errors import RefConflict, RefConflicts, RefExists
+from .errors import RefConflict, RefConflicts, RefExists, RefNotFound
 from .store import object_key, verify_object
 
 if TYPE_CHECKING:
@@ -25,9 +26,21 @@ if TYPE_CHECKING:
 
 #: Objects whose existence is checked per round trip to the destination.
 HAS_BATCH = 256
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 # -- refs -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RefPlan:
+    """How incoming refs relate to a store: to create, already equal, or conflicting
+    (name -> (incoming oid, existing oid))."""
+
+    create: dict[str, Oid] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    conflicts: dict[str, tuple[Oid, Oid]] = field(default_factory=dict)
 
 
 def select_refs(store: Store, refs: Iterable[str] | str = "") -> dict[str, Oid]:
@@ -40,37 +53,48 @@ def select_refs(store: Store, refs: Iterable[str] | str = "") -> dict[str, Oid]:
     return {name: store.refs.get(name) for name in sorted(set(refs))}
 
 
-def plan_refs(
-    store: Store, incoming: Mapping[str, Oid]
-) -> tuple[dict[str, Oid], list[str], dict[str, tuple[Oid, Oid]]]:
+def plan_refs(store: Store, incoming: Mapping[str, Oid], workers: int = 1) -> RefPlan:
     """Split ``incoming`` refs into (to create, already equal, conflicting) for ``store``.
 
     Conflicts map name -> (incoming oid, existing oid).
     """
-    existing = _current_refs(store, incoming)
-    create: dict[str, Oid] = {}
-    unchanged: list[str] = []
-    conflicts: dict[str, tuple[Oid, Oid]] = {}
+    existing = _current_refs(store, list(incoming), workers)
+    plan = RefPlan()
     for name, oid in incoming.items():
         current = existing.get(name)
         if current is None:
-            create[name] = oid
+            plan.create[name] = oid
         elif current == oid:
-            unchanged.append(name)
+            plan.unchanged.append(name)
         else:
-            conflicts[name] = (oid, current)
-    return create, unchanged, conflicts
+            plan.conflicts[name] = (oid, current)
+    return plan
 
 
-def _current_refs(store: Store, names: Iterable[str]) -> dict[str, Oid]:
-    """Current oids of those of ``names`` that exist, listing once per common prefix."""
-    names = list(names)
-    if len(names) <= 8:
-        return {n: store.refs.get(n) for n in names if store.refs.has(n)}
-    # One listing under the names' longest common directory beats one read per ref.
+def _current_refs(store: Store, names: list[str], workers: int) -> dict[str, Oid]:
+    """Current oids of those of ``names`` that exist.
+
+    Names are listed once under their common directory; values are then read in one batch
+    if most listed refs are wanted, else one by one (pushing 2 trials into a store of 10,000
+    must not read 10,000 refs).
+    """
+    if not names:
+        return {}
     common = _common_dir(names)
-    listed = store.refs.list(common)
-    return {n: listed[n] for n in names if n in listed}
+    listed = set(store.refs.names(common))
+    present = [n for n in names if n in listed]
+    if 2 * len(present) >= len(listed):
+        values = store.refs.list(common)
+        return {n: values[n] for n in present if n in values}
+    found = bounded_map(lambda n: (n, _get_if_present(store, n)), present, workers)
+    return {n: oid for n, oid in found if oid is not None}
+
+
+def _get_if_present(store: Store, name: str) -> Oid | None:
+    try:
+        return store.refs.get(name)
+    except RefNotFound:  # deleted since it was listed
+        return None
 
 
 def _common_dir(names: list[str]) -> str:
@@ -83,33 +107,47 @@ def _common_dir(names: list[str]) -> str:
 
 
 def apply_refs(
-    store: Store, incoming: Mapping[str, Oid], *, force: bool = False
+    store: Store,
+    incoming: Mapping[str, Oid],
+    *,
+    force: bool = False,
+    workers: int = 1,
+    plan: RefPlan | None = None,
 ) -> tuple[list[str], list[str]]:
     """Create ``incoming`` refs in ``store``; return (updated, unchanged) names.
 
-    All refs are checked before any is written: if one exists with another oid, raise
-    :class:`RefConflicts` and change nothing (unless ``force``, which moves such refs by
-    compare-and-swap from the value seen). Each write is atomic, so a writer racing us between
-    the check and the writes is never overwritten: its ref raises :class:`RefConflict`, and
-    the refs created before it stay (they are complete: their objects were written first).
+    All refs are checked before any is written (or ``plan``, checked by the caller, is used):
+    if one exists with another oid, raise :class:`RefConflicts` and change nothing (unless
+    ``force``, which moves such refs by compare-and-swap from the value seen). Each write is
+    atomic, so a writer racing us since the check is never overwritten: its ref raises
+    :class:`RefConflict`, and the refs created before it stay (they are complete: their
+    objects were written first). Refs are independent, so ``workers`` threads may write them
+    in any order.
     """
-    create, unchanged, conflicts = plan_refs(store, incoming)
-    if conflicts and not force:
-        raise RefConflicts(conflicts, store.backend.url)
+    plan = plan or plan_refs(store, incoming, workers)
+    if plan.conflicts and not force:
+        raise RefConflicts(plan.conflicts, store.backend.url)
     updated: list[str] = []
-    for name, oid in create.items():
-        try:
-            store.refs.create(name, oid)
-        except RefExists as exc:
-            if exc.current != oid:  # another writer created it since we checked
-                raise RefConflict(name, None, exc.current) from None
-            unchanged.append(name)
-        else:
-            updated.append(name)
-    for name, (oid, old) in conflicts.items():  # only with force; swap refuses a moved ref
+    unchanged = list(plan.unchanged)
+    for name, created in bounded_map(
+        lambda item: _create_ref(store, *item), plan.create.items(), workers
+    ):
+        (updated if created else unchanged).append(name)
+    for name, (oid, old) in plan.conflicts.items():  # only with force; swap refuses a moved ref
         store.refs.swap(name, old, oid)
         updated.append(name)
     return sorted(updated), sorted(unchanged)
+
+
+def _create_ref(store: Store, name: str, oid: Oid) -> tuple[str, bool]:
+    """Create one ref; (name, False) if a racing writer created it with the same oid."""
+    try:
+        store.refs.create(name, oid)
+    except RefExists as exc:
+        if exc.current != oid:  # another writer created it since we checked
+            raise RefConflict(name, None, exc.current) from None
+        return name, False
+    return name, True
 
 
 # -- objects --------------------------------------------------------------------------------
@@ -125,48 +163,44 @@ def missing_oids(
         yield from (oid for oid, has in zip(batch, present, strict=True) if not has)
 
 
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> Iterator[R]:
+    """``fn`` over ``items``, in ``workers`` threads with at most ``2 * workers`` in flight.
+
+    Results come in no set order; the first error is re-raised (after the calls in flight
+    finish). ``items`` is consumed in the calling thread only, so it may read a file.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="store-sync") as pool:
+        pending: set[Future[R]] = set()
+        for item in items:
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+            pending.add(pool.submit(fn, item))
+        for fut in as_completed(pending):
+            yield fut.result()
+
+
 def copy_objects(src: Store, dst: Store, oids: Iterable[Oid], workers: int = 1) -> tuple[int, int]:
     """Copy ``oids`` (which ``dst`` lacks) verbatim, verified; return (objects, bytes) written.
 
-    With ``workers > 1`` copies run in a thread pool (worth it for remote stores, where each
-    copy waits on the network) with at most ``2 * workers`` objects in memory at once.
+    With ``workers > 1`` copies run in threads (worth it for remote stores, where each copy
+    waits on the network), with at most ``2 * workers`` objects in memory at once.
     """
     copied = nbytes = 0
-    if workers <= 1:
-        for oid in oids:
-            c, n = _copy_one(src, dst, oid)
-            copied, nbytes = copied + c, nbytes + n
-        return copied, nbytes
-    with ThreadPoolExecutor(workers, thread_name_prefix="store-copy") as pool:
-        pending: set[Future[tuple[int, int]]] = set()
-        for oid in oids:
-            if len(pending) >= 2 * workers:
-                copied, nbytes = _drain(pending, copied, nbytes, FIRST_COMPLETED)
-            pending.add(pool.submit(_copy_one, src, dst, oid))
-        copied, nbytes = _drain(pending, copied, nbytes, None)
+    for n in bounded_map(lambda oid: _copy_one(src, dst, oid), oids, workers):
+        copied, nbytes = copied + (n > 0), nbytes + n
     return copied, nbytes
 
 
-def _drain(
-    pending: set[Future[tuple[int, int]]], copied: int, nbytes: int, when: str | None
-) -> tuple[int, int]:
-    """Collect finished copies (all of them if ``when`` is None), re-raising the first error."""
-    done, rest = wait(pending, return_when=when or "ALL_COMPLETED")
-    pending.clear()
-    pending.update(rest)
-    for fut in done:
-        c, n = fut.result()
-        copied, nbytes = copied + c, nbytes + n
-    return copied, nbytes
-
-
-def _copy_one(src: Store, dst: Store, oid: Oid) -> tuple[int, int]:
+def _copy_one(src: Store, dst: Store, oid: Oid) -> int:
+    """Copy one object; return the bytes written (0 if another writer stored it meanwhile)."""
     data = src.get_stored(oid)
     # Verified here, naming the source, rather than by put_stored naming the destination.
     verify_object(oid, data, f"{src.backend.url}/{object_key(oid)}")
-    if dst.put_stored(oid, data, verify=False):
-        return 1, len(data)
-    return 0, 0  # another writer stored it between our existence check and now
+    return len(data) if dst.put_stored(oid, data, verify=False) else 0
 
 
 def push(
@@ -181,28 +215,34 @@ def push(
 
     ``refs``: a name prefix ("" = every ref) or exact ref names. Only objects ``dst`` lacks
     are copied, as their stored bytes, each verified against its digest; then refs are
-    created. A ref existing in ``dst`` with another oid is a conflict: :class:`RefConflicts`
-    is raised before any object or ref is written, unless ``force`` (replace those refs, as
-    ``git push --force``; the objects they pointed at stay until ``gc``). A second push
-    copies nothing. ``workers``: copy threads (default 1 between local/memory stores, 8
+    created. Refs ``dst`` already has with the same oid are not walked: their objects are
+    there (refs are created last), so a second push copies nothing and reads next to nothing.
+    A ref existing in ``dst`` with another oid is a conflict: :class:`RefConflicts` is raised
+    before any object or ref is written, unless ``force`` (replace those refs, as ``git push
+    --force``; the objects they pointed at stay until ``gc``). ``workers``: threads for
+    existence checks, copies and ref writes (default 1 between local/memory stores, 8
     otherwise).
     """
     from .store import TransferReport
 
+    workers = workers or default_workers(src, dst)
     selected = select_refs(src, refs)
-    _, _, conflicts = plan_refs(dst, selected)
-    if conflicts and not force:
-        raise RefConflicts(conflicts, dst.backend.url)
-    workers = workers or _default_workers(src, dst)
+    plan = plan_refs(dst, selected, workers)
+    if plan.conflicts and not force:
+        raise RefConflicts(plan.conflicts, dst.backend.url)
+    # A ref is only ever created once everything it reaches is stored (here, in imports and
+    # in the writers of records), so a ref the destination already has with the same oid
+    # needs no walk at all: this is what makes a second push cost one ref listing.
+    unchanged = set(plan.unchanged)
+    roots = [validate_oid(oid) for name, oid in selected.items() if name not in unchanged]
     report = TransferReport()
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    try:
-        need = missing_oids(dst, src.walk(validate_oid(o) for o in selected.values()), pool)
+    with ThreadPoolExecutor(workers) as pool:
+        need = missing_oids(dst, src.walk(roots), pool if workers > 1 else None)
         report.objects_copied, report.bytes_copied = copy_objects(src, dst, need, workers)
-    finally:
-        if pool:
-            pool.shutdown()
-    report.refs_updated, report.refs_unchanged = apply_refs(dst, selected, force=force)
+    # The plan is reused: a ref created or moved since is still caught, atomically, on write.
+    report.refs_updated, report.refs_unchanged = apply_refs(
+        dst, selected, force=force, workers=workers, plan=plan
+    )
     return report
 
 
@@ -218,8 +258,8 @@ def pull(
     return push(src, dst, refs, force=force, workers=workers)
 
 
-def _default_workers(*stores: Store) -> int:
-    """Threads only pay off when a store waits on a network."""
+def default_workers(*stores: Store) -> int:
+    """Threads for copies: only worth it when a store waits on a network (1 or 8)."""
     from . import backends
 
     local = tuple(c for n in ("LocalBackend", "MemoryBackend") if (c := getattr(backends, n, None)))

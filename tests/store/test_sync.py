@@ -85,6 +85,33 @@ def test_push_copies_only_what_the_destination_lacks(tmp_path):
     assert report.refs_updated == sorted(set(refs) - {f"{PREFIX}1", f"{PREFIX}2"})
     assert report.refs_unchanged == [f"{PREFIX}1", f"{PREFIX}2"]
 
+    # A few refs into a store holding many: still recognised as present, or as conflicting.
+    again = push(src, dst, [f"{PREFIX}3", f"{PREFIX}7"])
+    assert (again.objects_copied, again.refs_unchanged) == (0, [f"{PREFIX}3", f"{PREFIX}7"])
+    rival = make("memory", tmp_path, "rival")
+    rival.refs.create(f"{PREFIX}7", rival.put("another trial 7"))
+    with pytest.raises(RefConflicts, match=f"{PREFIX}7"):
+        push(rival, dst, [f"{PREFIX}7"])
+    assert dst.refs.get(f"{PREFIX}7") == refs[f"{PREFIX}7"]
+
+
+def test_second_push_does_not_read_what_the_destination_has(tmp_path):
+    """Refs the destination holds with the same oid are complete there: not walked again."""
+    src, dst = make("local", tmp_path, "src"), make("local", tmp_path, "dst")
+    fill(src, range(1, 4))
+    push(src, dst, PREFIX)
+    for path in (tmp_path / "src" / "objects").rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o644)
+            path.write_bytes(b"unreadable")
+    report = push(src, dst, PREFIX)
+    assert (report.objects_copied, report.refs_updated) == (0, [])
+    # A ref the destination lacks is walked (and its objects verified) even if they are known.
+    src.refs.create(f"{PREFIX}9", src.refs.get(f"{PREFIX}1"))
+    with pytest.raises(CorruptObject):
+        push(src, dst, PREFIX)
+    assert not dst.refs.has(f"{PREFIX}9")
+
 
 def test_push_selects_by_prefix_or_names(tmp_path):
     src, dst = make("memory", tmp_path, "src"), make("memory", tmp_path, "dst")
