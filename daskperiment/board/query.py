@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,8 +35,11 @@ FIXED_COLUMNS = (
     "Seed",
     "Started",
     "Status",
+    "Reused Steps",
 )
 ID_COLUMN = "Trial ID"
+#: Columns used for filtering by status but not shown as a column of their own.
+HIDDEN_COLUMNS = ("Status",)
 MAX_PAGE_SIZE = 500
 MAX_CELL_CHARS = 200
 
@@ -70,6 +74,11 @@ def status_of(success: Any) -> str:
 def parameter_columns(frame: pd.DataFrame) -> list[str]:
     """The columns of ``frame`` that hold parameters (everything but the fixed ones)."""
     return [str(c) for c in frame.columns if c not in FIXED_COLUMNS and not _is_digest_col(c)]
+
+
+def shown_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns the table shows (all but the hidden status)."""
+    return [str(c) for c in frame.columns if c not in HIDDEN_COLUMNS]
 
 
 def _is_digest_col(name: Any) -> bool:
@@ -160,8 +169,25 @@ def _compare(series: pd.Series, op: str, value: Any) -> pd.Series:
     return ops[op](value).fillna(False).astype(bool)
 
 
-def filter_mask(frame: pd.DataFrame, text: pd.DataFrame, expression: str) -> pd.Series:
-    """Rows of ``frame`` matching the filter ``expression`` (``text``: cells as strings)."""
+def text_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as the text a bare filter word is searched in (as the table shows it)."""
+    out = {}
+    for name, column in frame.items():
+        if pd.api.types.is_datetime64_any_dtype(column):
+            out[name] = column.dt.strftime("%Y-%m-%d %H:%M:%S").fillna("")
+        elif pd.api.types.is_timedelta64_dtype(column):
+            # formatting 10,000 timedeltas one by one is slow and nobody searches for them
+            out[name] = pd.Series("", index=frame.index)
+        else:
+            out[name] = column.astype(str)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def filter_mask(
+    frame: pd.DataFrame, text: Callable[[], pd.DataFrame], expression: str
+) -> pd.Series:
+    """Rows of ``frame`` matching the filter ``expression``; ``text()`` gives the cells as
+    strings (only called for bare words, and may be cached by the caller)."""
     mask = pd.Series(True, index=frame.index)
     try:
         terms = shlex.split(expression)
@@ -170,7 +196,8 @@ def filter_mask(frame: pd.DataFrame, text: pd.DataFrame, expression: str) -> pd.
     for term in terms:
         match = _TERM.match(term)
         if match is None:
-            hit = text.apply(lambda col, t=term: col.str.contains(t, case=False, regex=False))
+            cells = text()
+            hit = cells.apply(lambda col, t=term: col.str.contains(t, case=False, regex=False))
             mask &= hit.any(axis=1)
             continue
         column = _resolve_column(frame, match["name"])
@@ -198,8 +225,11 @@ def sort_frame(frame: pd.DataFrame, column: str, descending: bool) -> pd.DataFra
     return frame.loc[order.index]
 
 
-def run_query(frame: pd.DataFrame, text: pd.DataFrame, query: HistoryQuery) -> dict[str, Any]:
-    """Apply ``query`` to the history ``frame``; return one JSON-ready page."""
+def run_query(
+    frame: pd.DataFrame, text: Callable[[], pd.DataFrame], query: HistoryQuery
+) -> dict[str, Any]:
+    """Apply ``query`` to the history ``frame``; return one JSON-ready page
+    (``text``: see :func:`filter_mask`)."""
     if not 1 <= query.size <= MAX_PAGE_SIZE:
         raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {query.size}")
     if query.page < 1:
@@ -218,11 +248,11 @@ def run_query(frame: pd.DataFrame, text: pd.DataFrame, query: HistoryQuery) -> d
     pages = max(1, math.ceil(len(selected) / query.size))
     page = min(query.page, pages)
     chunk = selected.iloc[(page - 1) * query.size : page * query.size]
-    columns = [str(c) for c in frame.columns]
+    columns = shown_columns(frame)
     return {
         "columns": [ID_COLUMN, *columns],
         "params": parameter_columns(frame),
-        "rows": _rows(chunk),
+        "rows": _rows(chunk, columns),
         "total": len(frame),
         "matched": len(selected),
         "page": page,
@@ -235,23 +265,24 @@ def run_query(frame: pd.DataFrame, text: pd.DataFrame, query: HistoryQuery) -> d
 
 def _statuses(frame: pd.DataFrame) -> pd.Series:
     if "Status" in frame.columns:
-        return frame["Status"].astype(str).str.lower()
+        # an interrupted trial (its process died) is a failure to whoever filters
+        return frame["Status"].astype(str).str.lower().replace({"interrupted": "failed"})
     if "Success" not in frame.columns:
         return pd.Series("success", index=frame.index)
     return frame["Success"].map(status_of)
 
 
-def _rows(chunk: pd.DataFrame) -> list[dict[str, Any]]:
+def _rows(chunk: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     statuses = _statuses(chunk).tolist()
     rows = []
     for trial_id, values, status in zip(
-        chunk.index, chunk.itertuples(index=False), statuses, strict=True
+        chunk.index, chunk[columns].itertuples(index=False), statuses, strict=True
     ):
         cells = [str(int(trial_id)), *(format_cell(v) for v in values)]
         rows.append({"id": int(trial_id), "status": status, "cells": cells})
     return rows
 
 
-def row_status(frame: pd.DataFrame, trial_id: int) -> str:
-    """The status word of one trial of the history."""
-    return str(_statuses(frame.loc[[trial_id]]).iloc[0])
+def statuses(frame: pd.DataFrame) -> pd.Series:
+    """``success`` | ``failed`` | ``running`` for every trial of the history."""
+    return _statuses(frame)

@@ -69,6 +69,19 @@ class BoardServer(ThreadingHTTPServer):
         self.loopback = _is_loopback(host)
         super().__init__((host, port), BoardHandler)
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until ``shutdown()``; histories are read in the background meanwhile, so
+        the first page a user opens is answered from memory."""
+        threading.Thread(target=self._warm, name="daskperiment-board-warm", daemon=True).start()
+        super().serve_forever(poll_interval)
+
+    def _warm(self) -> None:
+        try:
+            self.catalog.warm()
+            import bokeh.plotting  # noqa: F401 - the first plot request would pay for it
+        except Exception:  # noqa: BLE001 - requests report errors; warming is best effort
+            logger.debug("warming the dashboard failed", exc_info=True)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A browser that navigates away closes its connections mid-answer: not an error.
         import sys

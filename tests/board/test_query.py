@@ -12,6 +12,7 @@ from daskperiment.board.query import (
     format_cell,
     parameter_columns,
     run_query,
+    text_cells,
 )
 
 
@@ -53,7 +54,7 @@ def history() -> pd.DataFrame:
 
 
 def query(frame: pd.DataFrame, **kwargs) -> dict:
-    return run_query(frame, frame.astype(str), HistoryQuery(**kwargs))
+    return run_query(frame, lambda: text_cells(frame), HistoryQuery(**kwargs))
 
 
 def ids(page: dict) -> list[int]:

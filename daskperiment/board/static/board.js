@@ -51,7 +51,19 @@
   // so live points can be written into them without re-embedding (zoom is kept).
   let plotCounter = 0;
 
+  // BokehJS loads asynchronously so the table never waits for it; plots wait here.
+  const bokehReady = new Promise((resolve) => {
+    const tag = document.getElementById("bokeh-js");
+    if (window.Bokeh || !tag) resolve();
+    else {
+      tag.addEventListener("load", () => resolve());
+      tag.addEventListener("error", () => resolve());
+      setTimeout(resolve, 10000); // it failed before this script ran: say so below
+    }
+  });
+
   async function embedPlot(target, item) {
+    await bokehReady;
     if (!window.Bokeh) {
       hint(target, "Plots need Bokeh: pip install 'daskperiment[board]'", "error-line");
       return null;
