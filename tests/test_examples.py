@@ -48,6 +48,25 @@ EXPECTED: dict[str, list[str]] = {
         r"3\s+1\s+-1\s+NaN\s+None\s+False\s+.*",
         r"10\s+3\s+4\s+\S+\s+<class 'float'>\s+True\s+.*",
     ],
+    "my_experiment.py": [
+        r".*\[INFO\] Random seed is not provided, initialized with generated seed: \d+",
+        r".*\[INFO\] Finished Experiment \(trial id=1\)",
+        r"\s+n\s+noise\s+epochs\s+Result\s+Result Type\s+Success\s+Finished\s+Process Time\s+Description",
+        r"1\s+200\s+0\.1\s+50\s+\S+\s+<class 'float'>\s+True\s+.*NaN",
+        r"Trial ID\s+1",
+        r"49\s+\d\.\d+",
+    ],
+    "local_cluster.py": [
+        r".*\[INFO\] Random seed is initialized with given seed: 1",
+        r"result: 3\.333333\d*",
+        r"result: 2\.5",
+        r"result: 2\.0",
+        r"prepare_data: 5",
+        r"steps ran in another process: True",
+        r"Trial ID\s+2\s+3",
+        r"0\s+100\.0+\s+100\.0+",
+        r"3\s+3\s+2\s+2\.0+\s+True\s+1",
+    ],
 }
 
 
