@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -423,3 +424,46 @@ def test_reput_of_an_old_object_freshens_its_mtime(tmp_path):
     assert os.stat(path).st_mtime > old + FRESH_SECONDS
     # and so a gc with the default grace, racing a writer about to create a ref, keeps it
     assert fresh.gc().objects_removed == []
+
+
+# -- the format document's worked example is what the code writes ---------------------------
+
+
+def hex_dump(data: bytes) -> str:
+    """16 bytes a line: offset, hex in two groups of 8, printable ASCII (as in the doc)."""
+    lines = []
+    for i in range(0, len(data), 16):
+        chunk = data[i : i + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk[:8]) + "  "
+        hexes += " ".join(f"{b:02x}" for b in chunk[8:])
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{i:04x}  {hexes:<48}  |{text}|")
+    return "\n".join(lines)
+
+
+def test_format_doc_worked_example_matches_the_code(tmp_path):
+    doc = (Path(__file__).parents[2] / "docs" / "store-format.md").read_text()
+    root = tmp_path / "example"
+    st = store.open(root)
+    leaf = st.put("hi")
+    top = st.put({"a": 1, "t": (1, 2.5), "leaf": store.Link(leaf)})
+    st.refs.create("runs/1", top)
+    arr = st.put(np.arange(3, dtype="<i4"))
+    ref = (root / "refs" / "runs" / "1").read_bytes()
+    assert ref == top.encode() + b"\n" and f"`{top}\\n`" in doc
+    assert (root / "config").read_bytes().decode().strip() in doc
+    for oid in (leaf, top, arr):
+        data = (root / object_key(oid)).read_bytes()
+        assert f"objects/{oid[:2]}/{oid[2:]}`** ({len(data)} bytes)" in doc
+        assert hex_dump(data) in doc
+    kind, body = st.get_raw(arr)
+    assert hex_dump(bytes(body)) in doc
+    # and the by-hand decoding shown there works
+    snippet = doc[doc.rindex("```python") + len("```python") : doc.rindex("```")]
+    snippet = snippet.replace('open("example/', f'open("{root}/')
+    import xxhash
+    import zstandard
+
+    scope = {"json": json, "np": np, "xxhash": xxhash, "zstandard": zstandard}
+    exec(snippet, scope)
+    np.testing.assert_array_equal(scope["array"], np.arange(3))
