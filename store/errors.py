@@ -103,7 +103,11 @@ class RefConflicts(RefConflict):
     def __init__(self, conflicts: dict[str, tuple[str, str]], where: str = "") -> None:
         self.conflicts = dict(conflicts)
         first = next(iter(self.conflicts))
-        self.ref, self.expected, self.actual = first, self.conflicts[first][0], self.conflicts[first][1]
+        self.ref, self.expected, self.actual = (
+            first,
+            self.conflicts[first][0],
+            self.conflicts[first][1],
+        )
         lines = [
             f"  {name}: incoming {new}, existing {old}"
             for name, (new, old) in sorted(self.conflicts.items())
@@ -114,6 +118,19 @@ class RefConflicts(RefConflict):
             + (f" in {where}" if where else "")
             + "; nothing was changed (import under another name or resolve by hand):\n"
             + "\n".join(lines),
+        )
+
+
+class CorruptRef(StoreError, ValueError):
+    """A ref's stored content is not an oid followed by a newline."""
+
+    def __init__(self, ref: str, where: str, content: bytes) -> None:
+        self.ref = ref
+        self.content = content
+        shown = content[:60] + (b"..." if len(content) > 60 else b"")
+        super().__init__(
+            f"ref {ref!r} in {where} is corrupt: expected 32 lowercase hex digits and a "
+            f"newline, found {shown!r}; fix it with refs.set() or remove it with refs.delete()"
         )
 
 
@@ -137,9 +154,7 @@ class ReadOnlyStore(StoreError, PermissionError):
 
     def __init__(self, where: str, detail: str = "") -> None:
         self.where = where
-        super().__init__(
-            f"store {where} is read-only" + (f": {detail}" if detail else "")
-        )
+        super().__init__(f"store {where} is read-only" + (f": {detail}" if detail else ""))
 
 
 class StoreNotFound(StoreError, FileNotFoundError):
@@ -147,9 +162,7 @@ class StoreNotFound(StoreError, FileNotFoundError):
 
     def __init__(self, where: str) -> None:
         self.where = where
-        super().__init__(
-            f"no store at {where}; pass create=True to make one there"
-        )
+        super().__init__(f"no store at {where}; pass create=True to make one there")
 
 
 class UnsupportedFormat(StoreError):

@@ -14,13 +14,13 @@ import re
 from .backends.base import Backend
 from .digest import Oid, is_oid, validate_oid
 from .errors import (
+    CorruptRef,
     InvalidKey,
     InvalidRefName,
     KeyNotFound,
     RefConflict,
     RefExists,
     RefNotFound,
-    StoreError,
 )
 
 #: Backend key prefix under which refs live.
@@ -28,19 +28,6 @@ REFS_PREFIX = "refs/"
 #: Longest allowed component, in UTF-8 bytes (what common filesystems accept in a file name).
 MAX_COMPONENT_BYTES = 255
 _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-class CorruptRef(StoreError, ValueError):
-    """A ref's stored content is not an oid followed by a newline."""
-
-    def __init__(self, ref: str, where: str, content: bytes) -> None:
-        self.ref = ref
-        self.content = content
-        shown = content[:60] + (b"..." if len(content) > 60 else b"")
-        super().__init__(
-            f"ref {ref!r} in {where} is corrupt: expected 32 lowercase hex digits and a "
-            f"newline, found {shown!r}; fix it with refs.set() or remove it with refs.delete()"
-        )
 
 
 def validate_ref_name(name: object) -> str:
