@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
@@ -126,21 +126,22 @@ def export_bundle(
             f"{len(oids)} objects need a {len(header)}-byte header, over the "
             f"{MAX_HEADER_SIZE}-byte limit; export fewer refs per bundle"
         )
+    path: str | None
     if isinstance(dest, (str, os.PathLike)):
         path = os.fspath(dest)
         size = _write_atomically(path, lambda f: _write_body(store, f, header, entries))
     else:
-        path, size = getattr(dest, "name", None), _write_body(store, dest, header, entries)
-    return BundleReport(
-        path=path if isinstance(path, str) else None, refs=selected, objects=len(oids), bytes=size
-    )
+        name = getattr(dest, "name", None)
+        path = name if isinstance(name, str) else None
+        size = _write_body(store, dest, header, entries)
+    return BundleReport(path=path, refs=selected, objects=len(oids), bytes=size)
 
 
 def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _write_body(store: Store, f: IO[bytes], header: bytes, entries: list[list[Any]]) -> int:
+def _write_body(store: Store, f: BinaryIO, header: bytes, entries: list[list[Any]]) -> int:
     """Write prefix, header, records and trailer to ``f``; return the bytes written."""
     digest = xxhash.xxh3_128()
     written = 0
@@ -186,7 +187,7 @@ def _write_atomically(path: str, write: Any) -> int:
 class _Reader:
     """Reads a bundle front to back, hashing every byte, with clear errors on short reads."""
 
-    def __init__(self, f: IO[bytes], name: str) -> None:
+    def __init__(self, f: BinaryIO, name: str) -> None:
         self.f = f
         self.name = name
         self.pos = 0
@@ -196,12 +197,13 @@ class _Reader:
 
     def read(self, n: int, what: str, hashed: bool = True) -> bytearray:
         """Exactly ``n`` bytes, or :class:`BundleError` saying the file is truncated."""
-        if self.remaining is not None and n <= self.remaining - self.pos:
+        readinto = getattr(self.f, "readinto", None)
+        if readinto is not None and self.remaining is not None and n <= self.remaining - self.pos:
             # Size already checked against the file: read straight into one buffer.
             buf = bytearray(n)
             got = 0
             with memoryview(buf) as view:
-                while got < n and (k := self.f.readinto(view[got:])):
+                while got < n and (k := readinto(view[got:])):
                     got += k
             if got < n:
                 self._truncated(n, got, what)
@@ -229,7 +231,7 @@ class _Reader:
         return not self.f.read(1)
 
 
-def _open(source: str | os.PathLike[str] | BinaryIO) -> tuple[IO[bytes], str, bool]:
+def _open(source: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, str, bool]:
     """(file, display name, whether we opened it and must close it)."""
     if isinstance(source, (str, os.PathLike)):
         try:
@@ -239,7 +241,7 @@ def _open(source: str | os.PathLike[str] | BinaryIO) -> tuple[IO[bytes], str, bo
     return source, str(getattr(source, "name", "<bundle stream>")), False
 
 
-def _remaining(f: IO[bytes]) -> int | None:
+def _remaining(f: BinaryIO) -> int | None:
     """Bytes between the current position and the end of ``f``, or None if unknowable."""
     try:
         if f.seekable():

@@ -40,7 +40,7 @@ class RefPlan:
 
     create: dict[str, Oid] = field(default_factory=dict)
     unchanged: list[str] = field(default_factory=list)
-    conflicts: dict[str, tuple[Oid, Oid]] = field(default_factory=dict)
+    conflicts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def select_refs(store: Store, refs: Iterable[str] | str = "") -> dict[str, Oid]:
