@@ -324,7 +324,12 @@ def _not_found(location: str, experiment_id: str) -> ExperimentNotFound:
     except EXPECTED:
         known = []
     listed = ", ".join(known) if known else "none"
-    return ExperimentNotFound(experiment_id, f"{location} (experiments there: {listed})")
+    exc = ExperimentNotFound(experiment_id, location)
+    exc.args = (
+        f"no experiment {experiment_id!r} in {location} (experiments there: {listed}); "
+        "'daskperiment list' shows them, --store PATH|URL reads another store",
+    )
+    return exc
 
 
 def _experiments(st: store.Store) -> list[dict[str, Any]]:
@@ -569,7 +574,9 @@ def cmd_cat(args: argparse.Namespace) -> int:
     if args.info:
         info = st.info(oid)
         _print(
-            f"{info.kind} {info.size} bytes ({info.stored_size} stored, {info.compression}) in {st.url}"
+            f"oid:          {oid}\nkind:         {info.kind}\nsize:         {info.size}\n"
+            f"stored size:  {info.stored_size}\ncompression:  {info.compression}\n"
+            f"store:        {st.url}"
         )
         return 0
     kind, body = st.get_raw(oid)  # verified: a damaged object is an error, never printed

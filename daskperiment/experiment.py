@@ -15,6 +15,7 @@ from typing import Any
 import store
 from store import Link
 
+from . import cache as step_cache
 from . import code, environment, history, metrics, script, trial
 from .errors import (
     InvalidExperimentId,
@@ -186,11 +187,11 @@ class Experiment:
         st = self._read_store()
         if st is None:
             return
-        refs = self._reader.trial_refs(st)
-        if not refs:
+        ids = self._reader.trial_ids(st)
+        if not ids:
             return
-        self._last_trial_id = max(refs)
-        self._last_record = st.get(refs[self._last_trial_id])
+        self._last_trial_id = ids[-1]
+        self._last_record = st.get(st.refs.get(trial.trial_ref(self.id, ids[-1])))
         where = "path" if isinstance(self._backend, store.LocalBackend) else "url"
         logger.info(
             "Loaded Experiment(id: %s, trial_id: %d) from %s=%s",
@@ -202,8 +203,8 @@ class Experiment:
         self._note_environment(None, environment.capture())
 
     def _scan_last_trial_id(self, st: store.Store) -> int:
-        refs = self._reader.trial_refs(st)
-        return max(refs) if refs else 0
+        ids = self._reader.trial_ids(st)
+        return ids[-1] if ids else 0
 
     @property
     def trial_id(self) -> int:
@@ -240,26 +241,32 @@ class Experiment:
 
     # -- steps -------------------------------------------------------------------------
 
-    def __call__(self, func: Callable | None = None, *, cache: bool = False) -> Any:
+    def __call__(self, func: Callable | None = None, *, cache: bool | str = False) -> Any:
         """Decorate a step: ``@ex`` (bare) or ``@ex(...)``."""
         return self._decorator(func, STEP, cache)
 
-    def persist(self, func: Callable | None = None, *, cache: bool = False) -> Any:
-        """Decorate a step whose output is kept in the store (``get_persisted``)."""
+    def persist(self, func: Callable | None = None, *, cache: bool | str = False) -> Any:
+        """Decorate a step whose output is kept in the store (``get_persisted``).
+
+        ``cache=True`` declares the step pure: an output computed before from the same code
+        and inputs is reused instead of running it again (``cache="seed"``: only under the
+        same trial seed). See docs/caching.md.
+        """
         return self._decorator(func, PERSIST, cache)
 
     def result(self, func: Callable | None = None) -> Any:
         """Decorate the step giving the experiment's result; ``.compute()`` runs a trial."""
         return self._decorator(func, RESULT, False)
 
-    def _decorator(self, func: Callable | None, kind: str, cache: bool) -> Any:
+    def _decorator(self, func: Callable | None, kind: str, cache: bool | str) -> Any:
+        cache = step_cache.validate_option(cache)
         if func is None:
             return lambda f: self._decorator(f, kind, cache)
         if not callable(func):
             raise TypeError(f"@ex decorates a function, got {func!r}")
         return make_step(self, self._register(func, kind, cache))
 
-    def _register(self, func: Callable, kind: str, cache: bool) -> StepSpec:
+    def _register(self, func: Callable, kind: str, cache: bool | str) -> StepSpec:
         snapshot = code.capture_source(func)
         name = getattr(func, "__name__", None) or snapshot.name
         if not snapshot.exact:
@@ -303,6 +310,14 @@ class Experiment:
         run = trial.TrialRun(self, result, parameters, seed, dask_kwargs, cache)
         return run.run()
 
+    def clear_cache(self, step: str | None = None) -> int:
+        """Forget the cached outputs of every step, or of ``step``; return how many entries
+        were removed. Trial records (and the outputs they keep) are untouched."""
+        st = self._read_store()
+        if st is None:
+            return 0
+        return step_cache.clear(self._store_for_writing(), self.id, step)
+
     def run_from_command_line(self, result: Any = None, argv: Any = None) -> Any:
         """Run one trial from the script's command line: ``python script.py a=1 b=2 --seed 1``.
 
@@ -318,8 +333,8 @@ class Experiment:
     def _compute_plain(self, delayed: Any, **dask_kwargs: Any) -> Any:
         graph = trial.TrialGraph(delayed, self._parameters.by_key)
         values = self._parameters.resolve(graph.parameters, None)
-        keys = graph.build(values, None)
-        return graph.compute(keys, dask_kwargs)[0]
+        dsk, keys = graph.build(values, None)
+        return trial.compute_graph(dsk, keys, dask_kwargs)[0]
 
     def _code_tree(self, st: store.Store, specs: Iterable[StepSpec]) -> str:
         order = {name: i for i, name in enumerate(self._steps)}
@@ -370,7 +385,7 @@ class Experiment:
             self._last_trial_id = max(self._last_trial_id, trial_id)
             self._last_record = record
             row = history.row_of(record, oid)
-            self._reader._rows_by_record[oid] = row
+            self._reader.remember(row)
             self._pending_rows.append(row)
             due = time.monotonic() - self._last_flush >= history.FLUSH_SECONDS
             if len(self._pending_rows) >= history.FLUSH_EVERY or due:
@@ -416,10 +431,10 @@ class Experiment:
         st = self._read_store()
         rows: list[dict[str, Any]] = []
         if st is not None:
-            refs = self._reader.trial_refs(st)
-            if refs:
-                self._last_trial_id = max(self._last_trial_id, max(refs))
-            rows = self._reader.rows(st, refs)
+            ids = self._reader.trial_ids(st)
+            if ids:
+                self._last_trial_id = max(self._last_trial_id, ids[-1])
+            rows = self._reader.rows(st, ids)
         return history.frame(rows, self._parameters.names, verbose)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 Every trial record stays the truth; the *history index* is a derived, disposable summary:
 the ref ``experiments/<id>/index`` names a root object ``{"chunks": {"<k>": Link}}`` whose
-chunk ``k`` holds the rows of finished trials ``k*256 .. k*256+255`` together with the oid of
-the record each row was made from. Reading the history lists the trial refs, takes a row from
-the index when the ref still names the record the row was made from, and reads the record
-otherwise (trials not yet indexed, running ones). So the table is always correct, however
-stale the index is.
+chunk ``k`` holds, column by column, the rows of final trials ``k*256 .. k*256+255``
+(with the oid of the record each row was made from). Reading the history lists the names of
+the trial refs (no ref is read), takes the row of each indexed trial from the index, and reads
+the ref and record of every other trial (not yet indexed, running, interrupted). A final
+record never changes, so an indexed row never goes stale: the table is always correct,
+however far behind the index is.
 
 A process that runs trials adds their rows to the index in batches (every
 :data:`FLUSH_EVERY` trials or :data:`FLUSH_SECONDS` seconds, and at exit), with a
@@ -24,7 +25,7 @@ from typing import Any
 import store
 from store import Link
 
-from .trial import FAILED, RUNNING, SUCCESS, effective, trials_prefix
+from .trial import FAILED, RUNNING, SUCCESS, effective, trial_ref, trials_prefix
 
 CHUNK_SIZE = 256
 FLUSH_EVERY = 32
@@ -87,63 +88,111 @@ def _oid(link: Any) -> str | None:
 
 
 class HistoryReader:
-    """Builds rows for every trial; caches rows by record oid and chunks by oid in memory."""
+    """Builds rows for every trial from the index and the records the index lacks.
+
+    Rows of final records are kept in memory by trial id: a final record never changes (the
+    only move a trial ref makes is from the running record to the final one).
+    """
 
     def __init__(self, experiment_id: str) -> None:
         self.experiment_id = experiment_id
-        self._rows_by_record: dict[str, dict[str, Any]] = {}
-        self._chunks: dict[str, dict[str, Any]] = {}
+        self._final_rows: dict[int, dict[str, Any]] = {}
+        self._chunks: dict[str, dict[int, dict[str, Any]]] = {}
         self._root_oid: str | None = None
-        self._indexed: dict[str, dict[str, Any]] = {}
+        self._indexed: dict[int, dict[str, Any]] = {}
 
-    def trial_refs(self, st: store.Store) -> dict[int, str]:
-        """trial id -> record oid, for every trial ref of the experiment."""
+    def trial_ids(self, st: store.Store) -> list[int]:
+        """Ids of every trial of the experiment, ascending (names only, no ref is read)."""
         prefix = trials_prefix(self.experiment_id)
-        out = {}
-        for name, oid in st.refs.list(prefix).items():
-            tail = name[len(prefix) :]
-            if tail.isdigit():
-                out[int(tail)] = oid
-        return out
+        ids = [name[len(prefix) :] for name in st.refs.names(prefix)]
+        return sorted(int(tail) for tail in ids if tail.isdigit())
 
-    def rows(self, st: store.Store, refs: Mapping[int, str] | None = None) -> list[dict]:
-        """Rows of every trial, ordered by trial id."""
-        refs = self.trial_refs(st) if refs is None else refs
+    def remember(self, row: dict[str, Any]) -> None:
+        """Keep the row of a final record this process just wrote."""
+        if row["status"] != RUNNING:
+            self._final_rows[row["trial_id"]] = row
+
+    def rows(self, st: store.Store, trial_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Rows of ``trial_ids``, in that order."""
         indexed = self._load_index(st)
         rows = []
-        for trial_id in sorted(refs):
-            oid = refs[trial_id]
-            row = self._rows_by_record.get(oid)
+        for trial_id in trial_ids:
+            row = self._final_rows.get(trial_id) or indexed.get(trial_id)
             if row is None:
-                row = indexed.get(str(trial_id))
-                if row is None or row["record"] != oid:
-                    row = row_of(st.get(oid), oid)
-                if row["status"] != RUNNING:
-                    # final records never change: safe to keep (running ones are re-read)
-                    self._rows_by_record[oid] = row
+                row = self._read_row(st, trial_id)
+                if row is None:  # deleted while we listed
+                    continue
+                self.remember(row)
             rows.append(row)
         return rows
 
-    def _load_index(self, st: store.Store) -> dict[str, dict[str, Any]]:
+    def _read_row(self, st: store.Store, trial_id: int) -> dict[str, Any] | None:
+        try:
+            oid = st.refs.get(trial_ref(self.experiment_id, trial_id))
+        except store.errors.RefNotFound:
+            return None
+        return row_of(st.get(oid), oid)
+
+    def _load_index(self, st: store.Store) -> dict[int, dict[str, Any]]:
         try:
             root_oid = st.refs.get(index_ref(self.experiment_id))
         except store.errors.RefNotFound:
             return {}
         if root_oid == self._root_oid:
             return self._indexed
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[int, dict[str, Any]] = {}
         try:
-            root = st.get(root_oid)
-            for link in root.get("chunks", {}).values():
+            for link in chunk_links(st.get(root_oid)).values():
                 chunk = self._chunks.get(link.oid)
                 if chunk is None:
-                    chunk = self._chunks[link.oid] = st.get(link.oid)["rows"]
+                    chunk = self._chunks[link.oid] = rows_of_chunk(st.get(link.oid))
                 rows.update(chunk)
-        except store.errors.StoreError:
+        except (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError):
             # A damaged index is only slower: every row then comes from its record.
             return {}
         self._root_oid, self._indexed = root_oid, rows
         return rows
+
+
+#: Fields of a row, in the order they are stored as columns of an index chunk.
+ROW_FIELDS = (
+    "trial_id",
+    "record",
+    "status",
+    "interrupted",
+    "params",
+    "result",
+    "result_type",
+    "finished",
+    "process_time",
+    "description",
+    "seed",
+    "digests",
+    "reused",
+)
+
+
+def chunk_links(root: Any) -> dict[str, Link]:
+    """The chunks an index root names; ValueError if it is not an index root."""
+    chunks = root.get("chunks") if isinstance(root, dict) else None
+    if not isinstance(chunks, dict) or not all(isinstance(v, Link) for v in chunks.values()):
+        raise ValueError("not a history index")
+    return chunks
+
+
+def chunk_of(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """An index chunk: rows stored column by column (smaller and faster to parse)."""
+    rows = sorted(rows, key=lambda r: r["trial_id"])
+    return {"columns": {f: [r.get(f) for r in rows] for f in ROW_FIELDS}}
+
+
+def rows_of_chunk(chunk: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    columns = chunk["columns"]
+    fields = [f for f in ROW_FIELDS if f in columns]
+    return {
+        values[0]: dict(zip(fields, values, strict=True))
+        for values in zip(*(columns[f] for f in fields), strict=True)
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,30 +201,52 @@ class HistoryReader:
 
 
 def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, Any]]) -> None:
-    """Add finished ``rows`` to the index (compare-and-swap, retried on a race)."""
+    """Add final ``rows`` to the index (compare-and-swap, retried on a race).
+
+    Rows of running trials, and of trials shown as interrupted, are never indexed: they are
+    read from their records, which is what keeps them up to date.
+    """
     rows = [r for r in rows if r["status"] in (SUCCESS, FAILED) and not r.get("interrupted")]
     if not rows:
         return
-    by_chunk: dict[str, dict[str, dict]] = {}
+    by_chunk: dict[str, dict[int, dict]] = {}
     for row in rows:
-        by_chunk.setdefault(str(row["trial_id"] // CHUNK_SIZE), {})[str(row["trial_id"])] = row
+        by_chunk.setdefault(str(row["trial_id"] // CHUNK_SIZE), {})[row["trial_id"]] = row
     name = index_ref(experiment_id)
     for _ in range(50):
         try:
             current: str | None = st.refs.get(name)
         except store.errors.RefNotFound:
             current = None
-        root = st.get(current) if current else {"type": INDEX_TYPE, "chunks": {}}
-        chunks = dict(root.get("chunks", {}))
+        chunks = _current_chunks(st, current)
         for k, new_rows in by_chunk.items():
-            old = st.get(chunks[k].oid)["rows"] if k in chunks else {}
-            chunks[k] = Link(st.put({"rows": {**old, **new_rows}}))
+            old = _chunk_rows(st, chunks.get(k))
+            chunks[k] = Link(st.put(chunk_of({**old, **new_rows}.values())))
         new_root = st.put({"type": INDEX_TYPE, "version": 1, "chunks": chunks})
         try:
             st.refs.swap(name, current, new_root)
             return
         except store.errors.RefConflict:
             continue
+
+
+def _current_chunks(st: store.Store, root_oid: str | None) -> dict[str, Link]:
+    """The chunks of the index now; a damaged index is started afresh (it is only a cache)."""
+    if root_oid is None:
+        return {}
+    try:
+        return dict(chunk_links(st.get(root_oid)))
+    except (store.errors.StoreError, ValueError):
+        return {}
+
+
+def _chunk_rows(st: store.Store, link: Link | None) -> dict[int, dict[str, Any]]:
+    if link is None:
+        return {}
+    try:
+        return rows_of_chunk(st.get(link.oid))
+    except (store.errors.StoreError, KeyError, TypeError, ValueError):
+        return {}
 
 
 # ---------------------------------------------------------------------------------------

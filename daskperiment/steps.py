@@ -181,7 +181,7 @@ class StepSpec:
     func: Callable[..., Any]
     kind: str
     code: CodeSnapshot
-    cache: bool = False
+    cache: bool | str = False  # False, True or "seed" (daskperiment.cache)
 
     @property
     def persist(self) -> bool:

@@ -22,17 +22,20 @@ import os
 import socket
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import dask
+import dask.threaded
 from dask._task_spec import DataNode, GraphNode, Task, TaskRef, convert_legacy_graph
+from dask.base import get_scheduler
 from dask.delayed import Delayed
 
 import store
 from store import Link
 
-from . import purity, seeding
+from . import cache, purity, seeding
 from .errors import RecordError
 from .log import logger
 from .parameter import KEY_PREFIX
@@ -94,19 +97,31 @@ class TrialGraph:
             seen.setdefault(id(call.spec), call.spec)
         return list(seen.values())
 
-    def build(self, values: Mapping[str, Any], trial: TrialContext | None) -> list[Any]:
-        """Inject ``values`` and ``trial``; return the keys to compute (result first)."""
-        graph = self.graph
+    def build(
+        self, values: Mapping[str, Any], trial: TrialContext | None
+    ) -> tuple[dict[Any, GraphNode], list[Any]]:
+        """The graph of one computation and the keys to compute (the result first).
+
+        ``self.graph`` is left untouched, so one TrialGraph can give the graphs of many
+        trials. Within a trial every key gets a suffix unique to that trial: several trials of
+        the same graph may run at once on one cluster, and a distributed scheduler must
+        never mistake one trial's task for another's.
+        """
+        graph = dict(self.graph)
         for name, key in self.parameters.items():
             graph[key] = DataNode(key, values[name])
         graph[TRIAL_KEY] = DataNode(TRIAL_KEY, trial)
         if trial is None:
-            return [self.key]
-        self._unwrap_for_plain_consumers()
-        return [self.key, *self._record_tasks()]
+            return graph, [self.key]
+        self._unwrap_for_plain_consumers(graph)
+        keys = [self.key, *self._record_tasks(graph)]
+        suffix = f"-{uuid.uuid4().hex[:12]}"
+        subs = {k: _suffixed(k, suffix) for k in graph}
+        graph = {subs[k]: node.substitute(subs, key=subs[k]) for k, node in graph.items()}
+        return graph, [subs[k] for k in keys]
 
-    def _unwrap_for_plain_consumers(self) -> None:
-        graph, steps = self.graph, self.steps
+    def _unwrap_for_plain_consumers(self, graph: dict[Any, GraphNode]) -> None:
+        steps = self.steps
         subs: dict[Any, Any] = {}
         for key, node in list(graph.items()):
             if key in steps or not (node.dependencies & steps.keys()):
@@ -117,9 +132,9 @@ class TrialGraph:
                     graph[value_key] = Task(value_key, _value_of, TaskRef(dep))
             graph[key] = node.substitute(subs)
 
-    def _record_tasks(self) -> list[Any]:
+    def _record_tasks(self, graph: dict[Any, GraphNode]) -> list[Any]:
         """``~record`` tasks for the steps whose records do not ride along to the result."""
-        graph, steps = self.graph, self.steps
+        steps = self.steps
         reached = set()
         todo = [self.key] if self.key in steps else []
         while todo:
@@ -135,10 +150,22 @@ class TrialGraph:
             extra.append(record_key)
         return extra
 
-    def compute(self, keys: list[Any], dask_kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-        """Compute ``keys`` with dask (the scheduler from ``dask_kwargs`` or dask's config)."""
-        graph = self.graph
-        return dask.compute(*[Delayed(k, graph) for k in keys], **dask_kwargs)
+
+def compute_graph(
+    graph: dict[Any, GraphNode], keys: list[Any], dask_kwargs: Mapping[str, Any]
+) -> list[Any]:
+    """Run ``graph`` on the scheduler ``dask.compute`` would use; the values of ``keys``.
+
+    The graph goes straight to the scheduler: it is already minimal (only what the result
+    needs), so dask's collection optimizations would only cost time.
+    """
+    kwargs = dict(dask_kwargs)
+    for unused in ("optimize_graph", "traverse"):  # dask.compute's own options
+        kwargs.pop(unused, None)
+    schedule = get_scheduler(scheduler=kwargs.pop("scheduler", None), get=kwargs.pop("get", None))
+    if schedule is None:
+        schedule = dask.threaded.get  # the default scheduler of dask.delayed
+    return list(schedule(graph, keys, **kwargs))
 
 
 def _suffixed(key: Any, suffix: str) -> Any:
@@ -270,10 +297,12 @@ class TrialRun:
             )
         ex._note_environment(base["environment"].oid, self._env)
         context = TrialContext(ex.id, self.trial_id, self.seed, ex._handle, self.use_cache)
-        keys = self.graph.build(self.values, context)
+        graph, keys = self.graph.build(self.values, context)
         started = time.perf_counter()
         try:
-            outputs = self.graph.compute(keys, self.dask_kwargs)
+            # Cached steps: reused outputs are loaded or left out (daskperiment/cache.py).
+            graph = cache.prepare(st, ex.id, graph, keys, context)
+            outputs = compute_graph(graph, keys, self.dask_kwargs)
         except BaseException as exc:
             elapsed = time.perf_counter() - started
             self._finish_failed(st, base, running_oid, exc, elapsed)
@@ -340,6 +369,7 @@ class TrialRun:
         value = output.value if type(output) is StepOutput else output
         record = dict(base, trial_id=self.trial_id, status=SUCCESS)
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
+        cache.after_trial(st, self.ex.id, self.trial_id, record["steps"])
         purity.check(st, self.ex.id, record["steps"])
         record.update(_result_fields(st, value, self.trial_id))
         self._finalize(st, record, running_oid, elapsed)
