@@ -483,9 +483,10 @@ def _store_record(
         found = codec.find_links(kind, body) if kind == "json" else []
     except (ValueError, RecursionError) as exc:  # hashes fine, yet is no valid JSON
         raise BundleError(f"{where}: object {entry.oid} is malformed JSON: {exc}") from None
-    if store.has(entry.oid) or not store.put_stored(entry.oid, data, verify=False):
-        return entry.oid, found, 0
-    return entry.oid, found, len(data)
+    # put_stored, not has() first: it also freshens an old object found present, so a
+    # concurrent gc cannot collect it before our refs make it reachable.
+    written = store.put_stored(entry.oid, data, verify=False)
+    return entry.oid, found, len(data) if written else 0
 
 
 def _check_closure(

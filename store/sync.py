@@ -157,9 +157,12 @@ def missing_oids(
     store: Store, oids: Iterable[Oid], pool: ThreadPoolExecutor | None = None
 ) -> Iterator[Oid]:
     """Yield those of ``oids`` that ``store`` lacks, checking in batches (threaded if ``pool``)."""
+    # has_fresh also renews an old object found present, so a concurrent gc cannot collect
+    # it before the refs we create make it reachable.
+    has = getattr(store, "has_fresh", store.has)
     it = iter(oids)
     while batch := list(itertools.islice(it, HAS_BATCH)):
-        present = pool.map(store.has, batch) if pool else map(store.has, batch)
+        present = pool.map(has, batch) if pool else map(has, batch)
         yield from (oid for oid, has in zip(batch, present, strict=True) if not has)
 
 

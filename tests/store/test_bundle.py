@@ -8,6 +8,7 @@ import io
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,18 @@ def test_import_copies_only_objects_the_store_lacks(src, dst, bundle):
     report = import_bundle(dst, bundle)
     assert report.objects_copied == len(list(src.iter_oids())) - 1
     assert dst.has(shared)
+
+
+def test_import_freshens_old_objects_it_relies_on(bundle, tmp_path):
+    """An old object the import deduplicates against gets a new mtime, so a concurrent gc's
+    grace period covers it until the imported refs make it reachable."""
+    shared = store.open(tmp_path / "dst").put(np.arange(1000, dtype="float64"))
+    path = tmp_path / "dst" / "objects" / shared[:2] / shared[2:]
+    two_hours_ago = time.time() - 7200
+    os.utime(path, (two_hours_ago, two_hours_ago))
+    report = import_bundle(store.open(tmp_path / "dst"), bundle)
+    assert path.stat().st_mtime > two_hours_ago + 3600
+    assert report.objects_copied == len(read_bundle_header(bundle).objects) - 1
 
 
 def test_ref_map_imports_under_a_new_prefix(src, dst, bundle):
