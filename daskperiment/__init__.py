@@ -18,6 +18,7 @@ from .errors import DaskperimentError
 from .experiment import Experiment, list_experiments
 from .log import logger
 from .parameter import Parameter
+from .sharing import import_bundle
 
 __version__ = "0.6.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "Experiment",
     "Parameter",
     "__version__",
+    "import_bundle",
     "list_experiments",
     "logger",
 ]

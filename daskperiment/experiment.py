@@ -531,6 +531,54 @@ class Experiment:
         """Installed distributions as ``name version (location)`` lines."""
         return list(self.get_environment(trial_id, "packages"))
 
+    # -- comparing and sharing (daskperiment/diff.py, daskperiment/sharing.py) ----------
+
+    def diff(self, a: int, b: int) -> Any:
+        """What changed from trial ``a`` to trial ``b``: a :class:`daskperiment.diff.TrialDiff`
+        (``str()`` renders it like ``git diff``; ``bool()`` is False when nothing differs).
+        Parts with equal digests are never read from the store."""
+        from .diff import diff_trials
+
+        return diff_trials(self._read_store(), self.id, a, b)
+
+    def export(self, path: Any, trials: Iterable[int] | None = None) -> Any:
+        """Write trials (default: every finished one) and every object they reference into
+        one bundle file; returns a :class:`daskperiment.sharing.ShareReport`."""
+        from .sharing import export_trials
+
+        return export_trials(self._read_store(), self.id, path, trials)
+
+    def push(self, url: Any) -> Any:
+        """Copy this experiment's finished trials, and the objects the other store lacks, to
+        the store at ``url`` (a path, a URL or a ``store.Store``; created if absent)."""
+        from .sharing import push_trials
+
+        return push_trials(self._read_store(), self.id, url)
+
+    def pull(self, url: Any) -> Any:
+        """Copy this experiment's trials from the store at ``url`` into this one."""
+        from .sharing import pull_trials
+
+        st = self._store_for_writing()
+        report = pull_trials(st, self.id, url)
+        self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
+        return report
+
+    def load(self, oid: str) -> Any:
+        """The object stored under digest ``oid``. Loading a pickle object runs code chosen
+        by whoever stored it: only load from stores you trust."""
+        from .sharing import load_object
+
+        return load_object(self._read_store(), oid)
+
+    def start_dashboard(self, port: int = 5000, host: str = "127.0.0.1", **kwargs: Any) -> Any:
+        """Serve the dashboard for this experiment's store (blocking in a script, in the
+        background in Jupyter); returns a handle with ``.url`` and ``.stop()``. Needs the
+        ``board`` extra (``pip install daskperiment[board]``)."""
+        from .board import start
+
+        return start(self, port=port, host=host, **kwargs)
+
 
 def _worker_target(target: Any, st: store.Store | None) -> Any:
     """Where a worker process finds the store (None: it cannot, e.g. a memory store)."""
@@ -593,26 +641,33 @@ def _flush_all() -> None:
 
 
 def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
-    """The experiments recorded in a store: ``{id, trials, last_activity}`` each."""
+    """The experiments recorded in one store, by id: ``{id, trials, last_activity}`` each.
+
+    ``last_activity`` is the local time (``datetime``) the latest trial finished, or started
+    if it is still running. Only ref names are listed and one record per experiment is read.
+    """
     st = (
         store_or_url
         if isinstance(store_or_url, store.Store)
         else store.open(store_or_url, create=False, read_only=True)
     )
-    by_id: dict[str, dict[int, str]] = {}
-    for name, oid in st.refs.list("experiments/").items():
+    by_id: dict[str, list[int]] = {}
+    for name in st.refs.names("experiments/"):
         parts = name.split("/")
         if len(parts) == 4 and parts[2] == "trials" and parts[3].isdigit():
-            by_id.setdefault(parts[1], {})[int(parts[3])] = oid
+            by_id.setdefault(parts[1], []).append(int(parts[3]))
     out = []
     for experiment_id in sorted(by_id):
-        trials = by_id[experiment_id]
-        last = st.get(trials[max(trials)])
-        when = last.get("finished") or last.get("started")
+        ids = by_id[experiment_id]
+        try:
+            last = st.get(st.refs.get(trial.trial_ref(experiment_id, max(ids))))
+            when = last.get("finished") or last.get("started")
+        except store.errors.StoreError:
+            when = None
         out.append(
             {
                 "id": experiment_id,
-                "trials": len(trials),
+                "trials": len(ids),
                 "last_activity": history._local_time(when),
             }
         )
