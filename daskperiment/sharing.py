@@ -142,10 +142,11 @@ def is_store_directory(path: str | os.PathLike[str]) -> bool:
 def locate(location: Any, experiment_id: str, *, directory: bool | None = None) -> Any:
     """What ``store.open`` needs for ``experiment_id`` at ``location``.
 
-    A ``Store``, a backend or a URL is the store itself (a store holds experiments by id). A
-    local path is the store itself when it has a ``config`` or is empty or absent; a directory
-    of stores (``directory=True``, or detected: not empty, no ``config``) gives
-    ``<path>/<experiment_id>``.
+    A ``Store``, a backend or a URL is the store itself (a store holds experiments by id), and
+    so is a local path with a ``config``. Any other local path is a directory of stores (one
+    per experiment, like ``./daskperiment_cache``), giving ``<path>/<experiment_id>``, when
+    ``directory`` is true; when it is None (the Python API, where a path names the store as
+    in ``Experiment(backend=path)``) only an existing, non-empty directory counts as one.
     """
     if isinstance(location, store.Store | store.backends.base.Backend) or is_url(location):
         return location
@@ -424,14 +425,18 @@ def bundle_experiment(path: str | os.PathLike[str]) -> tuple[str, dict[int, str]
 
 
 def import_bundle(
-    path: str | os.PathLike[str], id: str | None = None, backend: Any = "local"
+    path: str | os.PathLike[str],
+    id: str | None = None,
+    backend: Any = "local",
+    *,
+    directory: bool | None = None,
 ) -> ShareReport:
     """Import a bundle of one experiment's trials (as ``daskperiment export`` writes).
 
     ``id``: import under this experiment id instead of the bundle's (the way around a
     conflict). ``backend``: ``"local"`` (the store ``daskperiment_cache/<id>``), a path, a
-    URL, a ``store.Store`` or a directory of stores. Every object is verified before it is
-    written and nothing is unpickled. Raises :class:`TrialConflict` (nothing changed) when a
+    URL, a ``store.Store`` or a directory of stores (``directory``: see :func:`locate`).
+    Every object is verified before it is written and nothing is unpickled. Raises :class:`TrialConflict` (nothing changed) when a
     trial id exists with another record, :class:`store.errors.BundleError` for a malformed,
     truncated or tampered bundle.
     """
@@ -441,7 +446,7 @@ def import_bundle(
     new_id = _validate_id(id) if id is not None else old_id
     if isinstance(backend, str) and backend == "local":
         backend = os.path.join(DEFAULT_DIRECTORY, new_id)
-    dst = open_store(backend, new_id, create=True)
+    dst = open_store(backend, new_id, create=True, directory=directory)
     existing = trial_refs(dst, new_id)
     create, same, conflicts = _split(refs, existing)
     if conflicts:
