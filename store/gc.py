@@ -35,7 +35,7 @@ def gc(store: Store, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
     cutoff = time.time() - grace
     roots = store.refs.list("").values()
     # A ref to a missing object is fsck's business; it must not stop the collection.
-    reachable = set(store.walk(roots, on_missing=lambda parent, oid: None))
+    reachable: set[str] = set(store.walk(roots, on_missing=lambda parent, oid: None))
     report = GcReport(dry_run=dry_run)
     _sweep_objects(store, reachable, cutoff, report)
     _sweep_temp(store, cutoff, report)

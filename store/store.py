@@ -123,8 +123,9 @@ def verify_object(oid: str, data: Buffers, where: str) -> tuple[str, memoryview]
     damaged header, a payload that does not decompress to the declared size, or content that
     hashes to another digest. Nothing is decoded, so no code can run.
     """
-    view = memoryview(data).cast("B") if not isinstance(data, list | tuple) else None
-    if view is None:
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data).cast("B")
+    else:  # several chunks: an object file must be parsed as one piece
         view = memoryview(b"".join(data))
     try:
         header = objfile.parse_header(view)
@@ -214,7 +215,10 @@ class Store:
         known.pop(oid, None)  # re-insert so the dict stays ordered oldest first
         known[oid] = time.monotonic()
         if len(known) > KNOWN_MAX:
-            known.pop(next(iter(known)), None)
+            try:
+                known.pop(next(iter(known)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                pass
 
     def _forget(self, oid: str) -> None:
         self._known.pop(oid, None)
@@ -357,7 +361,7 @@ class Store:
             compression=COMPRESSION_NAMES.get(header.compression, str(header.compression)),
         )
 
-    def _parse_header(self, oid: Oid, head: Buffers) -> Any:
+    def _parse_header(self, oid: Oid, head: bytes | bytearray | memoryview) -> Any:
         try:
             return objfile.parse_header(memoryview(head))
         except Exception as exc:  # any parse failure means a damaged header
