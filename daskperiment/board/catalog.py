@@ -200,7 +200,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._views: dict[str, ExperimentView] = {}
         self._stores: dict[str, Any] = {}  # location -> opened Store
-        if hasattr(target, "get_history") and hasattr(target, "backend"):
+        if hasattr(target, "get_history") and hasattr(target, "trial_id"):
             target = _experiment_store(target)
         self._target = target
 
@@ -220,15 +220,26 @@ class Catalog:
         if "://" in text:
             return [text]
         path = Path(text)
-        if not path.exists():
+        if not path.is_dir():
             raise BoardError(
-                f"no store at {text!r}: the directory does not exist; pass --store PATH|URL"
+                f"no store at {text!r}: no such directory; pass --store PATH|URL (a store, or a "
+                "directory of stores such as ./daskperiment_cache)"
             )
         if (path / "config").is_file():
             return [text]
         # a directory of stores (the default ./daskperiment_cache): rescanned on every call so
         # experiments created while the dashboard runs appear
         return [str(p) for p in sorted(path.iterdir()) if (p / "config").is_file()]
+
+    def check(self) -> None:
+        """Fail now (BoardError) when the target is not a store or a directory of stores."""
+        import store
+
+        for location in self._locations():
+            try:
+                self._open(location)
+            except store.errors.StoreError as exc:
+                raise BoardError(f"cannot read the store at {location}: {exc}") from exc
 
     def _open(self, location: Any) -> Any:
         import store
@@ -313,14 +324,19 @@ def _where(location: Any) -> Path:
 
 
 def _experiment_store(experiment: Any) -> Any:
-    """Where the dashboard reads ``experiment`` from: its store location opened read-only
-    when it has one on disk or at a URL, else (an in-memory store) its own store object,
-    through which the dashboard only ever reads."""
+    """Where the dashboard reads ``experiment`` from: its store's directory opened
+    read-only, or (a remote or in-memory store) the store object itself, through which the
+    dashboard only ever reads."""
     import store
 
-    backend = experiment.backend
-    if isinstance(backend, str):
-        return backend
+    if not experiment.trial_id:
+        # ex.store would create the store: a dashboard never writes, so say what to do
+        raise BoardError(
+            f"experiment {experiment.id!r} has no trials yet; run one (result.compute()) and "
+            "start the dashboard again"
+        )
+    backend = experiment.store.backend
     if isinstance(backend, store.LocalBackend):
         return backend.root
+    # a remote store may need options (credentials, endpoint) only its object carries
     return experiment.store

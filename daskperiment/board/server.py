@@ -207,6 +207,7 @@ def make_server(target: Any, host: str = "127.0.0.1", port: int = 5000) -> Board
     Experiment), bound but not yet serving. ``port=0`` picks a free port (see ``.url``)."""
     require_extra()
     catalog = target if isinstance(target, Catalog) else Catalog(target)
+    catalog.check()
     return BoardServer(catalog, host, port)
 
 

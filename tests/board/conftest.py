@@ -138,6 +138,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def board_fetch() -> Any:
+    """The ``fetch(url, method=..., headers=...) -> Reply`` function."""
+    return fetch
+
+
 class RunningServer:
     """A dashboard serving ``target`` from a background thread."""
 
