@@ -376,6 +376,8 @@ class LoadPlan:
     """
 
     key: Any
+    #: The key the step's record has (its task key before the trial's suffix).
+    record_key: str
     name: str
     oid: str
     trial: int | None
@@ -398,7 +400,7 @@ def load_cached(trial: TrialContext, plan: LoadPlan) -> StepOutput:
         if os.getpid() == plan.client_pid:
             logger.warning("%s", problem)
         else:
-            out.records[plan.key].setdefault("_cache_log", []).append(
+            out.records[plan.record_key].setdefault("_cache_log", []).append(
                 [logging.WARNING, problem, os.getpid()]
             )
     return out
@@ -561,7 +563,7 @@ class Planner:
 
     def _carried(self, k: Any, needed: set[Any]) -> dict[str, dict]:
         """Records of hit ``k`` and of the dropped hits upstream whose records it carries."""
-        records = {k: self.hits[k][1]}
+        records = {self.graph[k].args[1]: self.hits[k][1]}
         for d in self.graph[k].dependencies:
             if d in self.hits and d not in needed:
                 records.update(self._carried(d, needed))
@@ -583,6 +585,7 @@ class Planner:
                 fallback[d] = self._load_node(d, needed) if d in self.hits else self.graph[d]
             plan = LoadPlan(
                 k,
+                node.args[1],
                 node.func.spec.name,
                 entry.output,
                 entry.trial,
