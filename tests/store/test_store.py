@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -337,6 +338,18 @@ def test_open_accepts_a_store_a_backend_and_file_url(tmp_path):
     assert store.open(backend).backend is backend
     oid = st.put("x")
     assert store.open(f"file://{tmp_path / 's'}").get(oid) == "x"
+
+
+def test_open_by_url(s3_url):
+    for url in (f"memory://open-by-url-{os.getpid()}", s3_url):
+        st = store.open(url)
+        assert isinstance(st.backend, store.FsspecBackend)
+        oid = st.put({"where": url})
+        again = store.open(url, create=False)
+        assert again.get(oid) == {"where": url}
+        assert store.open(url, read_only=True).get(oid) == {"where": url}
+    with pytest.raises(store.StoreNotFound):
+        store.open("memory://nothing-here-" + uuid.uuid4().hex, create=False)
 
 
 def test_open_missing_without_create(tmp_path):
