@@ -148,6 +148,10 @@ class ExperimentView:
             self._records[trial_id] = record
         return record
 
+    def has_trial(self, trial_id: int) -> bool:
+        """Whether trial ``trial_id`` exists (one ref lookup)."""
+        return bool(self.store.refs.has(f"experiments/{self.id}/trials/{trial_id}"))
+
     def is_running(self, trial_id: int) -> bool:
         return self.trial(trial_id).get("status") == "running"
 

@@ -1,15 +1,12 @@
 """The diff of two trials, as git-style text, split into lines the page can colour.
 
-``diff_text`` is the single place that produces the text. It uses the library's
-``Experiment.diff(a, b)`` (whose ``str()`` renders like ``git diff``) when the experiment has
-it, and otherwise a unified diff of the two trials' parameters and code made here with
-``difflib``. Everything else (classifying and rendering lines) works on the text alone.
+The text is the library's own ``Experiment.diff(a, b)`` rendered with ``str()`` (``git diff``
+format: ``diff --git`` headers, ``@@`` hunks, ``+``/``-`` lines), so the dashboard shows
+exactly what ``daskperiment diff EXP A B`` prints. Everything here works on that text alone.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,40 +21,8 @@ class DiffLine:
 
 
 def diff_text(experiment: Any, a: int, b: int) -> str:
-    """The git-style diff between trials ``a`` and ``b`` of ``experiment``."""
-    library_diff = getattr(experiment, "diff", None)
-    if callable(library_diff):
-        return str(library_diff(a, b))
-    return _fallback_diff(experiment, a, b)
-
-
-def _fallback_diff(experiment: Any, a: int, b: int) -> str:
-    params_a = _params_text(experiment.get_trial(a))
-    params_b = _params_text(experiment.get_trial(b))
-    parts = [
-        _unified("parameters", params_a, params_b, a, b),
-        _unified("code", experiment.get_code(trial_id=a), experiment.get_code(trial_id=b), a, b),
-    ]
-    return "".join(parts)
-
-
-def _params_text(record: dict) -> str:
-    params = record.get("params") or record.get("parameters") or {}
-    return "".join(
-        f"{name} = {json.dumps(value, default=repr)}\n" for name, value in sorted(params.items())
-    )
-
-
-def _unified(name: str, old: str, new: str, a: int, b: int) -> str:
-    if old == new:
-        return ""
-    old_lines = old.splitlines(keepends=True)
-    new_lines = new.splitlines(keepends=True)
-    body = difflib.unified_diff(
-        old_lines, new_lines, fromfile=f"a/{name} (trial {a})", tofile=f"b/{name} (trial {b})"
-    )
-    text = "".join(line if line.endswith("\n") else line + "\n" for line in body)
-    return f"diff --git a/{name} b/{name}\n{text}"
+    """The git-style diff between trials ``a`` and ``b`` of ``experiment`` ('' if identical)."""
+    return str(experiment.diff(a, b))
 
 
 def classify(text: str) -> list[DiffLine]:

@@ -54,7 +54,9 @@ def history_page(experiment_id: str, store_label: str) -> str:
     )
 
 
-def trial_page(experiment_id: str, record: dict[str, Any], code: str, store_label: str) -> str:
+def trial_page(
+    experiment_id: str, record: dict[str, Any], code: str, store_label: str, has_next: bool
+) -> str:
     trial_id = int(record.get("id") or record.get("trial_id") or 0)
     status = str(record.get("status") or "unknown")
     return render(
@@ -65,6 +67,7 @@ def trial_page(experiment_id: str, record: dict[str, Any], code: str, store_labe
         store_label=store_label,
         trial_id=trial_id,
         prev_id=trial_id - 1 if trial_id > 1 else None,
+        next_id=trial_id + 1 if has_next else None,
         status=status,
         summary=_summary(record),
         params=[(str(k), _literal(v)) for k, v in sorted((record.get("params") or {}).items())],

@@ -88,7 +88,9 @@ def page_trial(catalog: Catalog, path: dict[str, str], params: Params) -> Respon
     trial_id = parse_trial_id(path["trial"])
     record = view.trial(trial_id)
     record.setdefault("id", trial_id)
-    return html_response(pages.trial_page(view.id, record, view.code(trial_id), catalog.label))
+    has_next = view.has_trial(trial_id + 1)
+    text = pages.trial_page(view.id, record, view.code(trial_id), catalog.label, has_next)
+    return html_response(text)
 
 
 def page_diff(catalog: Catalog, path: dict[str, str], params: Params) -> Response:

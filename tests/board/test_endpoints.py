@@ -249,3 +249,11 @@ def test_the_dashboard_never_writes_to_the_store(cache_dir, serve):
                  "/api/experiments/other-exp/history"]:  # fmt: skip
         assert running.get(path).status == 200, path
     assert tree_state(cache_dir) == before
+
+
+def test_trial_pages_link_to_neighbours_that_exist(board):
+    first = board.get("/experiments/quickstart_pj/trials/1").text
+    assert 'href="/experiments/quickstart_pj/trials/2"' in first and "trials/0" not in first
+    last = board.get("/experiments/quickstart_pj/trials/6").text
+    assert 'href="/experiments/quickstart_pj/trials/5"' in last and "trials/7" not in last
+    assert 'href="/experiments/quickstart_pj/diff?a=5&amp;b=6"' in last
