@@ -8,8 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import strategies as hst
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
 import store
+import tests.hypothesis_profiles  # noqa: F401  (loads the shared "ci" profile)
 from store.store import object_key
 
 
@@ -200,3 +203,78 @@ def test_gc_stops_on_a_garbled_ref(s):
     with pytest.raises(store.StoreError, match="garbled"):
         s.gc(grace=0)
     assert s.has(junk)
+
+
+# -- a model-based check of put/refs/gc (Hypothesis state machine) -------------------------
+
+
+LEAVES = hst.one_of(
+    hst.integers(), hst.text(max_size=8), hst.floats(allow_nan=True), hst.booleans(), hst.none()
+)
+
+
+class StoreModel(RuleBasedStateMachine):
+    """Objects linking to objects, refs naming some; gc(grace=0) must keep exactly what the
+    refs reach (computed here from the model) and every kept object must read back equal."""
+
+    objects = Bundle("objects")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.st = store.open(store.MemoryBackend())
+        self.values: dict[str, object] = {}  # oid -> value
+        self.links: dict[str, list[str]] = {}
+        self.refs: dict[str, str] = {}
+
+    @rule(target=objects, value=LEAVES)
+    def put_leaf(self, value):
+        oid = self.st.put(value)
+        self.values[oid], self.links[oid] = value, []
+        return oid
+
+    @rule(target=objects, children=hst.lists(objects, max_size=3), tag=hst.integers(0, 3))
+    def put_tree(self, children, tag):
+        live = [c for c in children if c in self.values]
+        value = {"tag": tag, "kids": [store.Link(c) for c in live]}
+        oid = self.st.put(value)
+        self.values[oid], self.links[oid] = value, live
+        return oid
+
+    @rule(name=hst.sampled_from(["a", "b", "c/d"]), oid=objects)
+    def set_ref(self, name, oid):
+        if oid in self.values:
+            self.st.refs.set(name, oid)
+            self.refs[name] = oid
+
+    @precondition(lambda self: self.refs)
+    @rule(data=hst.data())
+    def delete_ref(self, data):
+        name = data.draw(hst.sampled_from(sorted(self.refs)))
+        self.st.refs.delete(name)
+        del self.refs[name]
+
+    @rule()
+    def collect(self):
+        reachable, stack = set(), list(self.refs.values())
+        while stack:
+            oid = stack.pop()
+            if oid not in reachable:
+                reachable.add(oid)
+                stack.extend(self.links[oid])
+        report = self.st.gc(grace=0)
+        assert set(report.objects_removed) == set(self.values) - reachable
+        for oid in report.objects_removed:
+            del self.values[oid], self.links[oid]
+
+    @invariant()
+    def store_matches_model(self):
+        assert set(self.st.iter_oids()) == set(self.values)
+        for oid, value in self.values.items():
+            got = self.st.get(oid)
+            assert got == value or (got != got and value != value)  # nan != nan
+
+    def teardown(self) -> None:
+        assert self.st.fsck().ok
+
+
+TestStoreModel = StoreModel.TestCase
