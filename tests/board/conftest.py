@@ -8,7 +8,6 @@ on a free port; tests talk to it over HTTP with urllib, or through a real headle
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -200,13 +199,19 @@ def artifact(name: str) -> Path:
 
 
 def copy_to_docs(path: Path) -> None:
-    """With ``DASKPERIMENT_DOCS_SCREENSHOTS=1``, also refresh ``docs/img/<name>``."""
+    """With ``DASKPERIMENT_DOCS_SCREENSHOTS=1``, also refresh ``docs/img/<name>``, reduced
+    to a 256-colour palette so the committed images stay small."""
     import os
 
-    if os.environ.get("DASKPERIMENT_DOCS_SCREENSHOTS") == "1":
-        docs = REPO / "docs" / "img"
-        docs.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, docs / path.name)
+    if os.environ.get("DASKPERIMENT_DOCS_SCREENSHOTS") != "1":
+        return
+    from PIL import Image
+
+    docs = REPO / "docs" / "img"
+    docs.mkdir(parents=True, exist_ok=True)
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        small.save(docs / path.name, optimize=True)
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_history_shows_every_trial(page, board, shot):
     page.wait_for_selector(
         "#result-plot .bk-Figure, #result-plot div[data-root-id]", state="attached"
     )
-    shot(page, "history.png")
+    shot(page, "board-history.png")
 
 
 def test_history_sorts_and_filters_on_the_server(watched, board):
@@ -142,7 +142,7 @@ def test_open_a_trial_and_see_its_code(page, board, shot):
     assert "def calculate_score(s):" in code and "save_metric" in code
     assert page.locator("#status").inner_text() == "success"
     page.wait_for_selector("#trial-metrics .plot[data-curves='1']")
-    shot(page, "trial.png")
+    shot(page, "board-trial.png")
 
 
 def test_select_two_trials_and_see_the_coloured_diff(page, board, shot):
@@ -159,7 +159,7 @@ def test_select_two_trials_and_see_the_coloured_diff(page, board, shot):
     green = added.first.evaluate("e => getComputedStyle(e).backgroundColor")
     red = removed.first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert green == "rgb(230, 255, 236)" and red == "rgb(255, 235, 233)"
-    shot(page, "diff.png")
+    shot(page, "board-diff.png")
 
 
 def test_metric_plot_has_one_curve_per_selected_trial(page, board, shot):
@@ -175,7 +175,7 @@ def test_metric_plot_has_one_curve_per_selected_trial(page, board, shot):
               .map(r => r.name)"""
     )
     assert sorted(set(rendered)) >= ["curve-4", "curve-5"]
-    shot(page, "metrics.png")
+    shot(page, "board-metrics.png")
     page.locator("tr[data-trial='5'] input[type=checkbox]").uncheck()
     page.wait_for_selector("#metric-plot[data-curves='1']")
 
@@ -196,7 +196,7 @@ def test_experiments_page_links_to_histories(page, board, shot):
     page.goto(board.url + "/")
     links = page.locator("#experiments a").all_inner_texts()
     assert links == ["other-exp", "quickstart_pj"]
-    shot(page, "experiments.png")
+    shot(page, "board-experiments.png")
     page.locator("#experiments a", has_text="other-exp").click()
     page.wait_for_selector("#history[data-loaded='true']")
     assert row_ids(page) == [1, 2]
