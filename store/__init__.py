@@ -25,6 +25,7 @@ from .digest import ALGORITHM, Oid, is_oid, validate_oid
 from .errors import (
     BundleError,
     CorruptObject,
+    CorruptRef,
     EncodeError,
     InvalidKey,
     InvalidOid,
@@ -49,6 +50,7 @@ __all__ = [
     "Backend",
     "BundleError",
     "CorruptObject",
+    "CorruptRef",
     "EncodeError",
     "Encoded",
     "FsckReport",

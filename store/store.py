@@ -258,23 +258,37 @@ class Store:
 
     def _store_encoded(self, oid: Oid, kind: str, chunks: list, size: int) -> bool:
         """Write an encoded object unless present; return whether this call wrote it."""
-        if self._is_fresh(oid):
+        if self.has_fresh(oid):
             return False
+        cid, payload = compress.compress(
+            chunks, size, level=self.compression_level, threads=self.compression_threads
+        )
+        header = objfile.pack_header(kind, cid, size)
+        # A racing writer of the same oid writes the same bytes, so losing is fine.
+        written = self.backend.put_if_absent(object_key(oid), [header, *payload])
+        self._remember(oid)
+        return written
+
+    def has_fresh(self, oid: str) -> bool:
+        """Whether ``oid`` is stored, making sure gc's grace period covers it if it is.
+
+        The existence check of ``put``: an oid this Store wrote or confirmed in the last
+        :data:`FRESH_SECONDS` is taken as present without asking the backend; one found with
+        an older mtime is touched, so a concurrent gc cannot collect an object a writer is
+        about to reference (push uses this for the objects it skips).
+        """
+        oid = validate_oid(oid)
+        if self._is_fresh(oid):
+            return True
         key = object_key(oid)
         try:
             st = self.backend.stat(key)
         except KeyNotFound:
-            cid, payload = compress.compress(
-                chunks, size, level=self.compression_level, threads=self.compression_threads
-            )
-            header = objfile.pack_header(kind, cid, size)
-            # A racing writer of the same oid writes the same bytes, so losing is fine.
-            written = self.backend.put_if_absent(key, [header, *payload])
-        else:
+            return False
+        if not self.backend.read_only:
             self._freshen(key, st)
-            written = False
         self._remember(oid)
-        return written
+        return True
 
     def _freshen(self, key: str, st: KeyInfo) -> None:
         """Renew the mtime of an old object we are about to rely on.
@@ -298,16 +312,9 @@ class Store:
         self._check_writable("put objects")
         if verify:
             verify_object(oid, data, f"object {oid} being written to {self.url}")
-        if self._is_fresh(oid):
+        if self.has_fresh(oid):
             return False
-        key = object_key(oid)
-        try:
-            st = self.backend.stat(key)
-        except KeyNotFound:
-            written = self.backend.put_if_absent(key, data)
-        else:
-            self._freshen(key, st)
-            written = False
+        written = self.backend.put_if_absent(object_key(oid), data)
         self._remember(oid)
         return written
 

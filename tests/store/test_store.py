@@ -480,3 +480,17 @@ def test_format_doc_worked_example_matches_the_code(tmp_path):
     scope = {"json": json, "np": np, "xxhash": xxhash, "zstandard": zstandard}
     exec(snippet, scope)
     np.testing.assert_array_equal(scope["array"], np.arange(3))
+
+
+def test_has_fresh_freshens_like_put(tmp_path):
+    st = store.open(tmp_path / "s")
+    oid = st.put("kept by a push")
+    path = tmp_path / "s" / object_key(oid)
+    old = os.stat(path).st_mtime - 2 * FRESH_SECONDS
+    os.utime(path, (old, old))
+    other = store.open(tmp_path / "s")
+    assert other.has_fresh(oid) is True
+    assert os.stat(path).st_mtime > old + FRESH_SECONDS
+    assert other.has_fresh(store.digest("absent")) is False
+    ro = store.open(tmp_path / "s", read_only=True)
+    assert ro.has_fresh(oid) is True  # reading needs no write
