@@ -225,3 +225,80 @@ def shot() -> Any:
         return path
 
     return take
+
+
+# browser -------------------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright, with a fresh profile."""
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (scripts/test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 860},
+        )
+        context.set_default_timeout(15_000)
+        yield context
+        context.close()
+
+
+class Watched:
+    """A page plus what went wrong on it: JS errors, console errors (CSP violations among
+    them), requests leaving the dashboard, dialogs (an ``alert()`` that ran)."""
+
+    def __init__(self, page: Any, base: str) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        self.expected: list[str] = []  # substrings of console errors a test provokes itself
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("console", self._console)
+        page.on("dialog", self._dialog)
+        page.on("request", lambda r: self._request(r.url, base))
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and not any(e in message.text for e in self.expected):
+            self.problems.append(f"console error: {message.text}")
+
+    def _dialog(self, dialog: Any) -> None:
+        self.problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    def _request(self, url: str, base: str) -> None:
+        if not url.startswith(base):
+            self.problems.append(f"outside request: {url}")
+
+
+@pytest.fixture
+def open_page(chromium: Any) -> Iterator[Any]:
+    """``open_page(server) -> Watched``: a new tab; the test fails if anything went wrong."""
+    opened: list[Watched] = []
+
+    def open_one(server: RunningServer) -> Watched:
+        watched = Watched(chromium.new_page(), server.url)
+        opened.append(watched)
+        return watched
+
+    yield open_one
+    for watched in opened:
+        watched.page.close()
+    assert [p for w in opened for p in w.problems] == []

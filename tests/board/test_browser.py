@@ -7,84 +7,20 @@ request leaving the dashboard (the board must work offline). Screenshots go to
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason="needs Debian's chromium (scripts/test installs it)"
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium with a fresh profile for the module."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        ctx = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=ARGS,
-            viewport={"width": 1280, "height": 860},
-        )
-        ctx.set_default_timeout(15_000)
-        yield ctx
-        ctx.close()
-
-
-class Watched:
-    """A page plus what went wrong on it (errors, CSP violations, outside requests, dialogs)."""
-
-    def __init__(self, page: Any, base: str) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        self.expected: list[str] = []  # substrings of console errors a test provokes itself
-        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        page.on("console", self._console)
-        page.on("dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss()))
-        page.on(
-            "request",
-            lambda r: (
-                None
-                if r.url.startswith(base)
-                else self.problems.append(f"outside request: {r.url}")
-            ),
-        )
-
-    def _console(self, message: Any) -> None:
-        if message.type == "error" and not any(e in message.text for e in self.expected):
-            self.problems.append(f"console error: {message.text}")
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def watched(context: Any, board: Any) -> Iterator[Watched]:
-    page = context.new_page()
-    watch = Watched(page, board.url)
-    yield watch
-    page.close()
-    assert watch.problems == []
+def watched(open_page: Any, board: Any) -> Any:
+    return open_page(board)
 
 
 @pytest.fixture
-def page(watched: Watched) -> Any:
+def page(watched: Any) -> Any:
     return watched.page
 
 
