@@ -292,7 +292,7 @@ def _stores(location: str, experiment_id: str | None = None) -> list[store.Store
     if experiment_id is not None:
         return [_experiment_store(location, experiment_id, check_trials=False)]
     if sharing.is_url(location) or (Path(location) / "config").exists():
-        return [store.open(location, create=False, read_only=True)]
+        return [sharing.open_target(location, read_only=True)]
     path = Path(location)
     if not path.is_dir():
         raise store.errors.StoreNotFound(

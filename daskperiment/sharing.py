@@ -173,12 +173,28 @@ def open_store(
     Raises :class:`ExperimentNotFound` when there is no store there and ``create`` is false.
     """
     target = locate(location, experiment_id, directory=directory)
+    try:
+        return open_target(target, create=create, read_only=read_only and not create)
+    except store.errors.StoreNotFound:
+        raise ExperimentNotFound(experiment_id, f"{_display(target)} (no store there)") from None
+
+
+def open_target(target: Any, *, create: bool = False, read_only: bool = False) -> store.Store:
+    """``store.open`` with a URL fsspec cannot handle (unknown protocol, missing package)
+    reported as a :class:`SharingError` naming the location."""
     if isinstance(target, store.Store):
         return target
     try:
-        return store.open(target, create=create, read_only=read_only and not create)
-    except store.errors.StoreNotFound:
-        raise ExperimentNotFound(experiment_id, f"{_display(target)} (no store there)") from None
+        return store.open(target, create=create, read_only=read_only)
+    except store.errors.StoreError:
+        raise
+    except (ValueError, ImportError) as exc:
+        hint = (
+            " (pip install 'daskperiment[s3]' for s3:// URLs)"
+            if isinstance(exc, ImportError)
+            else ""
+        )
+        raise SharingError(f"cannot open a store at {_display(target)}: {exc}{hint}") from exc
 
 
 def _display(target: Any) -> str:
