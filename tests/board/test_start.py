@@ -252,3 +252,29 @@ def test_a_store_url_is_served(serve):
     assert [row["id"] for row in page["rows"]] == [3, 2, 1]
     by_experiment = serve(ex)
     assert by_experiment.get("/api/experiments/in-memory/trials/2").json()["params"] == {"x": 2}
+
+
+def test_without_bokeh_the_command_says_which_extra_to_install(cache_dir: Path):
+    code = (
+        "import sys\n"
+        "sys.modules['bokeh'] = None  # as if the board extra were not installed\n"
+        "from daskperiment.board import main\n"
+        f"sys.exit(main(['--store', {str(cache_dir)!r}, '--port', '0']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "pip install 'daskperiment[board]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_importing_daskperiment_does_not_import_the_board_or_bokeh():
+    code = (
+        "import sys, daskperiment\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('bokeh', 'daskperiment.board'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stderr
