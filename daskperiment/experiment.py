@@ -16,7 +16,7 @@ import store
 from store import Link
 
 from . import cache as step_cache
-from . import code, environment, history, metrics, script, trial
+from . import code, environment, history, live, metrics, script, trial
 from .errors import (
     InvalidExperimentId,
     MetricNotFound,
@@ -237,7 +237,12 @@ class Experiment:
                 for name in self._parameters.names
                 if (value := self._parameters.current(name)) is not UNDEFINED
             }
-        return dict(self._record(trial_id).get("params") or {})
+        record = self._record(trial_id)
+        link = record.get("parameters")
+        if isinstance(link, Link):
+            # the exact values (the record's inline copy is only JSON for display)
+            return dict(self._need_store().get(link.oid))
+        return dict(record.get("params") or {})
 
     # -- steps -------------------------------------------------------------------------
 
@@ -474,8 +479,9 @@ class Experiment:
         ctx.metrics.add(key, epoch, value)
 
     def get_metric_keys(self, trial_id: int | None = None) -> list[str]:
-        """Keys of the metrics saved in a trial (the last one by default)."""
-        return sorted(self._record(trial_id).get("metrics") or {})
+        """Keys of the metrics saved in a trial (the last one by default); for a running
+        trial, those its steps have saved so far (daskperiment/live.py)."""
+        return sorted(live.metrics_of(self._need_store(), self.id, self._record(trial_id)))
 
     def load_metric(self, key: str, trial_id: int | Iterable[int]) -> Any:
         """Metric ``key`` of one trial or several: columns are trial ids, index the epochs."""
@@ -483,10 +489,10 @@ class Experiment:
         st = self._need_store()
         series = {}
         for tid in ids:
-            found = self._record(tid).get("metrics") or {}
+            found = live.metrics_of(st, self.id, self._record(tid))
             if key not in found:
                 raise MetricNotFound(key, tid, found)
-            series[tid] = st.get(found[key].oid)
+            series[tid] = live.load_series(st, found[key])
         return metrics.frame(series)
 
     def get_code(self, trial_id: int | None = None) -> str:

@@ -35,7 +35,7 @@ from dask.delayed import Delayed
 import store
 from store import Link
 
-from . import cache, purity, seeding
+from . import cache, live, purity, seeding
 from .errors import RecordError
 from .log import logger
 from .parameter import KEY_PREFIX
@@ -327,7 +327,7 @@ class TrialRun:
             "status": RUNNING,
             "parent": ex._last_trial_id or None,
             "seed": self.seed,
-            "params": dict(self.values),
+            "params": inline_parameters(self.values),
             "parameters": Link(params_oid),
             "code": Link(code_oid),
             "environment": Link(env_oid),
@@ -370,7 +370,11 @@ class TrialRun:
         record = dict(base, trial_id=self.trial_id, status=SUCCESS)
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
         cache.after_trial(st, self.ex.id, self.trial_id, record["steps"])
-        purity.check(st, self.ex.id, record["steps"])
+        try:
+            purity.check(st, self.ex.id, record["steps"])
+        except store.errors.StoreError as exc:
+            # Purity refs are derived data: failing to read or move one must not lose the trial.
+            logger.warning("Purity of trial %s could not be checked: %s", self.trial_id, exc)
         record.update(_result_fields(st, value, self.trial_id))
         self._finalize(st, record, running_oid, elapsed)
         return value
@@ -409,12 +413,14 @@ class TrialRun:
             "environment": record["environment"].oid,
             "result": record["result"].oid if record.get("result") else None,
         }
+        live_refs = live.take_flags(record)  # live metrics: daskperiment/live.py
         oid = st.put(record)
         try:
             st.refs.swap(trial_ref(self.ex.id, self.trial_id), running_oid, oid)
         except store.errors.StoreError as exc:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
         self.ex._trial_recorded(self.trial_id, oid, record)
+        live.cleanup(st, self.ex.id, self.trial_id, live_refs)
 
     def _steps_and_metrics(
         self, st: store.Store, records: dict[str, dict]
@@ -485,6 +491,27 @@ def _result_fields(st: store.Store, value: Any, trial_id: int | None) -> dict[st
         )
         fields["result"] = None
     return fields
+
+
+def inline_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter values as the record shows them (the history's columns).
+
+    The exact values are in the record's ``parameters`` object. Inline, a numpy scalar is
+    shown as the Python number it holds and anything the store cannot write as JSON by its
+    ``repr``, so the record itself always stays JSON (and keeps its links followable).
+    """
+    out = {}
+    for name, value in values.items():
+        if type(value) not in _SCALARS:
+            scalar = _inline(value)
+            value = scalar if scalar is not None else value
+            try:
+                if store.codec.encode(value).kind != "json":
+                    value = _short_repr(value)
+            except store.errors.EncodeError:
+                value = _short_repr(value)
+        out[name] = value
+    return out
 
 
 def _inline(value: Any) -> Any:

@@ -434,3 +434,30 @@ def test_parse_command_line_values() -> None:
         parse_argv(["oops"])
     with pytest.raises(ScriptError, match="--seed"):
         parse_argv(["--seed", "x"])
+
+
+def test_parameters_of_any_type_are_recorded_exactly() -> None:
+    ex = memory_experiment("param_types_pj")
+    names = ["f", "arr", "frame", "obj"]
+    params = [ex.parameter(n) for n in names]
+
+    @ex.result
+    def count(*values):
+        return len(values)
+
+    values = {
+        "f": np.float64(0.5),
+        "arr": np.arange(3),
+        "frame": pd.DataFrame({"x": [1, 2]}),
+        "obj": {1, 2},
+    }
+    ex.set_parameters(**values)
+    assert count(*params).compute() == 4
+    got = ex.get_parameters(trial_id=1)
+    assert got["f"] == 0.5
+    np.testing.assert_array_equal(got["arr"], np.arange(3))
+    pd.testing.assert_frame_equal(got["frame"], values["frame"])
+    assert got["obj"] == {1, 2}
+    table = ex.get_history()
+    assert table.loc[1, "f"] == 0.5
+    assert table.loc[1, "arr"] == "array([0, 1, 2])"
