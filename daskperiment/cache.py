@@ -384,13 +384,15 @@ class LoadPlan:
     records: dict[str, dict]
     fallback: dict[Any, GraphNode]
     client_pid: int
+    #: False: go straight to the fallback (the client already found the output unreadable).
+    load: bool = True
 
 
 def load_cached(trial: TrialContext, plan: LoadPlan) -> StepOutput:
     """Task function of a reused step: its stored output, or its recomputation."""
     st = trial.store.open()
     problem = None
-    if st is not None:
+    if st is not None and plan.load:
         try:
             return StepOutput(st.get(plan.oid), plan.oid, dict(plan.records))
         except Exception as exc:  # noqa: BLE001 - unreadable for any reason: recompute
@@ -594,8 +596,21 @@ class Planner:
                 self.pid,
             )
             trial_ref = node.args[0]  # every step's first argument is the trial context
-            self._loads[k] = Task(k, load_cached, trial_ref, plan)
+            self._loads[k] = self._loaded_here(plan) or Task(k, load_cached, trial_ref, plan)
         return self._loads[k]
+
+    def _loaded_here(self, plan: LoadPlan) -> DataNode | None:
+        """For a store only this process reaches (a memory store), the output loaded here:
+        a worker in another process could not read it."""
+        if self.trial.store.location is not None:
+            return None
+        try:
+            value = self.st.get(plan.oid)
+        except Exception as exc:  # noqa: BLE001 - unreadable for any reason: recompute
+            logger.warning("%s", unreadable_message(plan.name, plan.trial, exc))
+            plan.load = False
+            return None
+        return DataNode(plan.key, StepOutput(value, plan.oid, dict(plan.records)))
 
 
 def _cull(graph: dict[Any, GraphNode], keys: list[Any]) -> dict[Any, GraphNode]:

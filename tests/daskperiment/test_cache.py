@@ -563,6 +563,18 @@ def test_chain_resolution_under_a_scheduler(scheduler: str, log: Path, dp_log: A
     assert ex.get_history(verbose=True).loc[2, "Reused Steps"] == "prepare, features"
 
 
+def test_memory_store_outputs_reach_worker_processes(log: Path) -> None:
+    # A memory store exists only in this process: reused outputs are loaded here and sent.
+    ex = daskperiment.Experiment(id="cache_pj", backend=store.MemoryBackend())
+    result = build(ex, log)
+    ex.set_parameters(a=1, b=2)
+    first = result.compute(seed=1, scheduler="processes")
+    assert calls(log) == {"prepare": 1, "features": 1, "score": 1}
+    assert result.compute(seed=2, scheduler="processes") == first
+    assert calls(log) == {"score": 1}
+    assert ex.get_trial(2)["steps"]["features"]["reused_from"] == 1
+
+
 def test_corrupt_output_repaired_in_a_worker_process_warns_once_on_the_client(
     log: Path, dp_log: Any
 ) -> None:
