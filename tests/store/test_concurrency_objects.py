@@ -25,13 +25,14 @@ import numpy as np
 import store
 
 root, go, me, n_refs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+n_shared, big_size = int(sys.argv[5]), int(sys.argv[6])
 st = store.open(root)
 while not os.path.exists(go):
     time.sleep(0.001)
-shared = list(range(60))
+shared = list(range(n_shared))
 random.Random(me).shuffle(shared)
 oids = [st.put({"shared": i, "data": list(range(i))}) for i in shared]
-big = np.random.default_rng(123).standard_normal(1 << 20)
+big = np.random.default_rng(123).standard_normal(big_size)
 oids.append(st.put(big))
 own = [st.put({"worker": me, "i": i}) for i in range(5)]
 wins = []
@@ -46,13 +47,19 @@ print(json.dumps({"me": me, "oids": oids, "own": own, "wins": wins}))
 
 
 @pytest.mark.slow
-def test_parallel_writers_and_ref_races(tmp_path):
-    root = tmp_path / "s"
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_parallel_writers_and_ref_races(where, tmp_path, request):
+    # S3 round trips to the test server are slow: fewer objects there, same races.
+    if where == "local":
+        root, n_shared, big_size = str(tmp_path / "s"), 60, 1 << 20
+    else:
+        root, n_shared, big_size = request.getfixturevalue("s3_url"), 10, 1 << 17
     store.open(root)  # created up front; racing openers are tested below
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(root), str(go), str(i), str(N_REFS)],
+            [sys.executable, "-c", WORKER, root, str(go), str(i)]
+            + [str(N_REFS), str(n_shared), str(big_size)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -79,10 +86,10 @@ def test_parallel_writers_and_ref_races(tmp_path):
         for oid in res["oids"] + res["own"]:
             st.get(oid)  # readable and verified
     big = st.get(results[0]["oids"][-1])
-    np.testing.assert_array_equal(big, np.random.default_rng(123).standard_normal(1 << 20))
+    np.testing.assert_array_equal(big, np.random.default_rng(123).standard_normal(big_size))
     report = st.fsck()
     assert report.ok and report.temp_files == []
-    assert report.objects_checked == 60 + 1 + 5 * N_PROCS
+    assert report.objects_checked == n_shared + 1 + 5 * N_PROCS
     assert report.refs_checked == N_REFS
 
 
