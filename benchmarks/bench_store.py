@@ -1,0 +1,255 @@
+"""Store benchmarks: figures for docs/performance.md, measured side by side in one run.
+
+    python benchmarks/bench_store.py [--dir DIR] [--mb 100] [--repeat 7] [--small 10000]
+
+Every comparison interleaves the store and its baseline in the same loop (same disk, same
+page cache, same neighbours on a shared machine) and reports medians and their ratio:
+
+* put / get of a random float64 array vs ``np.save`` / ``np.load`` of the same array into the
+  same directory: durability "atomic" against plain np.save (neither fsyncs), durability
+  "fsync" against np.save followed by ``os.fsync`` (both flush to disk);
+* putting the identical array again (a new Store, so the existence check hits the backend;
+  and the same Store, which remembers what it wrote);
+* hashing (``store.digest``) vs ``xxhash.xxh3_128`` over the array's buffer;
+* a compressible array: stored bytes and time;
+* many small JSON objects: puts/s and gets/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+import store
+from store.store import object_key
+
+MB = 1 << 20
+
+
+def median_time(
+    fn: Callable[[], object], setup: Callable[[], object] | None = None, repeat: int = 7
+) -> float:
+    """Median wall time of ``fn`` over ``repeat`` runs (``setup`` runs untimed before each)."""
+    times = []
+    for _ in range(repeat):
+        if setup:
+            setup()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def side_by_side(pairs: dict[str, tuple[Callable, Callable | None]], repeat: int) -> dict:
+    """Run several (fn, setup) pairs interleaved, ``repeat`` rounds; return median seconds."""
+    times: dict[str, list[float]] = {name: [] for name in pairs}
+    for _ in range(repeat):
+        for name, (fn, setup) in pairs.items():
+            if setup:
+                setup()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def row(
+    label: str, ours: float, base: float | None = None, unit: str = "ms", goal: str = ""
+) -> None:
+    scale = 1000 if unit == "ms" else 1
+    text = f"  {label:<44} {ours * scale:9.1f} {unit}"
+    if base is not None:
+        text += f"   baseline {base * scale:9.1f} {unit}   ratio {ours / base:5.2f}x"
+    if goal:
+        text += f"   (goal {goal})"
+    print(text)
+
+
+class PutGet:
+    """put/get of one array vs np.save/np.load into the same directory, new files every round.
+
+    The store is opened once, as a store in use would be: its 256 object directories exist
+    (a store past its first few hundred objects has them all), so a put creates one file and
+    one directory entry, as np.save does.
+    """
+
+    def __init__(self, work: Path, array: np.ndarray, durability: str) -> None:
+        self.work, self.array, self.durability = work, array, durability
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        self.st = store.open(work / "store", durability=durability)
+        self.round = 0
+        self.oid: str | None = None
+
+    def setup(self) -> None:
+        # A new value each round (same size, same hashing cost); what the previous round
+        # wrote is deleted here, outside the timing, so both sides create new files.
+        if self.oid is not None:
+            self.st.backend.delete(object_key(self.oid))
+        (self.work / "a.npy").unlink(missing_ok=True)
+        for i in range(256):
+            (self.work / "store" / "objects" / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+        self.round += 1
+        self.array[0] = self.round
+
+    def put(self) -> None:
+        self.oid = self.st.put(self.array)
+
+    def save(self) -> None:
+        with open(self.work / "a.npy", "wb") as f:
+            np.save(f, self.array)
+            if self.durability == "fsync":
+                f.flush()
+                os.fsync(f.fileno())
+
+    def get(self) -> None:
+        self.got = self.st.get(self.oid)
+
+    def load(self) -> None:
+        self.loaded = np.load(self.work / "a.npy")
+
+
+def bench_put_get(work: Path, mb: int, repeat: int, durability: str) -> None:
+    array = np.random.default_rng(0).standard_normal(mb * MB // 8)
+    case = PutGet(work / durability, array, durability)
+    sides = {"store.put": (case.put, case.setup), "np.save": (case.save, None)}
+    writes = side_by_side(sides, repeat)
+    # reads: the files just written, warm in the page cache for both
+    reads = side_by_side({"store.get": (case.get, None), "np.load": (case.load, None)}, repeat)
+    np.testing.assert_array_equal(case.got, case.loaded)
+    goal = "<= 1.3x"
+    row(
+        f"put {mb} MB random float64 ({durability})",
+        writes["store.put"],
+        writes["np.save"],
+        goal=goal,
+    )
+    row(
+        f"get {mb} MB random float64 ({durability})",
+        reads["store.get"],
+        reads["np.load"],
+        goal=goal,
+    )
+    if durability == "atomic":
+        reput_new = median_time(lambda: store.open(case.work / "store").put(array), repeat=repeat)
+        reput_same = median_time(lambda: case.st.put(array), repeat=repeat)
+        first = writes["store.put"]
+        row("re-put identical array (new Store)", reput_new, first, goal="<= 0.1x")
+        row("re-put identical array (same Store)", reput_same, first, goal="<= 0.1x")
+    shutil.rmtree(case.work, ignore_errors=True)
+
+
+def bench_hash(mb: int, repeat: int) -> None:
+    array = np.random.default_rng(1).standard_normal(mb * MB // 8)
+    buf = memoryview(array).cast("B")
+    times = side_by_side(
+        {
+            "store.digest": (lambda: store.digest(array), None),
+            "xxh3_128": (lambda: xxhash.xxh3_128(buf).hexdigest(), None),
+        },
+        repeat,
+    )
+    ours, base = times["store.digest"], times["xxh3_128"]
+    print(
+        f"  {'hash ' + str(mb) + ' MB float64':<44} {mb / ours / 1024:9.2f} GB/s"
+        f"   xxh3_128 {mb / base / 1024:9.2f} GB/s   throughput {base / ours:5.2f}x"
+        "   (goal >= 0.8x)"
+    )
+
+
+def bench_compressible(work: Path, mb: int, repeat: int) -> None:
+    array = np.arange(mb * MB // 8, dtype=np.float64)
+    path = work / "compressible"
+
+    def setup() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        bench_compressible.st = store.open(path / "store")
+
+    def put() -> None:
+        bench_compressible.oid = bench_compressible.st.put(array)
+
+    def save() -> None:
+        np.save(path / "a.npy", array)
+
+    writes = side_by_side({"put": (put, setup), "save": (save, None)}, repeat)
+    st, oid = bench_compressible.st, bench_compressible.oid
+    reads = side_by_side(
+        {"get": (lambda: st.get(oid), None), "load": (lambda: np.load(path / "a.npy"), None)},
+        repeat,
+    )
+    info = st.info(oid)
+    print(
+        f"  {'compressible ' + str(mb) + ' MB (np.arange float64)':<44} "
+        f"stored {info.stored_size / MB:8.2f} MB of {info.size / MB:.0f} MB "
+        f"({info.size / info.stored_size:.1f}:1, {info.compression})"
+    )
+    row("  put", writes["put"], writes["save"])
+    row("  get", reads["get"], reads["load"])
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def bench_small(work: Path, n: int, target: str) -> None:
+    if target == "local":
+        path = work / "small"
+        shutil.rmtree(path, ignore_errors=True)
+        st = store.open(path)
+    else:
+        st = store.open(store.MemoryBackend())
+    values = [
+        {"trial": i, "params": {"lr": 0.001 * i, "layers": [64, 32]}, "ok": True} for i in range(n)
+    ]
+    t0 = time.perf_counter()
+    oids = [st.put(v) for v in values]
+    put_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for oid in oids:
+        st.get(oid)
+    get_s = time.perf_counter() - t0
+    fresh = store.open(st.backend)  # no remembered oids: every re-put asks the backend
+    t0 = time.perf_counter()
+    for v in values:
+        fresh.put(v)
+    reput_s = time.perf_counter() - t0
+    print(
+        f"  {f'{n} small JSON objects ({target})':<44} put {n / put_s:9.0f}/s   "
+        f"get {n / get_s:9.0f}/s   re-put {n / reput_s:9.0f}/s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", help="directory on the disk to measure (default: a temp dir)")
+    parser.add_argument("--mb", type=int, default=100, help="size of the large arrays")
+    parser.add_argument("--hash-mb", type=int, default=256, help="size of the hashed array")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds per measurement")
+    parser.add_argument("--small", type=int, default=10_000, help="number of small objects")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    print(
+        f"store benchmarks in {work} (python {sys.version.split()[0]}, "
+        f"numpy {np.__version__}, {os.cpu_count()} CPUs); medians of {args.repeat}"
+    )
+    try:
+        bench_hash(args.hash_mb, args.repeat)
+        bench_put_get(work, args.mb, args.repeat, "atomic")
+        bench_put_get(work, args.mb, max(3, args.repeat // 2), "fsync")
+        bench_compressible(work, args.mb, max(3, args.repeat // 2))
+        bench_small(work, args.small, "local")
+        bench_small(work, args.small, "memory")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
