@@ -10,7 +10,8 @@ stores, like ``./daskperiment_cache``) and reused on later runs. Then, three tim
 * **first view over HTTP**: on a freshly started server, the history page's HTML plus the
   first page of rows (``/api/experiments/board_pj/history``), as the browser asks for them;
 * **first view in Chromium**: on a freshly started server, from navigation until the first
-  rows are in the table (headless /usr/bin/chromium through Playwright), when available;
+  rows are in the table, by the page's own clock (``performance.mark`` in board.js) and as
+  seen by Playwright (headless /usr/bin/chromium), when available;
 * **warm requests**: first page, sorted by result, filtered, page 100 — once cached.
 """
 
@@ -162,7 +163,7 @@ def bench_chromium(directory: Path, repeat: int) -> None:
 
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-    values = []
+    marks, walls = [], []
     with sync_playwright() as pw:
         for _ in range(repeat):
             with tempfile.TemporaryDirectory() as profile, server(directory) as (base, _):
@@ -170,13 +171,23 @@ def bench_chromium(directory: Path, repeat: int) -> None:
                     profile, executable_path=CHROMIUM, headless=True, args=args
                 )
                 page = ctx.new_page()
-                page.goto(f"{base}/")  # browser warm-up, the history is not touched
+                page.goto(f"{base}/static/board.css")  # browser warm-up; no history read
                 t0 = time.perf_counter()
                 page.goto(f"{base}/experiments/{EXPERIMENT}")
                 page.wait_for_selector("#history tbody tr", timeout=60_000)
-                values.append(time.perf_counter() - t0)
+                walls.append(time.perf_counter() - t0)
+                # the page's own clock: navigation start -> first rows in the table
+                mark = page.evaluate(
+                    "() => performance.getEntriesByName('history-rows')[0].startTime"
+                )
+                marks.append(mark / 1000)
                 ctx.close()
-    report("first view in Chromium (navigation -> rows shown)", values, "first_view_chromium_ms")
+    report(
+        "first view in Chromium: navigation -> rows (page clock)", marks, "first_view_chromium_ms"
+    )
+    report(
+        "  the same seen from the test driver (Playwright)", walls, "first_view_chromium_wall_ms"
+    )
 
 
 def main() -> None:

@@ -51,19 +51,25 @@
   // so live points can be written into them without re-embedding (zoom is kept).
   let plotCounter = 0;
 
-  // BokehJS loads asynchronously so the table never waits for it; plots wait here.
-  const bokehReady = new Promise((resolve) => {
-    const tag = document.getElementById("bokeh-js");
-    if (window.Bokeh || !tag) resolve();
-    else {
-      tag.addEventListener("load", () => resolve());
-      tag.addEventListener("error", () => resolve());
-      setTimeout(resolve, 10000); // it failed before this script ran: say so below
+  // BokehJS (1.2 MB) is loaded only once a plot is wanted, after the table is on screen,
+  // so the first view never waits for it.
+  let bokehLoading = null;
+
+  function bokehReady() {
+    if (!bokehLoading) {
+      bokehLoading = new Promise((resolve) => {
+        if (window.Bokeh || !body.dataset.bokeh) return resolve();
+        const tag = el("script", { src: body.dataset.bokeh });
+        tag.addEventListener("load", () => resolve());
+        tag.addEventListener("error", () => resolve());
+        document.head.append(tag);
+      });
     }
-  });
+    return bokehLoading;
+  }
 
   async function embedPlot(target, item) {
-    await bokehReady;
+    await bokehReady();
     if (!window.Bokeh) {
       hint(target, "Plots need Bokeh: pip install 'daskperiment[board]'", "error-line");
       return null;
@@ -239,6 +245,7 @@
         state.version = data.version;
         renderHead(data.columns);
         renderRows(data.rows);
+        if (!table.dataset.loaded) performance.mark("history-rows");
         renderPager(data);
         renderParams(data.params);
         table.dataset.loaded = "true";
