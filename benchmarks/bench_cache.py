@@ -185,7 +185,22 @@ def bench_miss(base: Path, trials: int, scheduler: str) -> None:
         f"  miss overhead {miss:+.2f} ms ({miss / base_med:+.1%}); no cache vs its control "
         f"{control:.2f} ms   goal: within noise  {'ok' if within else 'MISSED'}"
     )
+    write = entry_write_ms(base / f"w{scheduler}")
+    out["entry_write_ms"] = write
+    print(f"  for scale: writing one entry (object + ref) on this filesystem now: {write:.2f} ms")
     FIGURES[f"miss_{scheduler}"] = out
+
+
+def entry_write_ms(path: Path, n: int = 200) -> float:
+    """Median time of what a miss adds: one small new object and one ref pointing at it."""
+    import store
+
+    st = store.open(path)
+    times = []
+    for i in range(n):
+        entry = {"type": "daskperiment.cache-entry", "trial": i, "output": "x" * 32}
+        times.append(timed(lambda i=i, e=entry: st.refs.set(f"bench/{i}", st.put(e))))
+    return statistics.median(times) * 1000
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,14 +129,13 @@ class Entry:
     metrics: dict[str, str]
 
 
-def read_entry(st: store.Store, ref: str, step: str) -> Entry | None:
-    """The entry named ``ref``; None when absent or unreadable (unreadable: a warning)."""
+def read_entry(
+    st: store.Store, ref: str, step: str, warn: Callable[[str], None] | None = None
+) -> Entry | None:
+    """The entry named ``ref``; None when absent or unreadable (then ``warn`` is told why,
+    by default the log)."""
     try:
-        oid = st.refs.get(ref)
-    except store.errors.RefNotFound:
-        return None
-    try:
-        data = st.get(oid)
+        data = st.get(st.refs.get(ref))
         entry = Entry(
             output=data["output"].oid,
             trial=data.get("trial"),
@@ -145,13 +144,14 @@ def read_entry(st: store.Store, ref: str, step: str) -> Entry | None:
             kwargs=data.get("kwargs"),
             metrics={k: v.oid for k, v in (data.get("metrics") or {}).items()},
         )
+    except store.errors.RefNotFound:
+        return None
     except Exception as exc:  # noqa: BLE001 - any damage means: not usable, run the step
-        logger.warning(
-            "Cache entry of %s cannot be read (%s: %s), so the step runs again",
-            step,
-            type(exc).__name__,
-            exc,
+        message = (
+            f"Cache entry of {step} cannot be read ({type(exc).__name__}: {exc}), "
+            "so the step runs again"
         )
+        (warn or (lambda m: logger.warning("%s", m)))(message)
         return None
     return entry
 
@@ -301,9 +301,8 @@ class CachedStepCall(StepCall):
         cache_key = self.key or deferred_key(self.spec, inputs, trial.seed)
         if st is None or not trial.use_cache:
             return None, cache_key, None
-        entry = read_entry(
-            st, cache_ref(trial.experiment_id, self.spec.name, cache_key), self.spec.name
-        )
+        ref = cache_ref(trial.experiment_id, self.spec.name, cache_key)
+        entry = read_entry(st, ref, self.spec.name, lambda m: self._log(logs, logging.WARNING, m))
         if entry is None or entry.inputs != inputs:
             return None, cache_key, None
         try:
