@@ -143,6 +143,33 @@ def board_fetch() -> Any:
     return fetch
 
 
+def record_many(cache: Path, trials: int) -> None:
+    """Experiment ``many``: ``trials`` quick trials, enough for several pages of history."""
+    import daskperiment
+
+    ex = daskperiment.Experiment(id="many", backend=cache / "many")
+    x = ex.parameter("x")
+
+    @ex.result
+    def cube(x):
+        return x**3 % 1000
+
+    result = cube(x)
+    for value in range(1, trials + 1):
+        ex.set_parameters(x=value)
+        result.compute(scheduler="sync")
+
+
+@pytest.fixture(scope="session")
+def many_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A dashboard over a store with 120 trials (three pages of 50)."""
+    cache = tmp_path_factory.mktemp("many") / "daskperiment_cache"
+    record_many(cache, 120)
+    running = RunningServer(str(cache))
+    yield running
+    running.stop()
+
+
 class RunningServer:
     """A dashboard serving ``target`` from a background thread."""
 

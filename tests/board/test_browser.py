@@ -136,3 +136,21 @@ def test_experiments_page_links_to_histories(page, board, shot):
     page.locator("#experiments a", has_text="other-exp").click()
     page.wait_for_selector("#history[data-loaded='true']")
     assert row_ids(page) == [1, 2]
+
+
+def test_pages_of_a_longer_history(open_page, many_board):
+    page = open_page(many_board).page
+    open_history(page, many_board, "many")
+    assert page.locator("#page-info").inner_text() == "page 1 of 3 · 120 of 120 trials"
+    assert row_ids(page) == list(range(1, 51))
+    page.locator("#next").click()
+    page.wait_for_selector("#page-info:has-text('page 2 of 3')")
+    assert row_ids(page) == list(range(51, 101))
+    page.locator("#history th[data-column='Result']").click()  # sorting goes back to page 1
+    page.wait_for_selector("#page-info:has-text('page 1 of 3')")
+    results = [float(t) for t in page.locator("#history tbody td:nth-child(4)").all_inner_texts()]
+    assert results == sorted(results) and len(results) == 50
+    page.fill("#filter", "x>100")
+    page.wait_for_selector("#page-info:has-text('20 of 120 trials')")
+    page.select_option("#size", "25")
+    page.wait_for_selector("#page-info:has-text('page 1 of 1')")
