@@ -461,3 +461,36 @@ def test_parameters_of_any_type_are_recorded_exactly() -> None:
     table = ex.get_history()
     assert table.loc[1, "f"] == 0.5
     assert table.loc[1, "arr"] == "array([0, 1, 2])"
+
+
+CODE_V1 = """
+import daskperiment
+
+ex = daskperiment.Experiment(id="code_pj")
+a = ex.parameter("a")
+
+
+@ex.result
+def score(a):
+    return a * {factor}
+
+
+ex.set_parameters(a=2)
+report(score(a).compute())
+"""
+
+
+def test_code_change_since_the_last_trial_is_logged_in_a_new_process(python: Any) -> None:
+    first = python.run(CODE_V1.format(factor=2)).check()
+    assert first.result() == 4
+    same = python.run(CODE_V1.format(factor=2)).check()
+    assert "Code context has been changed" not in same.output
+    changed = python.run(CODE_V1.format(factor=3)).check()
+    lines = [line.split("] ", 2)[-1] for line in changed.lines if "[WARNING]" in line]
+    assert lines[0] == "Code context has been changed: score"
+    assert "-    return a * 2" in lines and "+    return a * 3" in lines
+    ex = daskperiment.Experiment(id="code_pj")
+    assert "a * 2" in ex.get_code(trial_id=1) and "a * 3" in ex.get_code(trial_id=3)
+    # one code tree object per distinct code: trials 1 and 2 share theirs
+    digests = ex.get_history(verbose=True)["Code Digest"].tolist()
+    assert digests[0] == digests[1] != digests[2]
