@@ -173,9 +173,14 @@ def api_metric_plot(catalog: Catalog, path: dict[str, str], params: Params) -> R
     view = catalog.view(path["exp"])
     key = _required(params, "key")
     trials = _trial_list(params)
-    item = metric_plot(key, {t: view.metric_series(key, t) for t in trials})
+    series = {t: view.metric_series(key, t) for t in trials}
     return json_response(
-        {"item": item, "curves": len(trials), "running": [t for t in trials if view.is_running(t)]}
+        {
+            "item": metric_plot(key, series),
+            "curves": len(trials),
+            "points": sum(len(points["epoch"]) for points in series.values()),
+            "running": [t for t in trials if view.is_running(t)],
+        }
     )
 
 

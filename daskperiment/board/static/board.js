@@ -48,7 +48,7 @@
 
   // --- Bokeh plots -----------------------------------------------------------------------
   // A plot is a json_item from the server; its curves' data sources are named trial-<id>
-  // so live points can be written into them without re-embedding (zoom is kept).
+  // so live points can be written into them without re-embedding the plot.
   let plotCounter = 0;
 
   // BokehJS (1.2 MB) is loaded only once a plot is wanted, after the table is on screen,
@@ -119,6 +119,7 @@
       if (this.stopped) return;
       this.doc = await embedPlot(this.target, data.item);
       this.target.dataset.key = this.key;
+      this.target.dataset.points = String(data.points);
       if (data.running.length) this.schedule();
     }
 
