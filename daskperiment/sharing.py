@@ -51,9 +51,9 @@ class TrialConflict(ConflictError):
         self.trials = sorted(trials)
         self.where = where
         listed = ", ".join(str(t) for t in self.trials)
-        noun = "trial" if len(self.trials) == 1 else "trials"
+        noun, verb = ("trial", "exists") if len(self.trials) == 1 else ("trials", "exist")
         super().__init__(
-            f"{noun} {listed} of experiment {experiment_id!r} already exist in {where} "
+            f"{noun} {listed} of experiment {experiment_id!r} already {verb} in {where} "
             "with different records",
             "nothing was changed (existing trials are never overwritten)",
             hint,
@@ -467,6 +467,10 @@ def import_bundle(
     create, same, conflicts = _split(refs, existing)
     if conflicts:
         raise TrialConflict(new_id, conflicts, dst.url, _IMPORT_HINT)
+    if not create:  # every trial is already there: nothing to read or write
+        return ShareReport(
+            "import", new_id, os.fspath(path), dst.url, trials_unchanged=sorted(same)
+        )
     ref_map = {f"experiments/{old_id}/": f"experiments/{new_id}/"} if new_id != old_id else None
     try:
         moved = dst.import_bundle(path, ref_map)

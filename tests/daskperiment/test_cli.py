@@ -264,7 +264,7 @@ def test_export_import_push_pull(made, fresh: Path, tmp_path: Path) -> None:
     one_line_error(
         cli("import", str(bundle), cwd=other, code=None),
         1,
-        "trial 1 of experiment 'cli_pj' already exist",
+        "trial 1 of experiment 'cli_pj' already exists",
         "--as NEW_ID",
     )
     after = sorted(p.name for p in (other / "daskperiment_cache" / EXP / "objects").rglob("*"))

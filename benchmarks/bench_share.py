@@ -1,0 +1,145 @@
+"""Sharing and diff at the experiment level, on trials recorded by the engine.
+
+Builds an experiment of ``--trials`` trials (default 1,000) whose persisted step returns a
+1 MB float64 array: odd trials each a different random array (incompressible, stored raw),
+even trials all the same one, so the store holds ``trials/2 + 1`` arrays. Then measures:
+
+- ``ex.push`` to an empty local store, then a second push (must copy nothing): seconds,
+  trials, objects and bytes copied;
+- ``ex.export`` of every trial to one bundle, and ``import_bundle`` into an empty store;
+- ``ex.diff`` of two trials whose code is identical (parameters differ) and of two trials
+  whose code differs in one step: median wall time and objects read.
+
+    python benchmarks/bench_share.py [--trials 1000] [--repeat 20] [--memory]
+
+``--memory`` also pushes to a ``memory://`` store (fsspec, in this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import daskperiment
+from daskperiment import sharing
+
+ARRAY_ITEMS = (1 << 20) // 8  # 1 MB of float64
+
+
+def build(path: Path, trials: int) -> Any:
+    """The experiment, with ``trials`` trials plus one after a code change."""
+    ex = daskperiment.Experiment("bench_share", backend=path)
+    i = ex.parameter("i")
+
+    @ex.persist
+    def make_data(i):
+        seed = i if i % 2 else 0  # even trials: one identical array
+        return np.random.default_rng(seed).random(ARRAY_ITEMS)
+
+    @ex.result
+    def score(data):
+        ex.save_metric("mean", epoch=0, value=float(data.mean()))
+        return float(data[0])
+
+    s = score(make_data(i))
+    for n in range(1, trials + 1):
+        ex.set_parameters(i=n)
+        s.compute(seed=1)
+
+    @ex.result
+    def score(data):  # noqa: F811 - the same step with changed code
+        ex.save_metric("mean", epoch=0, value=float(data.mean()))
+        return float(data[1])
+
+    s = score(make_data(i))
+    s.compute(seed=1)  # trial trials + 1: same parameters as the last, other code
+    return ex
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def row(label: str, seconds: float, report: sharing.ShareReport) -> str:
+    return (
+        f"  {label:<22} {seconds:7.2f} s  {len(report.trials_added):5d} trials  "
+        f"{report.objects_copied:6d} objects  {report.bytes_copied / 1e6:9.1f} MB"
+    )
+
+
+def bench_push(ex: Any, tmp: Path, memory: bool) -> None:
+    targets = [("local", str(tmp / "pushed"))]
+    if memory:
+        targets.append(("memory://", "memory://bench-share/store"))
+    for label, url in targets:
+        for run in ("first", "second"):
+            seconds, report = timed(lambda url=url: ex.push(url))
+            print(row(f"push {label} {run}", seconds, report))
+            os.sync()
+
+
+def bench_bundle(ex: Any, tmp: Path) -> None:
+    bundle = tmp / "all.dpb"
+    seconds, report = timed(lambda: ex.export(bundle))
+    print(row("export (bundle file)", seconds, report))
+    os.sync()
+    seconds, report = timed(
+        lambda: daskperiment.import_bundle(bundle, backend=str(tmp / "imported"))
+    )
+    print(row("import into empty", seconds, report))
+    seconds, report = timed(
+        lambda: daskperiment.import_bundle(bundle, backend=str(tmp / "imported"))
+    )
+    print(row("import again", seconds, report))
+
+
+def bench_diff(ex: Any, trials: int, repeat: int) -> None:
+    cases = [
+        ("identical code", 1, 3),
+        ("different code", trials, trials + 1),
+    ]
+    for label, a, b in cases:
+        times, d = [], None
+        for _ in range(repeat):
+            seconds, d = timed(lambda a=a, b=b: ex.diff(a, b))
+            times.append(seconds)
+        changed = ", ".join(sorted({f.group for f in d.files}))
+        print(
+            f"  diff {label:<16} {statistics.median(times) * 1e3:7.2f} ms (median of {repeat})  "
+            f"{d.objects_read:3d} objects read  changed: {changed}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--memory", action="store_true", help="also push to memory://")
+    args = parser.parse_args()
+    logging.getLogger("daskperiment").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="bench_share_", dir=".") as tmp_name:
+        tmp = Path(tmp_name)
+        seconds, ex = timed(lambda: build(tmp / "source", args.trials))
+        os.sync()  # time the transfers, not the write-back of the source just recorded
+        stored = sum(p.stat().st_size for p in (tmp / "source").rglob("*") if p.is_file())
+        print(
+            f"experiment: {args.trials} trials (+1 with changed code) recorded in {seconds:.1f} s; "
+            f"source store {stored / 1e6:.1f} MB"
+        )
+        bench_push(ex, tmp, args.memory)
+        bench_bundle(ex, tmp)
+        bench_diff(ex, args.trials, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
