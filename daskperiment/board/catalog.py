@@ -197,13 +197,14 @@ class Catalog:
 
     ``target`` is a store root (a directory with a ``config``, or a URL), a directory of
     stores such as ``./daskperiment_cache`` (one store per subdirectory), a ``store.Store``
-    or an ``Experiment`` (its store; the experiment object itself serves its own id).
+    or an ``Experiment`` (its store, reopened read-only when it is a local directory).
     """
 
     def __init__(self, target: Any) -> None:
         self._lock = threading.Lock()
         self._views: dict[str, ExperimentView] = {}
         self._stores: dict[str, Any] = {}  # location -> opened Store
+        self._open_lock = threading.Lock()
         if hasattr(target, "get_history") and hasattr(target, "trial_id"):
             target = _experiment_store(target)
         self._target = target
@@ -250,11 +251,12 @@ class Catalog:
 
         if not isinstance(location, str):
             return location
-        opened = self._stores.get(location)
-        if opened is None:
-            opened = store.open(location, create=False, read_only=True)
-            self._stores[location] = opened
-        return opened
+        with self._open_lock:
+            opened = self._stores.get(location)
+            if opened is None:
+                opened = store.open(location, create=False, read_only=True)
+                self._stores[location] = opened
+            return opened
 
     def experiments(self) -> list[dict[str, Any]]:
         """``[{id, trials, last_activity, store}]`` for every experiment, sorted by id."""
