@@ -39,6 +39,15 @@ class MetricBuffer:
     def keys(self) -> list[str]:
         return list(self._points)
 
+    def snapshot(self) -> dict[str, tuple[list, list]]:
+        """Copies of the points saved so far, safe to take from another thread while the
+        step goes on saving (the live view of a running trial, daskperiment/live.py)."""
+        out = {}
+        for key, (epochs, values) in list(self._points.items()):
+            n = len(values)  # add() appends the epoch first: both lists hold >= n points
+            out[key] = (epochs[:n], values[:n])
+        return out
+
     def flush(self, st: store.Store | None, record: dict[str, Any]) -> dict[str, str]:
         """Write one object per key; return ``{key: oid}``.
 

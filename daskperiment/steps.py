@@ -41,7 +41,7 @@ from dask.highlevelgraph import HighLevelGraph
 import store
 from store import codec
 
-from . import metrics, seeding
+from . import live, metrics, seeding
 from .code import CodeSnapshot
 from .errors import NotInTrial
 
@@ -238,6 +238,8 @@ class StepCall:
             "started": time.time(),
         }
         ctx = StepContext(spec.name, trial.trial_id, trial.experiment_id)
+        st = trial.store.open()
+        watching = live.watch(st, trial, key, ctx.metrics)  # metrics readable while it runs
         token = _CURRENT.set(ctx)
         started = time.perf_counter()
         try:
@@ -245,10 +247,11 @@ class StepCall:
             value = spec.func(*args, **kwargs)
         finally:
             _CURRENT.reset(token)
+            live.unwatch(watching)
         record["duration"] = time.perf_counter() - started
-        st = trial.store.open()
         record["output"], record["persisted"] = _output_digest(spec, value, st, record)
         record["metrics"] = ctx.metrics.flush(st, record)
+        live.settle(watching, record)
         # Records are keyed by task key: the same step may be called several times in a graph.
         records[key] = record
         return StepOutput(value, record["output"], records)

@@ -1,0 +1,518 @@
+"""Sweeps: many trials of one result, each with its own parameters, run at the same time.
+
+``ex.sweep(result, grid={"a": [1, 2], "b": [3, 4]})`` (the cartesian product, the last name
+varying fastest) or ``ex.sweep(result, trials=[{"a": 1}, ...])``. Each parameter set is an
+ordinary trial: its own id, seed, parameters, step records, metrics and persisted outputs,
+recorded exactly as ``compute()`` records one. How a sweep runs:
+
+1. Every trial's parameters are resolved first (names not given take the experiment's
+   current values or defaults; ``set_parameters`` is neither read later nor changed), so an
+   unknown or undefined parameter raises before any trial id is used.
+2. The trials are started in order: each gets its id (atomic create of its ref, as in
+   ``compute()``), a *running* record and its own copy of the graph, with keys unique to it.
+3. All trials' graphs go to the scheduler as one graph, so they run concurrently: on the
+   active ``distributed.Client`` if there is one, else on dask's default (or given)
+   scheduler. Every task is *guarded*: an exception in a step becomes a :class:`Failure`
+   value that flows to the trial's end instead of stopping the whole computation, so a
+   failed trial is recorded as failed and the others go on.
+4. Each trial is finished (final record, purity check, history row) as soon as its own
+   tasks are done, while the others still run. A worker dying under a trial's step is a
+   failure of that trial only (distributed retries the step elsewhere first, see
+   docs/distributed.md). An interrupt (``KeyboardInterrupt``) or any error of the scheduler
+   itself records every unfinished trial as failed, then propagates.
+
+Seeds: ``seed=`` is a *sweep seed*: trial ``i`` (0-based, in sweep order) gets
+:func:`derive_seed(seed, i) <derive_seed>`, the same on every machine; ``seeds=`` gives each
+trial's seed explicitly (to rerun recorded trials); with neither, each trial draws one.
+Each trial's seed is recorded, and rerunning with it reproduces the trial under any
+scheduler (steps seed ``random`` and numpy before they run, wherever they run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import dask.threaded
+from dask._task_spec import GraphNode, Task, TaskRef
+from dask.base import get_scheduler
+from dask.delayed import Delayed
+
+import store
+
+from . import cache, seeding
+from .log import logger
+from .steps import StepOutput, TrialContext
+from .trial import FAILED, TrialRun, describe_exception
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .experiment import Experiment
+
+SWEEP_SEED_TAG = b"daskperiment.sweep-seed/1"
+
+
+# ---------------------------------------------------------------------------------------
+# Parameter sets and seeds
+# ---------------------------------------------------------------------------------------
+
+
+def expand(
+    grid: Mapping[str, Iterable[Any]] | None, trials: Iterable[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The parameter sets of a sweep: the grid's cartesian product, or ``trials`` as given."""
+    if (grid is None) == (trials is None):
+        raise TypeError(
+            "sweep takes exactly one of grid= (a dict of lists) or trials= (a list of dicts)"
+        )
+    if trials is not None:
+        if isinstance(trials, Mapping) or isinstance(trials, str | bytes):
+            raise TypeError(f"trials must be a list of parameter dicts, got {trials!r}")
+        out = []
+        for i, params in enumerate(trials):
+            if not isinstance(params, Mapping):
+                raise TypeError(f"trials[{i}] must be a dict of parameter values, got {params!r}")
+            out.append(dict(params))
+        return out
+    if not isinstance(grid, Mapping):
+        raise TypeError(f"grid must be a dict of parameter name -> list of values, got {grid!r}")
+    values = []
+    for name, options in grid.items():
+        if isinstance(options, str | bytes | Mapping) or not isinstance(options, Iterable):
+            raise TypeError(
+                f"grid[{name!r}] must be a list of values to try, got {options!r} "
+                f"(write [{options!r}] for a single value)"
+            )
+        values.append(list(options))
+    return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def derive_seed(sweep_seed: int, index: int) -> int:
+    """The seed of trial ``index`` (0-based) of a sweep run with ``seed=sweep_seed``.
+
+    The first 8 bytes of BLAKE2b over a fixed tag and both numbers, below 2**31: independent
+    of the platform, the Python version and ``PYTHONHASHSEED``, so a sweep seed gives the
+    same trial seeds everywhere.
+    """
+    sweep_seed = seeding.validate_seed(sweep_seed)
+    data = SWEEP_SEED_TAG + b"\0%d\0%d" % (sweep_seed, index)
+    digest = hashlib.blake2b(data, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**31
+
+
+def trial_seeds(
+    n: int, seed: int | None, seeds: Sequence[int] | None
+) -> list[tuple[int | None, str]]:
+    """``(seed or None to draw, how it was chosen)`` for each of ``n`` trials."""
+    if seeds is not None:
+        if seed is not None:
+            raise TypeError("give either seed= (a sweep seed) or seeds= (one per trial), not both")
+        seeds = list(seeds)
+        if len(seeds) != n:
+            raise ValueError(f"seeds= has {len(seeds)} seeds for {n} trials; give one per trial")
+        return [(seeding.validate_seed(s), "given") for s in seeds]
+    if seed is not None:
+        return [(derive_seed(seed, i), "derived") for i in range(n)]
+    return [(None, "drawn")] * n
+
+
+# ---------------------------------------------------------------------------------------
+# Guarded tasks: a failing step fails its trial, not the sweep
+# ---------------------------------------------------------------------------------------
+
+
+class Failure:
+    """What a guarded task returns instead of raising: the error, as text (picklable)."""
+
+    __slots__ = ("description", "traceback", "at")
+
+    def __init__(self, description: str, traceback: str, at: float) -> None:
+        self.description = description
+        self.traceback = traceback
+        self.at = at
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Failure, (self.description, self.traceback, self.at))
+
+    def __repr__(self) -> str:
+        return f"Failure({self.description})"
+
+
+class Guarded:
+    """Task function running one original task; an exception becomes a :class:`Failure`,
+    and a Failure among the inputs is passed on without running anything."""
+
+    __slots__ = ("task", "deps")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.deps = sorted(task.dependencies, key=str)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Guarded, (self.task,))
+
+    def __repr__(self) -> str:
+        return f"Guarded({self.task.key!r})"
+
+    def __call__(self, *values: Any) -> Any:
+        for value in values:
+            if type(value) is Failure:
+                return value
+        try:
+            return self.task(dict(zip(self.deps, values, strict=True)))
+        except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure
+            text = "".join(traceback.format_exception(exc))
+            return Failure(describe_exception(exc), text, time.time())
+
+
+def guard(graph: Mapping[Any, GraphNode]) -> dict[Any, GraphNode]:
+    """``graph`` with every task guarded (data nodes and aliases pass values through)."""
+    out: dict[Any, GraphNode] = {}
+    for key, node in graph.items():
+        if isinstance(node, Task):
+            wrapped = Guarded(node)
+            node = Task(key, wrapped, *(TaskRef(d) for d in wrapped.deps))
+        out[key] = node
+    return out
+
+
+def _gather(*outputs: Any) -> Any:
+    """Task function of a trial's last task: all its outputs in one value, or its failure."""
+    for output in outputs:
+        if type(output) is Failure:
+            return output
+    return list(outputs)
+
+
+# ---------------------------------------------------------------------------------------
+# One trial of a sweep
+# ---------------------------------------------------------------------------------------
+
+
+class SweepTrial(TrialRun):
+    """A trial run in two halves: :meth:`start` (id, running record, graph) and
+    :meth:`succeed` / :meth:`fail` once its tasks are done."""
+
+    def __init__(
+        self,
+        ex: Experiment,
+        result: Delayed,
+        params: Mapping[str, Any],
+        seed: int | None,
+        seed_note: str,
+        info: dict[str, Any],
+        use_cache: bool,
+    ) -> None:
+        super().__init__(ex, result, params, seed, None, use_cache)
+        self.seed_note = seed_note
+        self.info = info
+        self.base: dict[str, Any] = {}
+        self.running_oid = ""
+        self.done = False
+        self.started_at = time.time()
+        self._failure: Failure | None = None
+
+    def start(self, st: store.Store, token: str) -> tuple[dict[Any, GraphNode], Any]:
+        """Allocate the trial and build its guarded graph; returns it and its last key."""
+        ex = self.ex
+        self.base = self._base_record(st)
+        self.base["sweep"] = self.info
+        self.trial_id, self.running_oid = self._allocate(st, self.base)
+        logger.info("Started Experiment (trial id=%d)", self.trial_id)
+        if self.seed_note == "derived":
+            logger.info(
+                "Random seed is derived from the sweep's seed %d: %d",
+                self.info["seed"],
+                self.seed,
+            )
+        elif self.seed_note == "given":
+            logger.info("Random seed is initialized with given seed: %d", self.seed)
+        else:
+            logger.info(
+                "Random seed is not provided, initialized with generated seed: %d", self.seed
+            )
+        ex._note_environment(self.base["environment"].oid, self._env)
+        context = TrialContext(ex.id, self.trial_id, self.seed, ex._handle, self.use_cache)
+        graph, keys = self.graph.build(self.values, context)
+        graph = guard(cache.prepare(st, ex.id, graph, keys, context))
+        last = f"trial-{self.trial_id}-{token}"
+        graph[last] = Task(last, _gather, *(TaskRef(k) for k in keys))
+        return graph, last
+
+    def succeed(self, st: store.Store, outputs: list[Any]) -> None:
+        """Record the trial from its outputs (the result's first)."""
+        self.done = True
+        self._finish_success(st, self.base, self.running_oid, tuple(outputs), _span(outputs))
+        logger.info("Finished Experiment (trial id=%d)", self.trial_id)
+
+    def fail(self, st: store.Store, failure: Failure | BaseException) -> None:
+        """Record the trial as failed: a step's :class:`Failure`, or an error from outside
+        its steps (a dead worker, an interrupt, the scheduler)."""
+        self.done = True
+        if isinstance(failure, Failure):
+            self._failure = failure
+            exc: BaseException = RuntimeError(failure.description)
+            elapsed = max(failure.at - self.started_at, 0.0)
+        else:
+            exc, elapsed = failure, time.time() - self.started_at
+        self._finish_failed(st, self.base, self.running_oid, exc, elapsed)
+        logger.warning(
+            "Failed Experiment (trial id=%d): %s",
+            self.trial_id,
+            self._failure.description if self._failure else describe_exception(exc),
+        )
+
+    def _finalize(
+        self, st: store.Store, record: dict[str, Any], running_oid: str, elapsed: float
+    ) -> None:
+        if self._failure is not None and record.get("status") == FAILED:
+            # The error happened in a worker: keep its own description and traceback.
+            record["description"] = self._failure.description
+            record["traceback"] = self._failure.traceback
+        super()._finalize(st, record, running_oid, elapsed)
+
+
+def _span(outputs: list[Any]) -> float:
+    """Wall time from the first step's start to the last step's end (queueing excluded)."""
+    first, *extra = outputs
+    records = dict(first.records) if type(first) is StepOutput else {}
+    for more in extra:
+        records.update(more)
+    starts = [r["started"] for r in records.values() if r.get("started")]
+    ends = [r["started"] + (r.get("duration") or 0) for r in records.values() if r.get("started")]
+    return max(ends) - min(starts) if starts else 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Running the trials together
+# ---------------------------------------------------------------------------------------
+
+
+class Sweep:
+    """The trials of one sweep and the computation that runs them (see the module docstring)."""
+
+    def __init__(
+        self,
+        ex: Experiment,
+        result: Delayed,
+        param_sets: list[dict[str, Any]],
+        seeds: list[tuple[int | None, str]],
+        sweep_seed: int | None,
+        use_cache: bool = True,
+        progress: bool | None = None,
+        dask_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.ex = ex
+        self.token = uuid.uuid4().hex[:12]
+        n = len(param_sets)
+        # Every trial resolves its parameters here, before any of them is allocated.
+        self.trials = [
+            SweepTrial(
+                ex,
+                result,
+                params,
+                trial_seed,
+                note,
+                {"id": self.token, "index": i, "size": n, "seed": sweep_seed},
+                use_cache,
+            )
+            for i, (params, (trial_seed, note)) in enumerate(zip(param_sets, seeds, strict=True))
+        ]
+        self.progress = _interactive() if progress is None else bool(progress)
+        self.dask_kwargs = dict(dask_kwargs or {})
+        self.errors: list[BaseException] = []
+        self.st: store.Store | None = None
+
+    def run(self) -> list[int]:
+        """Run every trial; returns their ids in sweep order."""
+        if not self.trials:
+            return []
+        self.st = st = self.ex._store_for_writing()
+        try:
+            graph, by_key = self._start_all(st)
+            now = time.time()
+            for t in self.trials:
+                t.started_at = now  # a failure's Process Time counts from here
+            if by_key:
+                self._compute(graph, by_key)
+        except BaseException as exc:
+            for t in self.trials:
+                if t.trial_id is not None and not t.done:
+                    self._finish(t, exc)
+            raise
+        if self.errors:
+            raise self.errors[0]
+        return [t.trial_id for t in self.trials if t.trial_id is not None]
+
+    def _start_all(self, st: store.Store) -> tuple[dict[Any, GraphNode], dict[Any, SweepTrial]]:
+        graph: dict[Any, GraphNode] = {}
+        by_key: dict[Any, SweepTrial] = {}
+        for t in self.trials:
+            try:
+                trial_graph, last = t.start(st, self.token)
+            except Exception as exc:
+                if t.trial_id is None:  # nothing allocated: the store itself is failing
+                    raise
+                self._finish(t, exc)
+                continue
+            graph.update(trial_graph)
+            by_key[last] = t
+        return graph, by_key
+
+    def _compute(self, graph: dict[Any, GraphNode], by_key: dict[Any, SweepTrial]) -> None:
+        kwargs = dict(self.dask_kwargs)
+        for unused in ("optimize_graph", "traverse"):  # dask.compute's own options
+            kwargs.pop(unused, None)
+        schedule = get_scheduler(scheduler=kwargs.pop("scheduler", None))
+        if schedule is None:
+            schedule = dask.threaded.get  # the default scheduler of dask.delayed
+        client = getattr(schedule, "__self__", None)
+        if type(client).__name__ == "Client" and hasattr(client, "gather"):
+            self._run_distributed(client, graph, by_key, kwargs)
+        else:
+            self._run_local(schedule, graph, by_key, kwargs)
+
+    def _finish(self, t: SweepTrial, outcome: Any) -> None:
+        """Record one trial from its gathered outputs, its Failure or an exception."""
+        try:
+            if isinstance(outcome, Failure | BaseException):
+                t.fail(self.st, outcome)
+            else:
+                t.succeed(self.st, outcome)
+        except Exception as exc:  # noqa: BLE001 - the other trials must still be recorded
+            t.done = True
+            logger.error("Trial %s could not be recorded: %s", t.trial_id, exc)
+            self.errors.append(exc)
+
+    def _run_local(
+        self,
+        schedule: Any,
+        graph: dict[Any, GraphNode],
+        by_key: dict[Any, SweepTrial],
+        kwargs: dict[str, Any],
+    ) -> None:
+        from dask.callbacks import Callback
+
+        def posttask(key: Any, result: Any, dsk: Any, state: dict, worker_id: Any) -> None:
+            t = by_key.get(key)
+            if t is not None:
+                self._finish(t, result)
+                # The trial is recorded: let its result go instead of holding every
+                # trial's result until the whole sweep ends.
+                state["cache"][key] = None
+
+        # As dask.compute does: callbacks active around the sweep (a user's ProgressBar,
+        # say) apply to this computation only, not to schedulers nested inside tasks.
+        active, Callback.active = Callback.active, set()
+        callbacks = [*active, (None, None, None, posttask, None)]
+        if self.progress:
+            from dask.diagnostics import ProgressBar
+
+            callbacks.append(ProgressBar()._callback)
+        try:
+            schedule(graph, list(by_key), callbacks=callbacks, **kwargs)
+        finally:
+            Callback.active = active
+
+    def _run_distributed(
+        self,
+        client: Any,
+        graph: dict[Any, GraphNode],
+        by_key: dict[Any, SweepTrial],
+        kwargs: dict[str, Any],
+    ) -> None:
+        from distributed import as_completed
+
+        futures = client.get(graph, list(by_key), sync=False, **kwargs)
+        bar = self._distributed_progress(futures)
+        try:
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - KilledWorker, CancelledError, ...
+                    outcome = exc
+                self._finish(by_key[future.key], outcome)
+                future.release()
+        finally:
+            pending = [f for f in futures if not f.done()]
+            if pending:
+                client.cancel(pending)
+            if bar is not None:
+                bar.join(timeout=1.0)
+
+    def _distributed_progress(self, futures: list[Any]) -> threading.Thread | None:
+        """distributed's progress bar: a widget in a notebook, text in a terminal (run in a
+        thread there, as it blocks until the futures are done)."""
+        if not self.progress:
+            return None
+        from distributed import progress
+
+        if _in_notebook():
+            from IPython.display import display
+
+            display(progress(futures, notebook=True))
+            return None
+        thread = threading.Thread(
+            target=progress,
+            args=(futures,),
+            kwargs={"notebook": False},
+            name="daskperiment-sweep-progress",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    get_ipython = getattr(shell, "get_ipython", None)
+    return get_ipython is not None and "ipykernel" in sys.modules and get_ipython() is not None
+
+
+def _interactive() -> bool:
+    """Whether a progress bar would be seen: a notebook, or stdout is a terminal."""
+    if _in_notebook():
+        return True
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def run_sweep(
+    ex: Experiment,
+    result: Delayed,
+    grid: Mapping[str, Iterable[Any]] | None = None,
+    *,
+    trials: Iterable[Mapping[str, Any]] | None = None,
+    seed: int | None = None,
+    seeds: Sequence[int] | None = None,
+    progress: bool | None = None,
+    verbose: bool = False,
+    cache: bool = True,
+    **dask_kwargs: Any,
+) -> pd.DataFrame:
+    """Run one trial of ``result`` per parameter set, concurrently; their history rows.
+
+    See :meth:`daskperiment.Experiment.sweep` and the module docstring.
+    """
+    if not isinstance(result, Delayed):
+        raise TypeError(
+            f"sweep runs the output of an @ex.result step (a dask Delayed), got {result!r}"
+        )
+    param_sets = expand(grid, trials)
+    if seed is None and seeds is None:
+        seed = ex._default_seed
+    chosen = trial_seeds(len(param_sets), seed, seeds)
+    sweep_seed = seeding.validate_seed(seed) if seed is not None and seeds is None else None
+    run = Sweep(ex, result, param_sets, chosen, sweep_seed, cache, progress, dask_kwargs)
+    ids = run.run()
+    return ex.get_history(verbose=verbose).loc[ids]
