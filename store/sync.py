@@ -157,9 +157,9 @@ def missing_oids(
     store: Store, oids: Iterable[Oid], pool: ThreadPoolExecutor | None = None
 ) -> Iterator[Oid]:
     """Yield those of ``oids`` that ``store`` lacks, checking in batches (threaded if ``pool``)."""
-    # has_fresh also renews an old object found present, so a concurrent gc cannot collect
-    # it before the refs we create make it reachable.
-    has = getattr(store, "has_fresh", store.has)
+    # has_fresh, not has: it also renews an old object found present, so a concurrent gc
+    # cannot collect it before the refs we create make it reachable.
+    has = store.has_fresh
     it = iter(oids)
     while batch := list(itertools.islice(it, HAS_BATCH)):
         present = pool.map(has, batch) if pool else map(has, batch)

@@ -4,6 +4,7 @@ second run copies nothing."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,20 @@ def test_second_push_does_not_read_what_the_destination_has(tmp_path):
     with pytest.raises(CorruptObject):
         push(src, dst, PREFIX)
     assert not dst.refs.has(f"{PREFIX}9")
+
+
+def test_push_freshens_old_objects_it_relies_on(tmp_path):
+    """An old object the destination already has gets a new mtime, so a concurrent gc's grace
+    period covers it until the pushed refs make it reachable."""
+    src = make("local", tmp_path, "src")
+    fill(src, range(1, 3))
+    shared = store.open(tmp_path / "dst").put(np.linspace(0, 1, 500))
+    path = tmp_path / "dst" / "objects" / shared[:2] / shared[2:]
+    two_hours_ago = time.time() - 7200
+    os.utime(path, (two_hours_ago, two_hours_ago))
+    report = push(src, store.open(tmp_path / "dst"), PREFIX)
+    assert report.objects_copied == len(reachable(src)) - 1
+    assert path.stat().st_mtime > two_hours_ago + 3600
 
 
 def test_push_selects_by_prefix_or_names(tmp_path):
