@@ -82,10 +82,16 @@ def metric_plot(key: str, series: dict[int, dict[str, list]]) -> dict[str, Any]:
             },
             name=f"trial-{trial_id}",
         )
+        color = _PALETTE[index % len(_PALETTE)]
+        label = f"trial {trial_id}"
         fig.line(
-            "epoch", "value", source=source, line_width=2,
-            color=_PALETTE[index % len(_PALETTE)], legend_label=f"trial {trial_id}",
+            "epoch", "value", source=source, line_width=2, color=color, legend_label=label,
             name=f"curve-{trial_id}",
+        )  # fmt: skip
+        # markers keep a curve of one point (or a few far apart) visible
+        fig.scatter(
+            "epoch", "value", source=source, size=4, color=color, legend_label=label,
+            name=f"points-{trial_id}",
         )  # fmt: skip
     fig.add_tools(HoverTool(tooltips=[("trial", "@trial"), ("epoch", "@epoch"), (key, "@value")]))
     if series:

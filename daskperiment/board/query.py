@@ -274,11 +274,14 @@ def _statuses(frame: pd.DataFrame) -> pd.Series:
 
 def _rows(chunk: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
     statuses = _statuses(chunk).tolist()
+    success = columns.index("Success") + 1 if "Success" in columns else None
     rows = []
     for trial_id, values, status in zip(
         chunk.index, chunk[columns].itertuples(index=False), statuses, strict=True
     ):
         cells = [str(int(trial_id)), *(format_cell(v) for v in values)]
+        if status == "running" and success is not None:
+            cells[success] = "running"  # not "False": it has not failed (yet)
         rows.append({"id": int(trial_id), "status": status, "cells": cells})
     return rows
 

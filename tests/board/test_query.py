@@ -192,3 +192,12 @@ def test_format_cell(value, text):
 def test_verbose_columns_are_not_parameters(history):
     verbose = history.assign(Seed=1, **{"Parameters Digest": "ab" * 16})
     assert parameter_columns(verbose) == ["a", "b", "model"]
+
+
+def test_a_running_trial_shows_running_not_false_in_success(history):
+    running = history.assign(Status=["success"] * 9 + ["running"])
+    running.loc[10, "Success"] = False  # what the verbose history says of a running trial
+    row = query(running, filter="id=10")["rows"][0]
+    cells = dict(zip(query(running)["columns"], row["cells"], strict=True))
+    assert row["status"] == "running" and cells["Success"] == "running"
+    assert "Status" not in cells  # used for the row's status, not shown as a column
