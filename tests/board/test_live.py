@@ -13,8 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-# One quick trial (so the store exists), then a trial that saves a point per epoch and
-# waits at epoch 5 until the test creates the file ``go``.
+# One quick trial (so the store exists), then a trial that saves a point per epoch, waits
+# at epoch 5 until the test creates the file ``go1`` and at epoch 8 until it creates ``go``.
 SCRIPT = textwrap.dedent(
     """
     import pathlib, sys, time
@@ -29,10 +29,11 @@ SCRIPT = textwrap.dedent(
         for epoch in range(epochs):
             ex.save_metric("loss", epoch=epoch, value=1.0 / (epoch + 1))
             time.sleep(0.05)
-            if epoch == 5:
-                (here / "waiting").touch()
-                while not (here / "go").exists():
-                    time.sleep(0.05)
+            for hold, release in ((5, "go1"), (8, "go")):
+                if epoch == hold:
+                    (here / f"waiting-{hold}").touch()
+                    while not (here / release).exists() and not (here / "go").exists():
+                        time.sleep(0.05)
         return epochs
 
     result = train(epochs)
@@ -54,7 +55,8 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 @pytest.fixture
 def running_trial(tmp_path: Path):
-    """Trial 2 of experiment ``live``, held running at epoch 5 until ``go`` exists."""
+    """Trial 2 of experiment ``live``, held running at epoch 5 (until ``go1`` exists) and
+    at epoch 8 (until ``go``); ``go`` alone lets it run to the end."""
     script = tmp_path / "live.py"
     script.write_text(SCRIPT)
     env = dict(os.environ)
@@ -67,7 +69,7 @@ def running_trial(tmp_path: Path):
         text=True,
     )
     try:
-        wait_for(tmp_path / "waiting", proc)
+        wait_for(tmp_path / "waiting-5", proc)
         yield tmp_path, proc
     finally:
         (tmp_path / "go").touch()
@@ -75,19 +77,28 @@ def running_trial(tmp_path: Path):
 
 
 @pytest.mark.browser
-def test_a_running_trial_is_followed_until_it_finishes(running_trial, serve, open_page):
+def test_a_running_trials_metrics_appear_live(running_trial, serve, open_page, shot):
     directory, proc = running_trial
     board = serve(str(directory / "cache"))
     page = open_page(board).page
     page.goto(f"{board.url}/experiments/live")
     page.wait_for_selector("#history tbody tr.status-running[data-trial='2']")
+    page.locator("tr[data-trial='1'] input[type=checkbox]").check()
+    page.locator("tr[data-trial='2'] input[type=checkbox]").check()
+    # trial 1 saved one point; the running trial 2 the six of epochs 0-5 so far
+    page.wait_for_selector("#metric-plot[data-curves='2'][data-points='7']", timeout=30_000)
+    (directory / "go1").touch()
+    wait_for(directory / "waiting-8", proc)
+    page.wait_for_selector("#metric-plot[data-points='10']", timeout=30_000)  # no reload
+    shot(page, "board-live.png")
+
     page.goto(f"{board.url}/experiments/live/trials/2")
     assert page.locator("#status").inner_text() == "running"
-
+    page.wait_for_selector("#trial-metrics .plot[data-key='loss'][data-points='9']", timeout=30_000)
     (directory / "go").touch()
     assert proc.wait(timeout=60) == 0
-    page.wait_for_selector("#status:has-text('finished')")  # no reload: the page polls
-    page.wait_for_selector("#trial-metrics .plot[data-key='loss'][data-curves='1']")
+    page.wait_for_selector("#status:has-text('finished')")
+    page.wait_for_selector("#trial-metrics .plot[data-key='loss'][data-points='10']")
     page.goto(f"{board.url}/experiments/live")
     page.wait_for_selector("#history tbody tr.status-success[data-trial='2']")
 
@@ -98,7 +109,16 @@ def test_history_json_follows_a_trial_from_running_to_finished(running_trial, se
     rows = board.get("/api/experiments/live/history").json()["rows"]
     assert [(r["id"], r["status"]) for r in rows] == [(1, "success"), (2, "running")]
     version = board.get("/api/experiments/live/version").json()["version"]
-    assert board.get("/api/experiments/live/metric-keys?trials=2").json()["running"] == [2]
+    deadline = time.monotonic() + 30  # a running step's points are written every second
+    while not board.get("/api/experiments/live/metric-keys?trials=2").json()["keys"]:
+        assert time.monotonic() < deadline, "the running trial's metric never appeared"
+        time.sleep(0.2)
+    assert board.get("/api/experiments/live/metric-keys?trials=2").json() == {
+        "keys": ["loss"],
+        "running": [2],
+    }
+    live = board.get("/api/experiments/live/metrics?key=loss&trials=2").json()
+    assert live["series"]["2"]["epoch"] == list(range(6)) and live["running"] == [2]
 
     (directory / "go").touch()
     assert proc.wait(timeout=60) == 0
