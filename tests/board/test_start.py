@@ -127,11 +127,14 @@ def test_a_port_in_use_is_one_clear_line(cache_dir: Path):
     assert "Traceback" not in done.stderr
 
 
-def test_start_in_a_script_blocks_until_interrupted(cache_dir: Path, fetch, tmp_path: Path):
+def test_start_dashboard_in_a_script_blocks_until_interrupted(
+    cache_dir: Path, fetch, tmp_path: Path
+):
     script = tmp_path / "show.py"
     script.write_text(
-        "import daskperiment.board\n"
-        f"result = daskperiment.board.start({str(cache_dir)!r}, port=0)\n"
+        "import pathlib, daskperiment\n"
+        f"ex = daskperiment.Experiment(id='other-exp', backend=pathlib.Path({str(cache_dir / 'other-exp')!r}))\n"
+        "result = ex.start_dashboard(port=0)\n"
         "print('returned', result, flush=True)\n"
     )
     proc = subprocess.Popen(
@@ -166,10 +169,9 @@ def test_start_in_the_background_returns_a_handle(cache_dir: Path, fetch):
 
 def test_start_with_an_experiment_reads_its_store_read_only(cache_dir: Path, fetch):
     import daskperiment
-    from daskperiment.board import start
 
     ex = daskperiment.Experiment(id="other-exp", backend=cache_dir / "other-exp")
-    dashboard = start(ex, port=0, block=False)
+    dashboard = ex.start_dashboard(port=0, block=False)
     try:
         page = fetch(dashboard.url + "api/experiments/other-exp/history").json()
         assert page["total"] == 2
@@ -199,15 +201,16 @@ def test_binds_to_loopback_by_default():
     assert main.__module__ == "daskperiment.board.cli"
 
 
-def test_start_in_a_jupyter_kernel_returns_at_once(cache_dir: Path, fetch):
+def test_start_dashboard_in_a_jupyter_kernel_returns_at_once(cache_dir: Path, fetch):
     """A real IPython kernel: the cell calling start() finishes and the server keeps serving."""
     manager_module = pytest.importorskip("jupyter_client.manager")
     pytest.importorskip("ipykernel")
     manager, client = manager_module.start_new_kernel(kernel_name="python3", env=child_env())
     try:
         code = (
-            "import daskperiment.board\n"
-            f"board = daskperiment.board.start({str(cache_dir)!r}, port=0)\n"
+            "import pathlib, daskperiment\n"
+            f"ex = daskperiment.Experiment(id='other-exp', backend=pathlib.Path({str(cache_dir / 'other-exp')!r}))\n"
+            "board = ex.start_dashboard(port=0)\n"
             "print('URL', board.url)\n"
         )
         outputs: list[dict] = []
@@ -215,7 +218,9 @@ def test_start_in_a_jupyter_kernel_returns_at_once(cache_dir: Path, fetch):
         assert reply["content"]["status"] == "ok"
         text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
         url = URL.search(text.split("URL", 1)[1]).group(0)
-        assert fetch(url + "api/experiments").status == 200  # served while the kernel idles
+        # served while the kernel idles, and only the experiment's own store is shown
+        ids = [e["id"] for e in fetch(url + "api/experiments").json()["experiments"]]
+        assert ids == ["other-exp"]
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
