@@ -102,58 +102,40 @@ def _format(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
     )
 
 
-COMMANDS: list[tuple[str, str, str]] = [
-    ("list", "experiments in the store, with trial counts and last activity", "daskperiment list"),
-    (
-        "log",
-        "the history of an experiment, one row per trial",
-        "daskperiment log quickstart_pj --format csv",
-    ),
-    (
-        "show",
-        "one trial: parameters, result, status, seed, timings, steps, digests",
-        "daskperiment show quickstart_pj 3",
-    ),
-    (
-        "diff",
-        "what changed between two trials, as git diff shows it",
-        "daskperiment diff quickstart_pj 1 3 --code",
-    ),
-    ("code", "the code of the steps a trial ran", "daskperiment code quickstart_pj 1"),
-    ("cat", "an object by its digest", "daskperiment cat 4819e70b47af1c1181b767fa8b14154e"),
-    (
-        "export",
-        "write trials and everything they reference into a bundle file",
-        "daskperiment export quickstart_pj 1 3 -o trials.dpb",
-    ),
-    (
-        "import",
-        "import a bundle file made by export",
-        "daskperiment import trials.dpb --as quickstart_copy",
-    ),
-    (
-        "push",
-        "copy an experiment's trials to another store",
-        "daskperiment push quickstart_pj s3://team-bucket/experiments",
-    ),
-    (
-        "pull",
-        "copy an experiment's trials from another store",
-        "daskperiment pull quickstart_pj s3://team-bucket/experiments",
-    ),
-    ("fsck", "verify every object and ref of the stores", "daskperiment fsck"),
-    ("gc", "remove objects no trial reaches and leftover temp files", "daskperiment gc --dry-run"),
-    (
-        "run",
-        "run a script, then one trial of its @ex.result",
-        "daskperiment run my_experiment.py a=1 b=2 --seed 1",
-    ),
-    (
-        "board",
-        "serve the dashboard in a browser (options: daskperiment board --help)",
-        "daskperiment board --port 5000",
-    ),
-]
+#: Each command: what it does (its help line) and the example its --help shows.
+SUMMARIES = {
+    "list": "experiments in the store, with trial counts and last activity",
+    "log": "the history of an experiment, one row per trial",
+    "show": "one trial: parameters, result, status, seed, timings, steps, digests",
+    "diff": "what changed between two trials, as git diff shows it",
+    "code": "the code of the steps a trial ran",
+    "cat": "an object by its digest",
+    "export": "write trials and everything they reference into a bundle file",
+    "import": "import a bundle file made by export",
+    "push": "copy an experiment's trials to another store",
+    "pull": "copy an experiment's trials from another store",
+    "fsck": "verify every object and ref of the stores",
+    "gc": "remove objects no trial reaches and leftover temp files",
+    "run": "run a script, then one trial of its @ex.result",
+    "board": "serve the dashboard in a browser (options: daskperiment board --help)",
+}
+EXAMPLES = {
+    "list": "list",
+    "log": "log quickstart_pj --format csv",
+    "show": "show quickstart_pj 3",
+    "diff": "diff quickstart_pj 1 3 --code",
+    "code": "code quickstart_pj 1",
+    "cat": "cat 4819e70b47af1c1181b767fa8b14154e",
+    "export": "export quickstart_pj 1 3 -o trials.dpb",
+    "import": "import trials.dpb --as quickstart_copy",
+    "push": "push quickstart_pj s3://team-bucket/experiments",
+    "pull": "pull quickstart_pj s3://team-bucket/experiments",
+    "fsck": "fsck",
+    "gc": "gc --dry-run",
+    "run": "run my_experiment.py a=1 b=2 --seed 1",
+    "board": "board --port 5000",
+}
+COMMANDS = [(name, SUMMARIES[name], f"daskperiment {EXAMPLES[name]}") for name in SUMMARIES]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,8 +277,8 @@ def _stores(location: str, experiment_id: str | None = None) -> list[store.Store
         return [sharing.open_target(location, read_only=True)]
     path = Path(location)
     if not path.is_dir():
-        raise store.errors.StoreNotFound(
-            f"{location} (no store or directory of stores; pass --store PATH|URL)"
+        raise store.errors.StoreError(
+            f"no store or directory of stores at {location}; pass --store PATH|URL"
         )
     return [
         store.open(str(sub), create=False, read_only=True)
@@ -658,7 +640,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     ok = True
     stores = _stores(_location(args), args.experiment)
     if not stores:
-        raise store.errors.StoreNotFound(f"{_location(args)} (no stores in this directory)")
+        raise store.errors.StoreError(f"no stores in {_location(args)}; pass --store PATH|URL")
     for st in stores:
         report = st.fsck()
         ok = ok and report.ok
