@@ -129,7 +129,7 @@ def verify_object(oid: str, data: Buffers, where: str) -> tuple[str, memoryview]
         view = memoryview(b"".join(data))
     try:
         header = objfile.parse_header(view)
-    except Exception as exc:  # whatever the parser raises, the header is damaged
+    except ValueError as exc:  # objfile.ObjectFormatError: the header is damaged
         raise CorruptObject(oid, where, f"bad object header: {exc}") from None
     payload = view[header.header_size :]
     if header.body_size > max(len(payload), 1) * MAX_EXPANSION:
@@ -138,7 +138,7 @@ def verify_object(oid: str, data: Buffers, where: str) -> tuple[str, memoryview]
         )
     try:
         body = memoryview(compress.decompress(header.compression, payload, header.body_size))
-    except Exception as exc:  # zstd errors and size mismatches both mean a damaged payload
+    except ValueError as exc:  # compress.DecompressError: zstd errors, wrong sizes
         raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
     body = body.cast("B") if body.format != "B" else body
     if len(body) != header.body_size:
@@ -371,7 +371,7 @@ class Store:
     def _parse_header(self, oid: Oid, head: bytes | bytearray | memoryview) -> Any:
         try:
             return objfile.parse_header(memoryview(head))
-        except Exception as exc:  # any parse failure means a damaged header
+        except ValueError as exc:  # objfile.ObjectFormatError: a damaged header
             raise CorruptObject(oid, self.path_of(oid), f"bad object header: {exc}") from None
 
     def iter_oids(self) -> Iterator[Oid]:

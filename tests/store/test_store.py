@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hst
 
 import store
+import tests.hypothesis_profiles  # noqa: F401  (loads the shared "ci" profile)
 from store import config as store_config
 from store.store import FRESH_SECONDS, HEAD_PROBE, object_key
 
@@ -494,3 +497,21 @@ def test_has_fresh_freshens_like_put(tmp_path):
     assert other.has_fresh(store.digest("absent")) is False
     ro = store.open(tmp_path / "s", read_only=True)
     assert ro.has_fresh(oid) is True  # reading needs no write
+
+
+@given(data=hst.data())
+def test_any_damage_is_reported_as_corrupt_never_returned(data):
+    st = store.open(store.MemoryBackend())
+    values = [np.arange(2000.0), np.random.default_rng(7).bytes(3000), {"k": list(range(40))}]
+    oid = st.put(data.draw(hst.sampled_from(values)))
+    key = object_key(oid)
+    raw = bytearray(st.backend.get(key))
+    if data.draw(hst.booleans()):
+        pos = data.draw(hst.integers(0, len(raw) - 1))
+        raw[pos] ^= data.draw(hst.integers(1, 255))
+    else:
+        del raw[data.draw(hst.integers(0, len(raw) - 1)) :]
+    st.backend.put(key, bytes(raw))
+    with pytest.raises(store.CorruptObject) as exc:
+        st.get(oid)
+    assert exc.value.oid == oid
