@@ -329,3 +329,43 @@ def test_no_git_outside_a_work_tree(workdir: Path) -> None:
     assert "git" not in ex.get_environment(trial_id=1)
     with pytest.raises(KeyError, match="git"):
         ex.get_environment(trial_id=1, category="git")
+
+
+S3_TRIALS = """
+import sys
+
+import daskperiment
+
+ex = daskperiment.Experiment(id='s3_pj', backend=sys.argv[1])
+history = ex.get_history()
+report({
+    'trial_id': ex.trial_id,
+    'a': history['a'].tolist(),
+    'persisted': ex.get_persisted('make', trial_id=2).tolist(),
+    'loss': ex.load_metric('loss', trial_id=2)[2].tolist(),
+})
+"""
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "processes"])
+def test_s3_store_is_shared_with_another_process(python: Any, s3_url: str, scheduler: str) -> None:
+    ex = daskperiment.Experiment(id="s3_pj", backend=s3_url)
+    a = ex.parameter("a")
+
+    @ex.persist
+    def make(a):
+        return np.full(3, a, dtype=float)
+
+    @ex.result
+    def total(data):
+        ex.save_metric("loss", epoch=0, value=float(data.sum()))
+        return float(data.sum())
+
+    result = total(make(a))
+    for value in (1, 2):
+        ex.set_parameters(a=value)
+        assert result.compute(scheduler=scheduler) == 3.0 * value
+    assert not Path("daskperiment_cache").exists()
+
+    state = python.run(S3_TRIALS, s3_url, name="s3_reader.py").check().result()
+    assert state == {"trial_id": 2, "a": [1, 2], "persisted": [2.0, 2.0, 2.0], "loss": [6.0]}
