@@ -71,7 +71,7 @@ def trial_page(
         status=status,
         summary=_summary(record),
         params=[(str(k), _literal(v)) for k, v in sorted((record.get("params") or {}).items())],
-        steps=_steps(record.get("steps") or {}),
+        steps=_steps(record.get("steps") or {}, code),
         digests=sorted((str(k), str(v)) for k, v in (record.get("digests") or {}).items()),
         error=record.get("description") if status == "failed" else None,
         traceback=record.get("traceback"),
@@ -154,7 +154,7 @@ def _duration(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _steps(steps: Any) -> list[dict[str, Any]]:
+def _steps(steps: Any, code: str) -> list[dict[str, Any]]:
     if isinstance(steps, list):  # a list of {name: ...} records is accepted as well
         steps = {str(s.get("name")): s for s in steps if isinstance(s, dict)}
     rows = []
@@ -169,7 +169,13 @@ def _steps(steps: Any) -> list[dict[str, Any]]:
                 "reused": bool(step.get("reused")),
             }
         )
-    return rows
+
+    # records keep steps sorted by name; show them in the order the code defines them
+    def position(row: dict[str, Any]) -> int:
+        found = code.find(f"def {row['name'].split('#')[0]}(")
+        return found if found >= 0 else len(code)
+
+    return sorted(rows, key=position)
 
 
 def _environment_rows(record: dict[str, Any]) -> list[tuple[str, str]]:

@@ -257,3 +257,13 @@ def test_trial_pages_link_to_neighbours_that_exist(board):
     last = board.get("/experiments/quickstart_pj/trials/6").text
     assert 'href="/experiments/quickstart_pj/trials/5"' in last and "trials/7" not in last
     assert 'href="/experiments/quickstart_pj/diff?a=5&amp;b=6"' in last
+
+
+def test_trial_page_lists_steps_in_the_order_of_the_code(board):
+    text = board.get("/experiments/quickstart_pj/trials/4").text
+    steps = text[text.index('id="steps"') :]
+    assert steps.index("<td>prepare_data</td>") < steps.index("<td>calculate_score</td>")
+    rows = {m[0]: m[1] for m in re.findall(r"<tr><td>(\w+)</td>(.*?)</tr>", steps, re.S)}
+    assert len(re.findall(r"[0-9a-f]{32}", rows["prepare_data"])) == 3  # persisted: its oid
+    assert len(re.findall(r"[0-9a-f]{32}", rows["calculate_score"])) == 2
+    assert '<span class="muted">no</span>' in rows["calculate_score"]
