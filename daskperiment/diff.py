@@ -357,7 +357,7 @@ def _changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[
 
 
 def _parameters(reader: _Reader, old: dict, new: dict, changes: dict, files: list) -> None:
-    oid_a, oid_b = _oid(old.get("parameters")), _oid(new.get("parameters"))
+    oid_a, oid_b = _digest(old, "parameters"), _digest(new, "parameters")
     if oid_a is not None and oid_a == oid_b:
         return
     # Records carry their parameters inline; the parameter object is only read if not.
@@ -377,11 +377,19 @@ def _parameters(reader: _Reader, old: dict, new: dict, changes: dict, files: lis
         )
 
 
+def _digest(record: dict, part: str) -> str | None:
+    """The digest of a part of the record: from ``digests``, else from its link."""
+    digests = record.get("digests")
+    found = digests.get(part) if isinstance(digests, dict) else None
+    return found if isinstance(found, str) else _oid(record.get(part))
+
+
 def _params_of(reader: _Reader, record: dict, oid: str | None) -> dict[str, Any]:
     params = record.get("params")
     if isinstance(params, dict):
         return params
-    value = reader.get(oid) if oid else {}
+    link = _oid(record.get("parameters"))
+    value = reader.get(link) if link else {}
     return value if isinstance(value, dict) else {}
 
 

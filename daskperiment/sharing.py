@@ -17,8 +17,9 @@ Rules:
 - Trials still running (or interrupted: their record never finished) are not shared.
 - Purity refs and the history index are *derived* data and never travel, so they can never
   conflict. When trials arrive, the receiver derives them from the new records: a purity ref
-  is created where none exists (an existing one, the receiver's own observation, is kept) and
-  the new trials' rows are added to the history index.
+  (naming the record that holds the output) is created where none exists (an existing one,
+  the receiver's own observation, is kept) and the new trials' rows are added to the history
+  index.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,18 +262,40 @@ def _split(
 # ---------------------------------------------------------------------------------------
 
 
+#: Threads creating purity refs on a remote store, where each write waits on the network.
+REMOTE_WORKERS = 8
+
+
 def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]) -> None:
     """Create purity refs (where absent) and history rows for trials that just arrived.
 
-    Purity refs remember the *last* output seen for an input, so newer trials are taken
-    first; a ref that already exists is the receiver's own observation and is kept.
+    A purity ref names the record of the trial in which a step last gave a new output for an
+    input (daskperiment/purity.py); it is derived here by the same rule, going through the
+    arriving trials in order. A ref that already exists is the receiver's own observation
+    and is kept.
     """
     if not arrived:
         return
-    prefix = f"experiments/{experiment_id}/purity/"
-    present = set(st.refs.list(prefix))
-    for trial_id in sorted(arrived, reverse=True):
-        _, record = arrived[trial_id]
+    wanted = _purity_wanted(st, experiment_id, arrived)
+    local = isinstance(st.backend, store.LocalBackend | store.MemoryBackend)
+    if local or len(wanted) < 2:
+        for name, record_oid in wanted.items():
+            _create_ref(st, name, record_oid)
+    else:
+        with ThreadPoolExecutor(REMOTE_WORKERS, thread_name_prefix="purity") as pool:
+            list(pool.map(lambda item: _create_ref(st, *item), wanted.items()))
+    rows = [history.row_of(record, oid) for oid, record in arrived.values()]
+    history.flush_index(st, experiment_id, rows)
+
+
+def _purity_wanted(
+    st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]
+) -> dict[str, str]:
+    """Purity ref name -> record oid, for inputs the receiver has no ref for yet."""
+    present = set(st.refs.list(f"experiments/{experiment_id}/purity/"))
+    wanted: dict[str, tuple[str, str]] = {}  # name -> (record oid, output)
+    for trial_id in sorted(arrived):
+        record_oid, record = arrived[trial_id]
         for entry in (record.get("steps") or {}).values():
             inputs, output, step = entry.get("inputs"), entry.get("output"), entry.get("step")
             if not inputs or not output or not step or entry.get("reused"):
@@ -279,14 +303,16 @@ def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str,
             name = purity.purity_ref(experiment_id, step, inputs)
             if name in present:
                 continue
-            present.add(name)
-            marker = st.put({"type": purity.PURITY_TYPE, "output": output})
-            try:
-                st.refs.create(name, marker)
-            except (store.errors.RefExists, store.errors.InvalidRefName):
-                pass  # someone recorded it meanwhile (kept), or a step name no ref can hold
-    rows = [history.row_of(record, oid) for oid, record in arrived.values()]
-    history.flush_index(st, experiment_id, rows)
+            if name not in wanted or wanted[name][1] != output:
+                wanted[name] = (record_oid, output)
+    return {name: record_oid for name, (record_oid, _) in wanted.items()}
+
+
+def _create_ref(st: store.Store, name: str, oid: str) -> None:
+    try:
+        st.refs.create(name, store.Oid(oid))
+    except (store.errors.RefExists, store.errors.InvalidRefName):
+        pass  # someone recorded it meanwhile (kept), or a step name no ref can hold
 
 
 # ---------------------------------------------------------------------------------------

@@ -348,7 +348,7 @@ def test_experiment_methods(tmp_path: Path) -> None:
 
 def test_load_object(tmp_path: Path) -> None:
     ex = make_experiment(tmp_path / "src", n=1)
-    oid = ex.get_trial(1)["digests"]["parameters"]
-    assert sharing.load_object(ex.store, oid) == {"a": 1, "b": 2}
+    oid = ex.get_trial(1)["steps"]["prepare_data"]["persisted"]
+    np.testing.assert_array_equal(sharing.load_object(ex.store, oid), np.full(1000, 3.0))
     with pytest.raises(store.errors.ObjectNotFound):
         sharing.load_object(None, oid)
