@@ -315,6 +315,45 @@ class Experiment:
         run = trial.TrialRun(self, result, parameters, seed, dask_kwargs, cache)
         return run.run()
 
+    def sweep(
+        self,
+        result: Any,
+        grid: dict[str, Iterable[Any]] | None = None,
+        *,
+        trials: Iterable[dict[str, Any]] | None = None,
+        seed: int | None = None,
+        seeds: Iterable[int] | None = None,
+        progress: bool | None = None,
+        verbose: bool = False,
+        cache: bool = True,
+        **dask_kwargs: Any,
+    ) -> Any:
+        """Run one trial of ``result`` per parameter set, all at once; their history rows.
+
+        ``grid={"a": [1, 2], "b": [3, 4]}`` runs the cartesian product (4 trials),
+        ``trials=[{"a": 1}, {"a": 2, "b": 5}]`` the sets given; parameters a set leaves out
+        take their current values. The trials run concurrently on the active
+        ``distributed.Client``, else on dask's default scheduler (or ``scheduler=``); a failed
+        trial is recorded and the others go on. ``seed`` is a sweep seed from which each
+        trial's seed is derived (``seeds`` gives one per trial; with neither, each trial
+        draws one). ``progress`` shows a progress bar (default: in a terminal or notebook).
+        See docs/distributed.md.
+        """
+        from .sweep import run_sweep
+
+        return run_sweep(
+            self,
+            result,
+            grid,
+            trials=trials,
+            seed=seed,
+            seeds=None if seeds is None else list(seeds),
+            progress=progress,
+            verbose=verbose,
+            cache=cache,
+            **dask_kwargs,
+        )
+
     def clear_cache(self, step: str | None = None) -> int:
         """Forget the cached outputs of every step, or of ``step``; return how many entries
         were removed. Trial records (and the outputs they keep) are untouched."""

@@ -1,24 +1,32 @@
 """Purity: a step that gives a different output for the same input is reported.
 
-For every step that ran, the ref ``experiments/<id>/purity/<step>/<input-digest>`` names a
-tiny object ``{"type": "daskperiment.purity", "output": <output digest>}``: the last output
-seen for that input. (The ref names that object rather than the output itself because most
-outputs are never stored, and a ref must name an object the store holds.) A different output
-logs the seed's warning and moves the ref. Only digests are compared, never values; the
-expected object's digest is computed, not read, so an unchanged step costs one ref read.
+For every step that ran, the ref ``experiments/<id>/purity/<step>/<input-digest>`` names the
+record of the last trial in which that step gave a *new* output for that input (the record
+holds the step's input and output digests). After a trial computed, each step's output digest
+is compared with the one in the record the ref names: a different digest logs the seed's
+warning, and once the new trial record is stored the ref is moved to it. Only digests are
+compared, never values, so an unchanged step costs one small read.
+
+The ref names a trial record rather than the output itself because most step outputs are
+never stored, and a ref must name an object the store holds. (Refs naming a marker object
+``{"type": "daskperiment.purity", "output": <digest>}`` are read as well.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import store
-from store import codec
 
 from .log import logger
 
 PURITY_TYPE = "daskperiment.purity"
+
+#: Outputs found in records the purity refs name, by (record oid, step, inputs): records
+#: never change, so this is never stale.
+_SEEN: dict[tuple[str, str, str], str | None] = {}
+_SEEN_MAX = 10_000
 
 
 def purity_ref(experiment_id: str, step: str, inputs: str) -> str:
@@ -26,31 +34,58 @@ def purity_ref(experiment_id: str, step: str, inputs: str) -> str:
     return f"experiments/{experiment_id}/purity/{step}/{inputs}"
 
 
-def check(st: store.Store, experiment_id: str, steps: Mapping[str, Mapping[str, Any]]) -> None:
-    """Compare each step's output with the one remembered for its input; warn and update.
+def check(st: store.Store, experiment_id: str, steps: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warn for each step whose output differs from the one remembered for its input.
 
-    Steps whose input or output could not be digested, and steps whose output was reused
-    rather than computed, are skipped.
+    Returns the purity refs to point at this trial's record once it is stored (new inputs
+    and changed outputs). Steps whose input or output could not be digested, and steps
+    whose output was reused rather than computed, are skipped.
     """
+    updates = []
     for entry in steps.values():
         inputs, output = entry.get("inputs"), entry.get("output")
         if not inputs or not output or entry.get("reused"):
             continue
         name = purity_ref(experiment_id, entry["step"], inputs)
-        marker = {"type": PURITY_TYPE, "output": output}
-        expected = codec.digest(marker)
         try:
             previous = st.refs.get(name)
         except store.errors.RefNotFound:
-            previous = None
-        if previous == expected:
+            updates.append(name)
             continue
-        if previous is not None:
-            logger.warning(
-                "Experiment step result is changed with the same input: "
-                "(step: %s, args: %s, kwargs: %s)",
-                entry["step"],
-                entry.get("args"),
-                entry.get("kwargs"),
-            )
-        st.refs.set(name, st.put(marker))
+        if remembered_output(st, previous, entry["step"], inputs) == output:
+            continue
+        logger.warning(
+            "Experiment step result is changed with the same input: "
+            "(step: %s, args: %s, kwargs: %s)",
+            entry["step"],
+            entry.get("args"),
+            entry.get("kwargs"),
+        )
+        updates.append(name)
+    return updates
+
+
+def remember(st: store.Store, names: Iterable[str], record_oid: str) -> None:
+    """Point the purity refs ``names`` at the trial record ``record_oid``."""
+    for name in names:
+        st.refs.set(name, store.Oid(record_oid))
+
+
+def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str | None:
+    """The output digest the object ``oid`` (a trial record or a marker) remembers."""
+    key = (oid, step, inputs)
+    if key in _SEEN:
+        return _SEEN[key]
+    obj = st.get(oid)
+    found = None
+    if isinstance(obj, dict) and obj.get("type") == PURITY_TYPE:
+        found = obj.get("output")
+    elif isinstance(obj, dict):
+        for entry in (obj.get("steps") or {}).values():
+            if entry.get("step") == step and entry.get("inputs") == inputs:
+                found = entry.get("output")
+                break
+    if len(_SEEN) >= _SEEN_MAX:
+        _SEEN.clear()
+    _SEEN[key] = found
+    return found

@@ -282,6 +282,8 @@ class TrialRun:
         self.dask_kwargs = dict(dask_kwargs or {})
         self.use_cache = use_cache
         self.trial_id: int | None = None
+        #: purity refs to point at the final record (see daskperiment/purity.py)
+        self._purity_updates: list[str] = []
 
     def run(self) -> Any:
         ex = self.ex
@@ -316,7 +318,7 @@ class TrialRun:
 
     def _base_record(self, st: store.Store) -> dict[str, Any]:
         ex = self.ex
-        params_oid = st.put(self.values)
+        params, params_oid = _parameter_fields(st, self.values)
         code_oid = ex._code_tree(st, self.graph.specs())
         env_oid, self._env = ex._environment_tree(st)
         return {
@@ -327,10 +329,15 @@ class TrialRun:
             "status": RUNNING,
             "parent": ex._last_trial_id or None,
             "seed": self.seed,
-            "params": inline_parameters(self.values),
-            "parameters": Link(params_oid),
+            **params,
             "code": Link(code_oid),
             "environment": Link(env_oid),
+            "digests": {
+                "parameters": params_oid,
+                "code": code_oid,
+                "environment": env_oid,
+                "result": None,
+            },
             "process": process_identity(),
             "started": time.time(),
         }
@@ -371,11 +378,13 @@ class TrialRun:
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
         cache.after_trial(st, self.ex.id, self.trial_id, record["steps"])
         try:
-            purity.check(st, self.ex.id, record["steps"])
+            self._purity_updates = purity.check(st, self.ex.id, record["steps"])
         except store.errors.StoreError as exc:
-            # Purity refs are derived data: failing to read or move one must not lose the trial.
+            # Purity refs are derived data: failing to read one must not lose the trial.
             logger.warning("Purity of trial %s could not be checked: %s", self.trial_id, exc)
-        record.update(_result_fields(st, value, self.trial_id))
+        fields, result_digest = _result_fields(st, value, self.trial_id)
+        record.update(fields)
+        record["digests"] = dict(record["digests"], result=result_digest)
         self._finalize(st, record, running_oid, elapsed)
         return value
 
@@ -407,12 +416,6 @@ class TrialRun:
         record["process_time"] = elapsed
         record.setdefault("description", None)
         record.setdefault("traceback", None)
-        record["digests"] = {
-            "parameters": record["parameters"].oid,
-            "code": record["code"].oid,
-            "environment": record["environment"].oid,
-            "result": record["result"].oid if record.get("result") else None,
-        }
         live_refs = live.take_flags(record)  # live metrics: daskperiment/live.py
         oid = st.put(record)
         try:
@@ -421,6 +424,10 @@ class TrialRun:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
         self.ex._trial_recorded(self.trial_id, oid, record)
         live.cleanup(st, self.ex.id, self.trial_id, live_refs)
+        try:
+            purity.remember(st, self._purity_updates, oid)
+        except store.errors.StoreError as exc:
+            logger.warning("Purity refs of trial %s not updated: %s", self.trial_id, exc)
 
     def _steps_and_metrics(
         self, st: store.Store, records: dict[str, dict]
@@ -472,15 +479,24 @@ def _merge_metric(st: store.Store, oids: list[str]) -> str:
 _SCALARS = (int, float, bool, str, type(None))
 
 
-def _result_fields(st: store.Store, value: Any, trial_id: int | None) -> dict[str, Any]:
-    """How the result appears in the record: a link to the stored value, inline if scalar."""
+def _result_fields(st: store.Store, value: Any, trial_id: int | None) -> tuple[dict, str | None]:
+    """How the result appears in the record, and its digest.
+
+    A result that is a plain JSON scalar (``int``, ``float``, ``bool``, ``None``, a short
+    ``str``) is kept in the record itself (``result_value``): its digest is computed as for
+    any object but names no separate object, saving a write per trial. Any other result is
+    stored as its own object and linked (``result``).
+    """
     fields: dict[str, Any] = {
         "result_type": str(type(value)),
         "result_repr": _short_repr(value),
         "result_value": _inline(value),
+        "result": None,
     }
+    if value is None or (type(value) in _SCALARS and fields["result_value"] is not None):
+        return fields, store.codec.digest(value)
     try:
-        fields["result"] = Link(st.put(value))
+        oid = st.put(value)
     except store.errors.EncodeError as exc:
         logger.warning(
             "Result of trial %s (%s) cannot be stored: %s. The trial is recorded with the "
@@ -489,8 +505,28 @@ def _result_fields(st: store.Store, value: Any, trial_id: int | None) -> dict[st
             type(value).__name__,
             exc,
         )
-        fields["result"] = None
-    return fields
+        return fields, None
+    fields["result"] = Link(oid)
+    return fields, oid
+
+
+def _parameter_fields(
+    st: store.Store, values: Mapping[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """The record's parameter fields and the digest of the parameter set.
+
+    Parameters that are plain JSON (the usual numbers and strings) are kept exactly in the
+    record (``params``); only a set holding other values (arrays, frames, objects) is stored
+    as its own object (``parameters``), with a display copy inline.
+    """
+    values = dict(values)
+    try:
+        enc = store.codec.encode(values)
+    except store.errors.EncodeError:
+        return {"params": inline_parameters(values)}, None
+    if enc.kind == "json":
+        return {"params": values}, enc.oid
+    return {"params": inline_parameters(values), "parameters": Link(st.put(values))}, enc.oid
 
 
 def inline_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
