@@ -10,9 +10,10 @@ even trials all the same one, so the store holds ``trials/2 + 1`` arrays. Then m
 - ``ex.diff`` of two trials whose code is identical (parameters differ) and of two trials
   whose code differs in one step: median wall time and objects read.
 
-    python benchmarks/bench_share.py [--trials 1000] [--repeat 20] [--memory]
+    python benchmarks/bench_share.py [--trials 1000] [--repeat 20] [--memory] [--s3]
 
-``--memory`` also pushes to a ``memory://`` store (fsspec, in this process).
+``--memory`` also pushes to a ``memory://`` store (fsspec, in this process); ``--s3`` to a
+moto S3 server on 127.0.0.1 (the tests' server; needs the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,10 +99,32 @@ class DeriveClock:
         return seconds
 
 
-def bench_push(ex: Any, tmp: Path, memory: bool) -> None:
+def moto_url() -> tuple[str, Any]:
+    """A fresh bucket on the tests' moto server, started on 127.0.0.1 (needs the test extra)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from s3server import S3Server  # the same server the tests use
+
+    server = S3Server()
+    endpoint = server.start()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ENDPOINT_URL_S3=endpoint,
+    )
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="bench-share")
+    return "s3://bench-share/store", server
+
+
+def bench_push(ex: Any, tmp: Path, memory: bool, s3: str | None) -> None:
     targets = [("local", str(tmp / "pushed"))]
     if memory:
         targets.append(("memory://", "memory://bench-share/store"))
+    if s3:
+        targets.append(("s3 (moto)", s3))
     clock = DeriveClock()
     for label, url in targets:
         for run in ("first", "second"):
@@ -147,7 +171,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--memory", action="store_true", help="also push to memory://")
+    parser.add_argument("--s3", action="store_true", help="also push to a local moto S3 server")
     args = parser.parse_args()
+    s3_url, server = moto_url() if args.s3 else (None, None)
     logging.getLogger("daskperiment").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench_share_", dir=".") as tmp_name:
         tmp = Path(tmp_name)
@@ -158,7 +184,11 @@ def main() -> None:
             f"experiment: {args.trials} trials (+1 with changed code) recorded in {seconds:.1f} s; "
             f"source store {stored / 1e6:.1f} MB"
         )
-        bench_push(ex, tmp, args.memory)
+        try:
+            bench_push(ex, tmp, args.memory, s3_url)
+        finally:
+            if server is not None:
+                server.stop()
         bench_bundle(ex, tmp)
         bench_diff(ex, args.trials, args.repeat)
 
