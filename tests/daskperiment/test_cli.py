@@ -190,6 +190,36 @@ def test_diff_renders_like_git_and_exit_code(made) -> None:
     assert data["parameters"] == {"b": {"a": 2, "b": 3}} and not data["identical"]
 
 
+def test_diff_colours_on_a_terminal_only(made) -> None:
+    import pty
+
+    directory, _ = made
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    done = subprocess.run(
+        [EXE, "diff", EXP, "1", "2", "--params"],
+        cwd=directory,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=120,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert done.returncode == 0, done.stderr
+    shown = b"".join(chunks).decode()
+    assert "\x1b[31m-b = 2\x1b[m" in shown and "\x1b[36m@@ -1,2 +1,2 @@\x1b[m" in shown
+
+
 def test_code_of_a_trial(made) -> None:
     directory, ex = made
     assert cli("code", EXP, "1", cwd=directory).stdout == ex.get_code(trial_id=1)
