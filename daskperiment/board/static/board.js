@@ -163,6 +163,10 @@
     const metricKey = document.getElementById("metric-key");
     const metricTarget = document.getElementById("metric-plot");
     let metricPlot = null;
+    // Answers can arrive out of order (typing in the filter, a poll, clicks): only the
+    // answer to the latest request is shown.
+    let historySeq = 0;
+    let metricSeq = 0;
 
     function renderHead(columns) {
       const row = el("tr", {}, el("th", { class: "pick", text: "" }));
@@ -239,8 +243,10 @@
         page: state.page, size: state.size, sort: state.sort, order: state.order,
         q: state.q, status: state.status,
       };
+      const seq = ++historySeq;
       try {
         const data = await getJSON(apiUrl("history", params));
+        if (seq !== historySeq) return;
         errorLine.hidden = true;
         state.columns = data.columns;
         state.version = data.version;
@@ -251,6 +257,7 @@
         renderParams(data.params);
         table.dataset.loaded = "true";
       } catch (error) {
+        if (seq !== historySeq) return;
         errorLine.textContent = error.message;
         errorLine.hidden = false;
       }
@@ -286,6 +293,7 @@
 
     async function loadMetricKeys() {
       const ids = selectedIds();
+      const seq = ++metricSeq;
       if (metricPlot) metricPlot.stop();
       metricPlot = null;
       metricTarget.dataset.curves = "0";
@@ -296,6 +304,7 @@
       }
       try {
         const data = await getJSON(apiUrl("metric-keys", { trials: ids.join(",") }));
+        if (seq !== metricSeq) return;
         const keep = metricKey.value;
         metricKey.replaceChildren(...data.keys.map((k) => el("option", { value: k, text: k })));
         if (data.keys.includes(keep)) metricKey.value = keep;
