@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import numbers
 import os
 import re
 import sys
@@ -524,7 +525,9 @@ class Experiment:
 
     def load_metric(self, key: str, trial_id: int | Iterable[int]) -> Any:
         """Metric ``key`` of one trial or several: columns are trial ids, index the epochs."""
-        ids = [trial_id] if isinstance(trial_id, int) else list(trial_id)
+        # numpy integers too: ids often come from a history DataFrame's index
+        one = isinstance(trial_id, numbers.Integral)
+        ids = [int(trial_id)] if one else [int(t) for t in trial_id]  # type: ignore[union-attr]
         st = self._need_store()
         series = {}
         for tid in ids:

@@ -494,3 +494,22 @@ def test_code_change_since_the_last_trial_is_logged_in_a_new_process(python: Any
     # one code tree object per distinct code: trials 1 and 2 share theirs
     digests = ex.get_history(verbose=True)["Code Digest"].tolist()
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_trial_ids_from_the_history_index_are_accepted() -> None:
+    ex = memory_experiment("numpy_ids_pj")
+    n = ex.parameter("n")
+
+    @ex.result
+    def run(n):
+        ex.save_metric("m", epoch=0, value=n)
+        return n
+
+    for value in (1, 2):
+        ex.set_parameters(n=value)
+        run(n).compute()
+    ids = ex.get_history().index  # numpy int64 values
+    assert ex.load_metric("m", ids[0])[1].tolist() == [1]
+    assert ex.load_metric("m", ids).columns.tolist() == [1, 2]
+    assert ex.get_parameters(ids[1]) == {"n": 2}
+    assert ex.get_trial(ids[1])["id"] == 2
