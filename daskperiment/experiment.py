@@ -439,7 +439,10 @@ class Experiment:
     def _flush_index(self) -> None:
         rows, self._pending_rows = self._pending_rows, []
         self._last_flush = time.monotonic()
-        if rows and self._writable is not None:
+        if self._writable is None:  # this process only reads: it never writes the index
+            return
+        rows += self._reader.take_discovered()
+        if rows:
             try:
                 history.flush_index(self._writable, self.id, rows)
             except store.errors.StoreError as exc:

@@ -100,6 +100,8 @@ class HistoryReader:
         self._chunks: dict[str, dict[int, dict[str, Any]]] = {}
         self._root_oid: str | None = None
         self._indexed: dict[int, dict[str, Any]] = {}
+        #: final rows missing from the index, found while reading (see take_discovered)
+        self.discovered: dict[int, dict[str, Any]] = {}
 
     def trial_ids(self, st: store.Store) -> list[int]:
         """Ids of every trial of the experiment, ascending (names only, no ref is read)."""
@@ -123,8 +125,17 @@ class HistoryReader:
                 if row is None:  # deleted while we listed
                     continue
                 self.remember(row)
+                if row["status"] != RUNNING and not row.get("interrupted"):
+                    # final but not indexed (its writer died before flushing): a writer
+                    # process adds it with its next flush, so the index heals itself
+                    self.discovered[trial_id] = row
             rows.append(row)
         return rows
+
+    def take_discovered(self) -> list[dict[str, Any]]:
+        """Final rows read from records because the index lacked them (then forgotten)."""
+        found, self.discovered = list(self.discovered.values()), {}
+        return found
 
     def _read_row(self, st: store.Store, trial_id: int) -> dict[str, Any] | None:
         try:

@@ -513,3 +513,22 @@ def test_trial_ids_from_the_history_index_are_accepted() -> None:
     assert ex.load_metric("m", ids).columns.tolist() == [1, 2]
     assert ex.get_parameters(ids[1]) == {"n": 2}
     assert ex.get_trial(ids[1])["id"] == 2
+
+
+def test_a_writer_adds_rows_the_index_lacks() -> None:
+    ex = memory_experiment("heal_pj")
+    s = two_steps(ex)
+    run_trials(ex, s, 3)
+    ex._flush_index()
+    st = ex.store
+    name = history.index_ref(ex.id)
+    st.refs.delete(name)  # as if the writer had died before flushing
+    reader = daskperiment.Experiment(id="heal_reader_pj", backend=st)  # unrelated: never writes
+    reader.get_history()
+    assert not st.refs.has(history.index_ref("heal_reader_pj"))
+    assert ex.get_history().index.tolist() == [1, 2, 3]
+    # the rows ex had to read from records go into its next flush
+    ex._reader._final_rows.clear()
+    ex.get_history()
+    ex._flush_index()
+    assert sorted(history.HistoryReader(ex.id)._load_index(st)) == [1, 2, 3]
