@@ -4,7 +4,8 @@ Order of a trial (see docs/design.md):
 
 1. Copy the result's graph, find its parameters and resolve their values (an undefined
    parameter raises here, before any trial id is used).
-2. Store the parameters, the code tree and the environment tree (deduplicated objects).
+2. Store the code tree, the environment tree (deduplicated objects) and, when they are not
+   plain JSON, the parameters (plain JSON parameters live in the record itself).
 3. Allocate the id: create the ref ``experiments/<id>/trials/<n>`` pointing at a *running*
    record (atomic create-if-absent; on ``RefExists`` try ``n + 1``). The running record names
    the process (host, pid, process start time) so a later reader can tell a trial whose
@@ -12,8 +13,9 @@ Order of a trial (see docs/design.md):
 4. Inject the parameter values and the trial context into the graph copy and compute it on
    the chosen scheduler. Steps record digests, persisted outputs and metrics as they run and
    hand their records back with their values.
-5. Check purity, store the result, write the final record and swap the ref from the running
-   record to it (compare-and-swap: nobody else may have touched it).
+5. Check purity, store the result (a JSON scalar result lives in the record), write the final
+   record and swap the ref from the running record to it (compare-and-swap: nobody else may
+   have touched it), then point the purity refs of new outputs at the final record.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def trial_ref(experiment_id: str, trial_id: int) -> str:
 
 
 def trials_prefix(experiment_id: str) -> str:
+    """Name prefix of every trial ref of an experiment."""
     return f"experiments/{experiment_id}/trials/"
 
 
