@@ -141,8 +141,10 @@ def bench_put_get(work: Path, mb: int, repeat: int, durability: str) -> None:
         goal=goal,
     )
     if durability == "atomic":
-        reput_new = median_time(lambda: store.open(case.work / "store").put(array), repeat=repeat)
-        reput_same = median_time(lambda: case.st.put(array), repeat=repeat)
+        reput_new = median_time(
+            lambda: store.open(case.work / "store").put(array), repeat=2 * repeat
+        )
+        reput_same = median_time(lambda: case.st.put(array), repeat=2 * repeat)
         first = writes["store.put"]
         row("re-put identical array (new Store)", reput_new, first, goal="<= 0.1x")
         row("re-put identical array (same Store)", reput_same, first, goal="<= 0.1x")
@@ -231,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="directory on the disk to measure (default: a temp dir)")
     parser.add_argument("--mb", type=int, default=100, help="size of the large arrays")
     parser.add_argument("--hash-mb", type=int, default=256, help="size of the hashed array")
-    parser.add_argument("--repeat", type=int, default=7, help="rounds per measurement")
+    parser.add_argument("--repeat", type=int, default=11, help="rounds per measurement")
     parser.add_argument("--small", type=int, default=10_000, help="number of small objects")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     print(
-        f"store benchmarks in {work} (python {sys.version.split()[0]}, "
-        f"numpy {np.__version__}, {os.cpu_count()} CPUs); medians of {args.repeat}"
+        f"store benchmarks in {work} (python {sys.version.split()[0]}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}); medians of {args.repeat}"
     )
     try:
         bench_hash(args.hash_mb, args.repeat)
