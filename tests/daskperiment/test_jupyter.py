@@ -239,10 +239,15 @@ def assert_log(cell: Any, expected: list[tuple[str, str]]) -> None:
     )
     assert ok, (
         "log lines differ\nexpected:\n"
-        + "\n".join(f"  [{lv}] {p}" for lv, p in expected)
+        + "\n".join(f"  [{lv}] {readable(p)}" for lv, p in expected)
         + "\ngot:\n"
         + "\n".join(f"  [{lv}] {m}" for lv, m in got)
     )
+
+
+def readable(pattern: str) -> str:
+    """A pattern without re.escape's backslashes, to read like the log line it matches."""
+    return re.sub(r"\\(\W)", r"\1", pattern)
 
 
 def info(message: str) -> tuple[str, str]:
@@ -505,3 +510,36 @@ def test_a_new_kernel_loads_the_experiment(executed: Executed) -> None:
     assert shown(executed.restored["history-ids"]) == repr(list(range(1, 12)))
     # the steps' code, captured from the first kernel's cells, read back from the store
     assert stream(executed.restored["code-1"], "stdout").rstrip("\n") == CODE_TRIAL_1
+
+
+def test_visualize_outside_jupyter_names_the_steps_and_parameters(cells: Any) -> None:
+    ns = cells.run(
+        """
+        import daskperiment
+
+        ex = daskperiment.Experiment(id='graph_pj')
+        a = ex.parameter('a')
+        b = ex.parameter('b')
+
+        @ex
+        def prepare_data(a, b):
+            return a + b
+
+        @ex.result
+        def calculate_score(s):
+            return 10 / s
+
+        s = calculate_score(prepare_data(a, b))
+        s.visualize(filename='graph.png')
+        s.visualize(filename='graph.svg')
+        """
+    )
+    assert Path("graph.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", Path("graph.svg").read_text())
+    assert sorted(labels) == [
+        "calculate_score",
+        "parameter&#45;a",
+        "parameter&#45;b",
+        "prepare_data",
+    ]
+    assert ns["ex"].trial_id == 0  # drawing the graph runs no trial
