@@ -198,41 +198,6 @@ def test_sigkilled_trial_shows_as_interrupted(python: Any, workdir: Path) -> Non
     assert ex.get_history()["Success"].tolist() == [False, True]
 
 
-def test_sigkilled_trial_seen_from_a_new_process(python: Any, workdir: Path) -> None:
-    proc = python.popen(KILLED_SCRIPT, name="killed.py")
-    try:
-        wait_for(workdir / "step-started", proc)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    run = python.run(
-        """
-        import daskperiment
-
-        ex = daskperiment.Experiment(id='killed_pj')
-        a = ex.parameter('a')
-
-
-        @ex.result
-        def fast(a):
-            return a
-
-
-        ex.set_parameters(a=3)
-        fast(a).compute()
-        history = ex.get_history()
-        report({'success': history['Success'].tolist(),
-                'description': history['Description'].tolist(),
-                'trial_id': ex.trial_id})
-        """,
-        name="after.py",
-    ).check()
-    state = run.result()
-    assert state["success"] == [False, True]
-    assert "interrupted" in state["description"][0].lower()
-    assert state["trial_id"] == 2
-
-
 class Unpicklable:
     """A value that refuses every attempt to serialise it."""
 

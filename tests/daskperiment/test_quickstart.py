@@ -582,23 +582,6 @@ def test_default_log_format(python: Any) -> None:
         assert len(matching) == 1, f"{message!r} printed {len(matching)} times:\n{run.output}"
 
 
-def test_log_can_be_silenced_with_logging_configuration(python: Any) -> None:
-    run = python.run(
-        "import logging\nlogging.getLogger('daskperiment').setLevel(logging.WARNING)\n" + LOG_SCRIPT
-    ).check()
-    assert "Started Experiment" not in run.output
-
-
-def test_log_survives_reimport(python: Any) -> None:
-    run = python.run(
-        "import importlib, sys\nimport daskperiment\n"
-        "for name in [m for m in sys.modules if m.startswith('daskperiment')]:\n"
-        "    del sys.modules[name]\n" + LOG_SCRIPT
-    ).check()
-    started = [line for line in run.lines if line.endswith("Started Experiment (trial id=1)")]
-    assert len(started) == 1, run.output
-
-
 # --- source capture where there is no file --------------------------------------------------
 
 
@@ -636,84 +619,3 @@ def test_steps_without_source_warn_and_still_run(workdir: Path, helpers: Any) ->
     warnings = log.messages("WARNING")
     assert any("square" in m for m in warnings), log.messages()
     assert ns["ex"].get_history()["Success"].tolist() == [True]
-
-
-# --- in a real Jupyter kernel ---------------------------------------------------------------
-
-NOTEBOOK_CELLS = [
-    """\
-import daskperiment
-
-ex = daskperiment.Experiment(id='quickstart_pj')
-a = ex.parameter('a')
-b = ex.parameter('b')
-ex""",
-    """\
-@ex
-def prepare_data(a, b):
-    return a + b
-
-@ex.result
-def calculate_score(s):
-    return 10 / s
-
-d = prepare_data(a, b)
-s = calculate_score(d)""",
-    """\
-ex.set_parameters(a=1, b=2)
-s.compute()""",
-    """\
-@ex.persist
-def prepare_data(a, b):
-    return a + b
-
-d = prepare_data(a, b)
-s = calculate_score(d)""",
-    """\
-s.compute()""",
-    """\
-print(ex.get_code(trial_id=1))""",
-]
-
-
-def test_quickstart_in_a_jupyter_kernel(workdir: Path) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
-    )
-    nbclient.NotebookClient(
-        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
-    ).execute()
-
-    def text(cell: Any, name: str | None = None) -> str:
-        parts = []
-        for output in cell.outputs:
-            if output.output_type == "stream" and name in (None, output.name):
-                parts.append(output.text)
-            elif output.output_type == "execute_result" and name is None:
-                parts.append(output.data["text/plain"])
-        return "".join(parts)
-
-    cells = notebook.cells
-    assert text(cells[0]) == (
-        "Experiment(id: quickstart_pj, trial_id: 0, "
-        "backend: LocalBackend('daskperiment_cache/quickstart_pj'))"
-    )
-    first = text(cells[2], "stderr").splitlines()
-    assert any(
-        re.fullmatch(log_line("INFO", "Started Experiment (trial id=1)"), line) for line in first
-    ), first
-    assert text(cells[2], None).rstrip().endswith("3.3333333333333335")
-    diff = [line.split(" [WARNING] ", 1)[1] for line in text(cells[3], "stderr").splitlines()]
-    assert diff == [
-        "Code context has been changed: prepare_data",
-        "@@ -1,3 +1,3 @@",
-        "-@ex",
-        "+@ex.persist",
-        " def prepare_data(a, b):",
-        "     return a + b",
-    ]
-    assert "Finished Experiment (trial id=2)" in text(cells[4], "stderr")
-    assert text(cells[5], "stdout").rstrip("\n") == CODE_TRIAL_1

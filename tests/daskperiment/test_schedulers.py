@@ -128,18 +128,9 @@ def test_same_result_and_records(
     assert got["history"]["Seed"] == SEED
     assert sorted(got["steps"]) == ["add_noise", "make_data", "score"]
     assert dp_log.messages("WARNING") == []
-
-
-@pytest.mark.parametrize("scheduler", ["processes", "distributed"])
-def test_steps_really_ran_in_worker_processes(
-    scheduler: str, request: pytest.FixtureRequest
-) -> None:
-    ex = daskperiment.Experiment(id="workers_pj")
-    result = build(ex)
-    ex.set_parameters(**PARAMS)
-    result.compute(seed=SEED, **compute_kwargs(scheduler, request))
-    pids = ex.load_metric("pid", trial_id=1)[1].tolist()
-    assert pids and pids[0] != os.getpid()
+    # the records above came from worker processes where the scheduler has them
+    ran_in = ex.load_metric("pid", trial_id=1)[1].tolist()[0]
+    assert (ran_in != os.getpid()) == (scheduler in ("processes", "distributed"))
 
 
 @pytest.mark.parametrize("scheduler", ["processes", "distributed"])
