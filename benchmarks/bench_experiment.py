@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-experiment-", dir=args.dir))
     print(
         f"python {sys.version.split()[0]}, dask {dask.__version__}, numpy {np.__version__}, "
-        f"{os.cpu_count()} CPUs; working in {work}"
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; working in {work}"
     )
     try:
         only = set(args.only.split(","))
@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_history(history, args.history)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(FIGURES, indent=2))
     return 0
