@@ -43,9 +43,13 @@ KEY_PREFIX = "parameter-"
 
 def _placeholder(name: str) -> Any:
     """Run only when a graph holding a parameter is computed outside a trial."""
-    raise ParameterUndefined(
-        [name],
-    ) from None
+    exc = ParameterUndefined([name])
+    exc.add_note(
+        "The graph was computed outside a trial (for example with dask.compute): parameter "
+        "values are injected only by .compute() on an @ex.result output, which runs a trial, "
+        "or .compute() on an intermediate step."
+    )
+    raise exc
 
 
 class Parameter(Delayed):
