@@ -26,6 +26,7 @@ from .errors import (
     StepNotFound,
     TrialNotFound,
 )
+from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
 from .steps import (
@@ -689,37 +690,3 @@ def _flush_all() -> None:
             ex._flush_index()
         except Exception:  # noqa: BLE001 - at exit nothing can be reported usefully
             pass
-
-
-def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
-    """The experiments recorded in one store, by id: ``{id, trials, last_activity}`` each.
-
-    ``last_activity`` is the local time (``datetime``) the latest trial finished, or started
-    if it is still running. Only ref names are listed and one record per experiment is read.
-    """
-    st = (
-        store_or_url
-        if isinstance(store_or_url, store.Store)
-        else store.open(store_or_url, create=False, read_only=True)
-    )
-    by_id: dict[str, list[int]] = {}
-    for name in st.refs.names("experiments/"):
-        parts = name.split("/")
-        if len(parts) == 4 and parts[2] == "trials" and parts[3].isdigit():
-            by_id.setdefault(parts[1], []).append(int(parts[3]))
-    out = []
-    for experiment_id in sorted(by_id):
-        ids = by_id[experiment_id]
-        try:
-            last = st.get(st.refs.get(trial.trial_ref(experiment_id, max(ids))))
-            when = last.get("finished") or last.get("started")
-        except store.errors.StoreError:
-            when = None
-        out.append(
-            {
-                "id": experiment_id,
-                "trials": len(ids),
-                "last_activity": history._local_time(when),
-            }
-        )
-    return out

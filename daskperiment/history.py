@@ -341,3 +341,37 @@ def _local_time(epoch: float | None) -> datetime.datetime | None:
     if epoch is None:
         return None
     return datetime.datetime.fromtimestamp(epoch)
+
+
+def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
+    """The experiments recorded in one store, by id: ``{id, trials, last_activity}`` each.
+
+    ``last_activity`` is the local time (``datetime``) the latest trial finished, or started
+    if it is still running. Only ref names are listed and one record per experiment is read.
+    """
+    st = (
+        store_or_url
+        if isinstance(store_or_url, store.Store)
+        else store.open(store_or_url, create=False, read_only=True)
+    )
+    by_id: dict[str, list[int]] = {}
+    for name in st.refs.names("experiments/"):
+        parts = name.split("/")
+        if len(parts) == 4 and parts[2] == "trials" and parts[3].isdigit():
+            by_id.setdefault(parts[1], []).append(int(parts[3]))
+    out = []
+    for experiment_id in sorted(by_id):
+        ids = by_id[experiment_id]
+        try:
+            last = st.get(st.refs.get(trial_ref(experiment_id, max(ids))))
+            when = last.get("finished") or last.get("started")
+        except store.errors.StoreError:
+            when = None
+        out.append(
+            {
+                "id": experiment_id,
+                "trials": len(ids),
+                "last_activity": _local_time(when),
+            }
+        )
+    return out
