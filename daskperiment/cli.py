@@ -36,10 +36,6 @@ DEFAULT_STORE = "daskperiment_cache"
 EXPECTED = (DaskperimentError, store.errors.StoreError, OSError)
 
 
-class UsageError(Exception):
-    """A command line that cannot be carried out as written (exit status 2)."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors reported on one line."""
 
@@ -168,22 +164,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
-    exp = {"type": _experiment_id, "metavar": "EXP", "help": "experiment id"}
-    _format(subs["list"], ("table", "csv", "json"))
+EXP_ARG: dict[str, Any] = {"type": _experiment_id, "metavar": "EXP", "help": "experiment id"}
 
-    subs["log"].add_argument("experiment", **exp)
+
+def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
+    """The arguments of every command but board (which parses its own)."""
+    _reading_arguments(subs)
+    _diff_arguments(subs["diff"])
+    _sharing_arguments(subs)
+    _maintenance_arguments(subs)
+
+
+def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
+    _format(subs["list"], ("table", "csv", "json"))
+    subs["log"].add_argument("experiment", **EXP_ARG)
     subs["log"].add_argument(
         "--verbose", "-v", action="store_true", help="add status, seed, digests, reused steps"
     )
     _format(subs["log"], ("table", "csv", "json"))
-
-    subs["show"].add_argument("experiment", **exp)
+    subs["show"].add_argument("experiment", **EXP_ARG)
     subs["show"].add_argument("trial", type=_trial_id, metavar="TRIAL", help="trial id")
     _format(subs["show"], ("text", "json"))
+    subs["code"].add_argument("experiment", **EXP_ARG)
+    subs["code"].add_argument(
+        "trial", type=_trial_id, nargs="?", metavar="TRIAL", help="trial id (default: the last)"
+    )
+    c = subs["cat"]
+    c.add_argument("oid", metavar="OID", help="32-hex digest of the object")
+    c.add_argument("-e", "--experiment", type=_experiment_id, help="look only in EXP's store")
+    c.add_argument("--info", action="store_true", help="kind and sizes instead of the content")
+    c.add_argument(
+        "--unpickle-runs-code",
+        action="store_true",
+        help="load pickle objects too: this RUNS CODE chosen by whoever stored the object",
+    )
 
-    d = subs["diff"]
-    d.add_argument("experiment", **exp)
+
+def _diff_arguments(d: argparse.ArgumentParser) -> None:
+    d.add_argument("experiment", **EXP_ARG)
     d.add_argument("a", type=_trial_id, metavar="A", help="the older trial id")
     d.add_argument("b", type=_trial_id, metavar="B", help="the newer trial id")
     d.add_argument("--code", action="store_true", help="only the code of the steps")
@@ -201,40 +219,25 @@ def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     )
     _format(d, ("text", "json"))
 
-    subs["code"].add_argument("experiment", **exp)
-    subs["code"].add_argument(
-        "trial", type=_trial_id, nargs="?", metavar="TRIAL", help="trial id (default: the last)"
-    )
 
-    c = subs["cat"]
-    c.add_argument("oid", metavar="OID", help="32-hex digest of the object")
-    c.add_argument("-e", "--experiment", type=_experiment_id, help="look only in EXP's store")
-    c.add_argument("--info", action="store_true", help="kind and sizes instead of the content")
-    c.add_argument(
-        "--unpickle-runs-code",
-        action="store_true",
-        help="load pickle objects too: this RUNS CODE chosen by whoever stored the object",
-    )
-
+def _sharing_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     e = subs["export"]
-    e.add_argument("experiment", **exp)
+    e.add_argument("experiment", **EXP_ARG)
     e.add_argument("trials", type=_trial_id, nargs="*", metavar="TRIAL", help="default: all")
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="bundle file to write")
-    _format(e, ("text", "json"))
-
     i = subs["import"]
     i.add_argument("bundle", metavar="FILE", help="bundle file")
     i.add_argument(
         "--as", dest="new_id", type=_experiment_id, metavar="NEW_ID", help="new experiment id"
     )
-    _format(i, ("text", "json"))
-
     for name in ("push", "pull"):
-        p = subs[name]
-        p.add_argument("experiment", **exp)
-        p.add_argument("url", metavar="URL", help="the other store: a path or URL")
-        _format(p, ("text", "json"))
+        subs[name].add_argument("experiment", **EXP_ARG)
+        subs[name].add_argument("url", metavar="URL", help="the other store: a path or URL")
+    for name in ("export", "import", "push", "pull"):
+        _format(subs[name], ("text", "json"))
 
+
+def _maintenance_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     for name in ("fsck", "gc"):
         subs[name].add_argument(
             "experiment", nargs="?", type=_experiment_id, metavar="EXP", help="only EXP's store"
@@ -247,7 +250,6 @@ def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="keep anything younger than this (default 3600: running writers are safe)",
     )
-
     r = subs["run"]
     r.description = (
         "Execute SCRIPT (with __name__ == '__daskperiment__', so its own "
@@ -474,6 +476,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
+    """``daskperiment show`` as text: one ``name: value`` line per field, then sections."""
     params = r.get("params") or {}
     lines = [
         f"trial {r.get('id')} of {experiment_id}",
@@ -491,36 +494,45 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     lines.append(f"record:       {r.get('record')}")
     lines.append("digests:")
     lines += [f"  {k:<12} {v or '-'}" for k, v in (r.get("digests") or {}).items()]
-    steps = r.get("steps") or {}
-    if steps:
-        lines.append("steps:")
-        width = max(len(s) for s in steps)
-        for label in sorted(steps, key=lambda s: steps[s].get("started") or 0):
-            s = steps[label]
-            flags = (" persisted" if s.get("persisted") else "") + (
-                " reused" if s.get("reused") else ""
-            )
-            lines.append(
-                f"  {label:<{width}}  {s.get('kind', '-'):<7}  inputs {s.get('inputs')}  "
-                f"output {s.get('output')}{flags}"
-            )
+    lines += _show_steps(r.get("steps") or {})
     metrics = r.get("metrics") or {}
     if metrics:
         lines.append("metrics:")
         lines += [f"  {k}  {v}" for k, v in sorted(metrics.items())]
-    env = r.get("environment_summary")
-    if env:
-        git = env.get("git_commit")
-        git_text = f"{git[:12]}{' (dirty)' if env.get('git_dirty') else ''}" if git else "-"
-        lines.append(
-            f"environment:  python {env.get('python')}, {env.get('packages')} packages, "
-            f"host {env.get('hostname')}, git {git_text}"
-        )
-        lines.append(f"platform:     {env.get('platform')}")
+    lines += _show_environment(r.get("environment_summary"))
     if r.get("traceback"):
         lines.append("traceback:")
         lines += ["  " + line for line in str(r["traceback"]).rstrip("\n").splitlines()]
     return "\n".join(lines) + "\n"
+
+
+def _show_steps(steps: dict[str, Any]) -> list[str]:
+    if not steps:
+        return []
+    lines = ["steps:"]
+    width = max(len(s) for s in steps)
+    for label in sorted(steps, key=lambda s: steps[s].get("started") or 0):
+        s = steps[label]
+        flags = (" persisted" if s.get("persisted") else "") + (
+            " reused" if s.get("reused") else ""
+        )
+        lines.append(
+            f"  {label:<{width}}  {s.get('kind', '-'):<7}  inputs {s.get('inputs')}  "
+            f"output {s.get('output')}{flags}"
+        )
+    return lines
+
+
+def _show_environment(env: dict[str, Any] | None) -> list[str]:
+    if not env:
+        return []
+    git = env.get("git_commit")
+    git_text = f"{git[:12]}{' (dirty)' if env.get('git_dirty') else ''}" if git else "-"
+    return [
+        f"environment:  python {env.get('python')}, {env.get('packages')} packages, "
+        f"host {env.get('hostname')}, git {git_text}",
+        f"platform:     {env.get('platform')}",
+    ]
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -504,7 +504,7 @@ def _result_of(record: dict) -> dict[str, Any]:
     return {
         "type": record.get("result_type"),
         "value": record.get("result_repr"),
-        "digest": _oid(record.get("result")),
+        "digest": _digest(record, "result"),
     }
 
 

@@ -6,6 +6,7 @@ fresh directory and write the real output under it.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -116,8 +117,6 @@ class Doc:
 
 def oid_of(doc: Doc, *path: str) -> str:
     """Look up a digest with the command itself (``show --format json``)."""
-    import json
-
     argv = [shutil.which("daskperiment") or "daskperiment", "show", "quickstart_pj", "3"]
     record = json.loads(
         subprocess.run(
@@ -197,7 +196,10 @@ def sections(doc: Doc, workdir: Path) -> None:
         "**Pickle objects are not loaded** unless `--unpickle-runs-code` is given: loading a "
         "pickle runs code chosen by whoever stored it. `--info` shows kind and sizes only."
     )
-    doc.run(f"daskperiment cat {oid_of(doc, 'digests', 'parameters')}")
+    doc.run(f"daskperiment cat {oid_of(doc, 'record')}")
+    tree = doc.run(f"daskperiment cat {oid_of(doc, 'digests', 'code')}")
+    doc.text("A step's source, linked from the code tree above, is text:")
+    doc.run(f"daskperiment cat {json.loads(tree)['steps'][0][1]['$link']}")
     doc.run(f"daskperiment cat {oid_of(doc, 'metrics', 'dummy_score')}")
     doc.run(f"daskperiment cat {oid_of(doc, 'digests', 'code')} --info")
     pickled = subprocess.run(

@@ -229,14 +229,15 @@ def test_code_of_a_trial(made) -> None:
 def test_cat_prints_objects_and_refuses_pickles(made) -> None:
     directory, ex = made
     record = ex.get_trial(1)
-    params = cli("cat", record["digests"]["parameters"], cwd=directory).stdout
-    assert json.loads(params) == {"a": 1, "b": 2}
     raw = cli("cat", ex.store.refs.get(f"experiments/{EXP}/trials/1"), cwd=directory).stdout
     assert json.loads(raw)["code"] == {"$link": record["digests"]["code"]}
+    assert json.loads(raw)["params"] == {"a": 1, "b": 2}
+    array = cli("cat", record["steps"]["prepare_data"]["persisted"], cwd=directory).stdout
+    assert array.strip() == repr(np.arange(10) * 3)
     tree = ex.store.get(record["digests"]["code"])
     source = cli("cat", tree["steps"][0][1].oid, cwd=directory).stdout
     assert source.startswith("@ex.persist\ndef prepare_data(a, b):\n")
-    info = cli("cat", record["digests"]["parameters"], "--info", cwd=directory).stdout
+    info = cli("cat", record["digests"]["code"], "--info", cwd=directory).stdout
     assert "kind:         json" in info
     pickled = ex.store.put({1, 2, 3})  # a set: only pickle can hold it
     refused = cli("cat", pickled, cwd=directory, code=None)
@@ -264,7 +265,7 @@ def test_unknown_experiment_and_trial_are_one_line(made) -> None:
 
 def test_corrupt_object_is_one_line_and_debug_shows_the_traceback(fresh: Path) -> None:
     st = store.open(fresh / "daskperiment_cache" / EXP, create=False)
-    oid = st.get(st.refs.get(f"experiments/{EXP}/trials/1"))["digests"]["parameters"]
+    oid = st.get(st.refs.get(f"experiments/{EXP}/trials/1"))["digests"]["code"]
     path = fresh / "daskperiment_cache" / EXP / "objects" / oid[:2] / oid[2:]
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
