@@ -514,5 +514,10 @@ def run_sweep(
     chosen = trial_seeds(len(param_sets), seed, seeds)
     sweep_seed = seeding.validate_seed(seed) if seed is not None and seeds is None else None
     run = Sweep(ex, result, param_sets, chosen, sweep_seed, cache, progress, dask_kwargs)
-    ids = run.run()
+    try:
+        ids = run.run()
+    finally:
+        # A sweep is a natural batch: its rows join the history index now (one
+        # compare-and-swap), rather than only at the next periodic flush or at exit.
+        ex._flush_index()
     return ex.get_history(verbose=verbose).loc[ids]
