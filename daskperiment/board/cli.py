@@ -49,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        raise
+        # A host that does not resolve (socket.gaierror) or an address this machine does not
+        # have (EADDRNOTAVAIL): the same one-line failure as every other command.
+        print(
+            f"daskperiment board: cannot listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}; pass --host 127.0.0.1 or an address of this machine",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -127,6 +127,14 @@ def test_a_port_in_use_is_one_clear_line(cache_dir: Path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_host_that_cannot_be_bound_is_one_clear_line(cache_dir: Path):
+    done = run_board("--store", str(cache_dir), "--host", "999.1.1.1", "--port", "0")
+    assert done.returncode == 1
+    assert done.stderr.startswith("daskperiment board: cannot listen on 999.1.1.1:0: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
 def test_start_dashboard_in_a_script_blocks_until_interrupted(
     cache_dir: Path, fetch, tmp_path: Path
 ):
