@@ -267,7 +267,8 @@ REMOTE_WORKERS = 8
 
 
 def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]) -> None:
-    """Create purity refs (where absent) and history rows for trials that just arrived.
+    """Create purity refs and cache entries (where absent) and history rows for trials that
+    just arrived.
 
     A purity ref names the record of the trial in which a step last gave a new output for an
     input (daskperiment/purity.py); it is derived here by the same rule, going through the
@@ -286,6 +287,11 @@ def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str,
             list(pool.map(lambda item: _create_ref(st, *item), wanted.items()))
     rows = [history.row_of(record, oid) for oid, record in arrived.values()]
     history.flush_index(st, experiment_id, rows)
+    # Cache refs never travel either; entries for the arrived trials' cached steps are derived
+    # here so a pulled or imported trial's expensive steps are reused like local ones.
+    from . import cache
+
+    cache.derive_entries(st, experiment_id, arrived)
 
 
 def _purity_wanted(

@@ -628,3 +628,19 @@ def test_chain_resolution_and_repair_on_a_distributed_cluster(
     assert result.compute(seed=3, scheduler=client) == first
     assert calls(log) == {"features": 1, "score": 1}
     assert len([m for m in dp_log.messages("WARNING") if "cannot be read" in m]) == 1
+
+
+def test_pulled_trials_make_their_cached_steps_reusable(log: Path, dp_log: Any) -> None:
+    origin = daskperiment.Experiment(id="pulled_pj", backend=Path("origin"))
+    result = build(origin, log)
+    origin.set_parameters(a=1, b=2)
+    first = result.compute()
+    calls(log)
+
+    here = daskperiment.Experiment(id="pulled_pj", backend=Path("here"))
+    here.pull(Path("origin"))
+    result = build(here, log)
+    here.set_parameters(a=1, b=2)
+    assert result.compute() == first
+    assert calls(log) == {"score": 1}
+    assert REUSE.format("features", 1) in dp_log.messages("INFO")
