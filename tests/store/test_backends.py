@@ -352,8 +352,9 @@ def test_s3_conditional_writes_are_checked_and_used(s3_url, s3_fs):
 def s3_without_conditions(s3_server):
     """A second moto server that drops If-None-Match/If-Match, like S3-compatible servers
     without conditional writes; yields an s3:// URL in a fresh bucket on it."""
-    from tests.conftest import _new_bucket
     from s3server import S3Server
+
+    from tests.conftest import _new_bucket
 
     server = S3Server(ignore_conditions=True)
     url = server.start()
