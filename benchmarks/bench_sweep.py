@@ -1,0 +1,194 @@
+"""Sweep benchmarks: figures for docs/performance.md ("Sweeps").
+
+    python benchmarks/bench_sweep.py [--dir DIR] [--trials 200] [--cpu 1.0] [--repeat 3]
+        [--json FILE]
+
+* **parallel speed-up**: 8 trials whose one step burns ``--cpu`` seconds of CPU, on a
+  ``LocalCluster(n_workers=2, threads_per_worker=1)``: one ``ex.sweep`` vs the same 8 run one
+  by one with ``compute()`` on the same cluster (goal: the sweep >= 1.7x faster);
+* **per-trial overhead**: ``--trials`` trivial trials (the quickstart's two steps) through one
+  ``ex.sweep`` vs as many sequential ``compute()`` calls, on dask's default local scheduler
+  (threads) and on the cluster; plain ``dask.delayed`` of the same two functions (200 computed
+  one by one, and 200 in one ``dask.compute``) for scale.
+
+Every figure is the median of ``--repeat`` runs, each on a fresh experiment. The
+``daskperiment`` log records are dropped (a handler of our own replaces the default output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+
+import daskperiment
+
+FIGURES: dict[str, Any] = {}
+
+
+def burn(seconds: float) -> int:
+    """Spend ``seconds`` of this thread's CPU time (CPU-bound: no sleeping, no I/O)."""
+    start = time.thread_time()
+    n = 0
+    while time.thread_time() - start < seconds:
+        for _ in range(1000):
+            n += 1
+    return n
+
+
+def cpu_pipeline(ex: Any, seconds: float) -> Any:
+    i = ex.parameter("i")
+
+    @ex.result
+    def heavy(i):
+        return burn(seconds) * 0 + i
+
+    return heavy(i)
+
+
+def trivial_pipeline(ex: Any) -> Any:
+    a = ex.parameter("a")
+    b = ex.parameter("b")
+
+    @ex
+    def prepare_data(a, b):
+        return a + b
+
+    @ex.result
+    def calculate_score(s):
+        return 10 / s
+
+    return calculate_score(prepare_data(a, b))
+
+
+def timed(func: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def median_of(repeat: int, run: Callable[[int], float]) -> float:
+    return statistics.median(run(k) for k in range(repeat))
+
+
+def report(label: str, seconds: float, unit: str = "s", per: int = 1) -> None:
+    value = seconds / per * (1000 if unit == "ms" else 1)
+    FIGURES[label] = round(value, 4)
+    print(f"  {label:<62} {value:>9.3f} {unit}", flush=True)
+
+
+def bench_speedup(root: Path, client: Any, cpu: float, repeat: int) -> None:
+    print(f"8 trials, one step burning {cpu:g} s of CPU, LocalCluster(2 workers x 1 thread):")
+
+    def one_by_one(k: int) -> float:
+        ex = daskperiment.Experiment(f"seq{k}", backend=root / f"seq{k}")
+        result = cpu_pipeline(ex, cpu)
+
+        def run() -> None:
+            for i in range(8):
+                ex.set_parameters(i=i)
+                result.compute()
+
+        return timed(run)
+
+    def swept(k: int) -> float:
+        ex = daskperiment.Experiment(f"sweep{k}", backend=root / f"sweep{k}")
+        result = cpu_pipeline(ex, cpu)
+        return timed(lambda: ex.sweep(result, grid={"i": list(range(8))}, progress=False))
+
+    seq = median_of(repeat, one_by_one)
+    par = median_of(repeat, swept)
+    report("one by one: 8 compute() calls", seq)
+    report("ex.sweep of the 8", par)
+    FIGURES["speedup"] = round(seq / par, 2)
+    verdict = "met" if seq / par >= 1.7 else "MISSED"
+    print(f"  {'speed-up':<62} {seq / par:>9.2f} x    (goal >= 1.7x: {verdict})")
+
+
+def bench_overhead(root: Path, client: Any, trials: int, repeat: int) -> None:
+    print(f"{trials} trivial trials (two steps), per trial:")
+    grid = [{"a": i, "b": 1} for i in range(trials)]
+    where = {"threads (default local scheduler)": ("t", "threads"), "LocalCluster": ("d", client)}
+    for name, (tag, scheduler) in where.items():
+
+        def computes(k: int, tag: str = tag, scheduler: Any = scheduler) -> float:
+            ex = daskperiment.Experiment(f"c{tag}{k}", backend=root / f"c{tag}{k}")
+            result = trivial_pipeline(ex)
+
+            def run() -> None:
+                for params in grid:
+                    ex.set_parameters(**params)
+                    result.compute(scheduler=scheduler)
+
+            return timed(run)
+
+        def sweep(k: int, tag: str = tag, scheduler: Any = scheduler) -> float:
+            ex = daskperiment.Experiment(f"s{tag}{k}", backend=root / f"s{tag}{k}")
+            result = trivial_pipeline(ex)
+            return timed(lambda: ex.sweep(result, trials=grid, scheduler=scheduler, progress=False))
+
+        report(f"{name}: sequential compute()", median_of(repeat, computes), "ms", trials)
+        report(f"{name}: one ex.sweep", median_of(repeat, sweep), "ms", trials)
+        for together, how in ((False, "one by one"), (True, "one dask.compute")):
+            seconds = plain(scheduler, trials, repeat, together)
+            report(f"{name}: plain dask.delayed, {how}", seconds, "ms", trials)
+
+
+def plain(scheduler: Any, trials: int, repeat: int, together: bool) -> float:
+    @dask.delayed
+    def prepare_data(a, b):
+        return a + b
+
+    @dask.delayed
+    def calculate_score(s):
+        return 10 / s
+
+    def run(k: int) -> float:
+        results = [calculate_score(prepare_data(i, 1)) for i in range(trials)]
+        if together:
+            return timed(lambda: dask.compute(*results, scheduler=scheduler))
+        return timed(lambda: [r.compute(scheduler=scheduler) for r in results])
+
+    return median_of(repeat, run)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=None, help="where the stores go (temp)")
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--cpu", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.getLogger("daskperiment").addHandler(logging.NullHandler())
+    from distributed import Client, LocalCluster
+
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp)
+        cwd = os.getcwd()
+        os.chdir(root)  # the workers' working directory
+        try:
+            cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+        finally:
+            os.chdir(cwd)
+        with cluster, Client(cluster) as client:  # the active client: sweeps run there
+            client.run(lambda: __import__("daskperiment"))  # warm the workers' imports
+            bench_speedup(root, client, args.cpu, args.repeat)
+            bench_overhead(root, client, args.trials, args.repeat)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(FIGURES, indent=2))
+
+
+if __name__ == "__main__":
+    main()
