@@ -287,6 +287,27 @@ def test_workers_write_persisted_outputs_and_send_only_digests(tmp_path: Path, c
     assert os.getpid() in {int(p.name.split("-")[0]) for p in marks.iterdir()}
 
 
+def test_workers_write_to_an_s3_store_given_with_storage_options(
+    client: Any, s3_url_factory: Any, s3_storage_options: dict[str, Any]
+) -> None:
+    """The backend, options included, travels to the workers, which write there themselves."""
+    backend = store.FsspecBackend(s3_url_factory(), **s3_storage_options)
+    ex = daskperiment.Experiment(id="sweep_s3_pj", backend=backend)
+    result = build(ex)
+
+    rows = ex.sweep(result, grid={"a": [1, 2]}, seed=4)
+
+    assert rows["Success"].all()
+    for i, trial_id in enumerate(rows.index):
+        trial_id = int(trial_id)
+        assert ex.load_metric("pid", trial_id).iloc[0, 0] != os.getpid()
+        assert ex.get_persisted("prepare", trial_id)[1] == rows.loc[trial_id, "a"]
+        assert rows.loc[trial_id, "Result"] == pytest.approx(
+            expected(rows.loc[trial_id, "a"], 1, 10, derive_seed(4, i))
+        )
+    assert store.open(backend).fsck().ok
+
+
 def test_recorded_seeds_reproduce_trials_under_every_scheduler(tmp_path: Path, client: Any) -> None:
     ex = experiment(tmp_path)
     result = build(ex)
