@@ -249,14 +249,13 @@ class SweepTrial(TrialRun):
 
     def succeed(self, st: store.Store, outputs: list[Any]) -> None:
         """Record the trial from its outputs (the result's first)."""
-        self.done = True
         self._finish_success(st, self.base, self.running_oid, tuple(outputs), _span(outputs))
+        self.done = True
         logger.info("Finished Experiment (trial id=%d)", self.trial_id)
 
     def fail(self, st: store.Store, failure: Failure | BaseException) -> None:
         """Record the trial as failed: a step's :class:`Failure`, or an error from outside
         its steps (a dead worker, an interrupt, the scheduler)."""
-        self.done = True
         if isinstance(failure, Failure):
             self._failure = failure
             exc: BaseException = RuntimeError(failure.description)
@@ -264,6 +263,7 @@ class SweepTrial(TrialRun):
         else:
             exc, elapsed = failure, time.time() - self.started_at
         self._finish_failed(st, self.base, self.running_oid, exc, elapsed)
+        self.done = True
         logger.warning(
             "Failed Experiment (trial id=%d): %s",
             self.trial_id,
@@ -375,7 +375,8 @@ class Sweep:
         if schedule is None:
             schedule = dask.threaded.get  # the default scheduler of dask.delayed
         client = getattr(schedule, "__self__", None)
-        if type(client).__name__ == "Client" and hasattr(client, "gather"):
+        distributed = sys.modules.get("distributed")
+        if distributed is not None and isinstance(client, distributed.Client):
             self._run_distributed(client, graph, by_key, kwargs)
         else:
             self._run_local(schedule, graph, by_key, kwargs)

@@ -182,6 +182,32 @@ def test_an_interrupt_records_every_unfinished_trial(tmp_path: Path) -> None:
     assert ex.get_trial(2)["description"] == "KeyboardInterrupt()"
 
 
+def test_cached_steps_are_reused_by_later_sweeps(tmp_path: Path) -> None:
+    ex = experiment(tmp_path)
+    a = ex.parameter("a")
+    runs: list[int] = []
+
+    @ex.persist(cache=True)
+    def prepare(a):
+        runs.append(a)
+        return a * 10
+
+    @ex.result
+    def score(data):
+        return data + 1
+
+    result = score(prepare(a))
+    first = ex.sweep(result, grid={"a": [1, 2]}, verbose=True)
+    second = ex.sweep(result, grid={"a": [1, 2, 3]}, verbose=True)
+    uncached = ex.sweep(result, grid={"a": [1]}, cache=False, verbose=True)
+
+    assert list(first["Reused Steps"]) == ["", ""]
+    assert list(second["Reused Steps"]) == ["prepare", "prepare", ""]
+    assert list(second["Result"]) == [11, 21, 31]
+    assert list(uncached["Reused Steps"]) == [""]
+    assert sorted(runs) == [1, 1, 2, 3]
+
+
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 def test_progress_bar_on_local_schedulers(tmp_path: Path, scheduler: str, capsys: Any) -> None:
     ex = experiment(tmp_path)
