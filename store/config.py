@@ -104,7 +104,10 @@ def load_config(backend: Backend, *, create: bool) -> dict[str, Any]:
         raise StoreNotFound(where)
     _refuse_foreign_content(backend)
     # Racing openers both try; exactly one creates it, and the other reads the winner's.
-    backend.put_if_absent(CONFIG_KEY, encode_config(default_config()))
+    if backend.put_if_absent(CONFIG_KEY, encode_config(default_config())):
+        prepare = getattr(backend, "prepare", None)
+        if prepare is not None:  # optional: backends with directories make shards up front
+            prepare(f"objects/{i:02x}/" for i in range(256))
     return parse_config(backend.get(CONFIG_KEY), where)
 
 

@@ -47,6 +47,7 @@ import stat as stat_mod
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -148,6 +149,17 @@ class LocalBackend(Backend):
                 exc.filename,
             ) from exc
 
+    def prepare(self, prefixes: Iterable[str]) -> None:
+        """Create the directories for key ``prefixes`` (e.g. ``objects/ab/``) up front.
+
+        A new store would otherwise create its 256 object shard directories one by one
+        during its first writes, each a directory creation on the write path of a trial.
+        """
+        if self.read_only:
+            return
+        for prefix in prefixes:
+            self._makedirs(self._path(prefix.rstrip("/")))
+
     def _makedirs(self, path: str) -> None:
         """Create ``path`` and missing parents; with fsync durability, make the new directory
         entries durable too (a renamed file in a directory that vanishes on power loss is lost)."""
@@ -181,6 +193,7 @@ class LocalBackend(Backend):
             fd = os.open(path, flags, 0o666)
         try:
             try:
+                _preallocate(fd, sum(view.nbytes for view in views))
                 for view in views:
                     _write_all(fd, view)
                 if self._fsync:
@@ -489,6 +502,46 @@ def _walk(directory: str, key_head: str) -> Iterator[str]:
                 stack.append((entry.path, head + entry.name + "/"))
             elif entry.is_file():
                 yield head + entry.name
+
+
+#: Writes at least this large reserve their blocks first (as numpy's np.save does).
+PREALLOCATE_MIN = 1 << 20
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Any = None
+
+
+def _preallocate(fd: int, total: int) -> None:
+    """Reserve ``total`` bytes for a large write before writing it.
+
+    A large write into a file that grows block by block is markedly slower than one into
+    reserved blocks (about 25% for 100 MB on ext4 here), and a full disk then fails before
+    any data is written. The raw ``fallocate(2)`` with ``FALLOC_FL_KEEP_SIZE`` is used, not
+    ``os.posix_fallocate``: glibc's fallback for filesystems without fallocate writes zeros,
+    which would double the write. Filesystems that cannot preallocate are simply written to.
+    """
+    global _fallocate
+    if total < PREALLOCATE_MIN:
+        return
+    if _fallocate is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            func = libc.fallocate
+            func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+            func.restype = ctypes.c_int
+            _fallocate = func
+        except (OSError, AttributeError):
+            _fallocate = False
+    if not _fallocate:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, total) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        if err == errno.ENOSPC:
+            raise OSError(err, os.strerror(err))
+        # EOPNOTSUPP, ENOSYS, EINVAL...: the filesystem cannot preallocate; write as usual.
 
 
 def _write_all(fd: int, view: memoryview) -> None:
