@@ -156,6 +156,83 @@ class BackendContract:
         assert {k: bytes(v) for k, v in got.items()} == {"a/1": b"one", "a/2": b"two"}
         assert backend.get_many([]) == {}
 
+    # bulk reads: get_many and list_values ---------------------------------------------------
+
+    #: Keys with glob characters too: bulk reads must take every key literally.
+    BULK_KEYS = [*(f"refs/t/{i}" for i in range(30)), "refs/t/a*b", "refs/t/c[1]", "refs/t/q?"]
+
+    def _put_bulk(self, backend: Backend) -> dict[str, bytes]:
+        values = {key: f"{i:032x}\n".encode() for i, key in enumerate(self.BULK_KEYS)}
+        values["refs/t/empty"] = b""
+        values["refs/u/1"] = b"elsewhere"
+        values["config"] = b"{}"
+        for key, value in values.items():
+            backend.put(key, value)
+        return values
+
+    def test_get_many_equals_reading_key_by_key(self, backend: Backend) -> None:
+        values = self._put_bulk(backend)
+        keys = [*values, "refs/t/missing", "refs/missing/x", "refs/t"]  # "refs/t": a prefix
+        got = backend.get_many(keys)
+        assert {k: bytes(v) for k, v in got.items()} == values
+        assert {k: bytes(v) for k, v in Backend.get_many(backend, keys).items()} == values
+        with pytest.raises(InvalidKey):
+            backend.get_many(["refs/ok", "refs//bad"])
+
+    @pytest.mark.parametrize("prefix", ["", "refs/", "refs/t/", "refs/t/1", "refs/t/a*", "zz/"])
+    def test_list_values_equals_listing_then_reading(self, backend: Backend, prefix: str) -> None:
+        values = self._put_bulk(backend)
+        got = {k: bytes(v) for k, v in backend.list_values(prefix).items()}
+        expected = {k: v for k, v in values.items() if k.startswith(prefix)}
+        assert got == expected
+        assert got == {k: bytes(backend.get(k)) for k in backend.list(prefix)}
+        assert got == {k: self.raw_get(backend, k) for k in expected}
+
+    def test_list_values_reads_values_changed_around_it(self, backend: Backend) -> None:
+        # A backend that knows values it has seen (S3, by ETag) must still notice changes.
+        from .backends.base import RECENT_VALUES
+
+        values = self._put_bulk(backend)
+        RECENT_VALUES.add(values.values())
+        assert {k: bytes(v) for k, v in backend.list_values("refs/").items()} == {
+            k: v for k, v in values.items() if k.startswith("refs/")
+        }
+        self.raw_put(backend, "refs/t/0", values["refs/t/1"])  # another value seen before
+        self.raw_put(backend, "refs/t/1", b"never seen\n")
+        self.raw_put(backend, "refs/t/2", values["refs/t/2"][:-1])  # same digits, one byte less
+        got = {k: bytes(v) for k, v in backend.list_values("refs/t/").items()}
+        assert got["refs/t/0"] == values["refs/t/1"]
+        assert got["refs/t/1"] == b"never seen\n"
+        assert got["refs/t/2"] == values["refs/t/2"][:-1]
+        assert got["refs/t/3"] == values["refs/t/3"]
+
+    def test_list_values_leaves_out_keys_deleted_after_listing(self, backend: Backend) -> None:
+        import secrets
+
+        keys = [f"refs/d/{i}" for i in range(12)]
+        values = {k: secrets.token_bytes(16) for k in keys}  # never seen: each must be read
+        for key, value in values.items():
+            backend.put(key, value)
+        deleted = keys[::3]
+        read = backend.get_many
+
+        def delete_then_read(wanted: Any) -> Any:
+            # runs between the listing and the reading: the keys are gone by the time they
+            # are read, as when another process deletes them at that moment
+            wanted = list(wanted)
+            for key in deleted:
+                backend.delete(key)
+            return read(wanted)
+
+        backend.get_many = delete_then_read  # type: ignore[method-assign]
+        try:
+            got = backend.list_values("refs/d/")
+        finally:
+            del backend.get_many
+        assert {k: bytes(v) for k, v in got.items()} == {
+            k: v for k, v in values.items() if k not in deleted
+        }
+
     # delete ------------------------------------------------------------------------------
 
     def test_delete(self, backend: Backend) -> None:

@@ -7,7 +7,6 @@ object as a whole; ``If-None-Match: *`` lets exactly one writer create a key; ``
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import time
@@ -88,17 +87,60 @@ def get_with_etag(fs: Any, path: str) -> tuple[bytes | None, str | None]:
 
 
 def get_many(fs: Any, paths: list[str]) -> list[Any]:
-    """Fetch ``paths`` concurrently (64 at a time); each result is bytes or the exception."""
-    from fsspec.asyn import sync
+    """Fetch ``paths`` concurrently on s3fs's event loop, one GET each; each result is the
+    bytes or the exception (``FileNotFoundError`` for a missing key).
 
-    async def fetch_all() -> list[Any]:
-        out: list[Any] = []
-        for i in range(0, len(paths), 64):
-            batch = [fs._cat_file(p) for p in paths[i : i + 64]]
-            out += await asyncio.gather(*batch, return_exceptions=True)
-        return out
+    ``fs.cat(paths)`` would expand glob characters (``*``, ``?``, ``[``), which ref names may
+    contain, and s3fs's ``_cat_file`` may ask for the size first (a HEAD); so each path is
+    one ``get_object``, retried like s3fs's own reads. At most fsspec's ``batch_size`` run
+    at once (the ``nofiles_gather_batch_size`` setting; aiobotocore's
+    ``max_pool_connections``, 10 unless configured, bounds the connections).
+    """
+    from fsspec.asyn import _run_coros_in_chunks, sync
 
-    return sync(fs.loop, fetch_all)
+    coros = [_get(fs, path) for path in paths]
+    return sync(
+        fs.loop,
+        _run_coros_in_chunks,
+        coros,
+        batch_size=fs.batch_size,
+        nofiles=True,
+        return_exceptions=True,
+    )
+
+
+async def _get(fs: Any, path: str) -> bytes:
+    bucket, key, _ = fs.split_path(path)
+
+    async def call_and_read() -> bytes:
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        try:
+            return await resp["Body"].read()
+        finally:
+            resp["Body"].close()
+
+    try:
+        from s3fs.core import _error_wrapper
+    except ImportError:  # an s3fs without it: the GET is retried, a broken body read is not
+        return await call_and_read()
+    return await _error_wrapper(call_and_read, retries=fs.retries)
+
+
+def known_value(info: dict[str, Any], recent: Any) -> bytes | None:
+    """The value of a listed key if its ETag shows it is one ``recent`` remembers.
+
+    The ETag of an object written by one plain PUT is the MD5 of its value; multipart uploads
+    (``"<md5>-<parts>"``) and SSE-KMS / SSE-C encrypted objects have other ETags, which match
+    nothing, so their values are read.
+    """
+    etag = info.get("ETag") or info.get("etag")
+    size = info.get("size")
+    if not isinstance(etag, str) or not isinstance(size, int):
+        return None
+    digest = etag.strip('"')
+    if len(digest) != 32:
+        return None
+    return recent.find_md5(digest.lower(), size)
 
 
 def swap(

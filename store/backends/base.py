@@ -9,7 +9,9 @@ several processes at once; each method documents what is atomic.
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -193,6 +195,15 @@ class Backend(abc.ABC):
                 continue
         return out
 
+    def list_values(self, prefix: str = "") -> dict[str, bytes | bytearray | memoryview]:
+        """``{key: value}`` for every key starting with ``prefix``, in no set order.
+
+        A key deleted between the listing and the reading of its value is left out. The
+        default lists, then calls :meth:`get_many`; a remote backend overrides it to save
+        round trips (S3 takes the values it already knows from the listing's ETags).
+        """
+        return self.get_many(self.list(prefix))
+
     def touch(self, key: str) -> None:  # noqa: B027 - optional hook
         """Set ``key``'s modification time to now (so ``gc``'s grace period counts from the
         latest writer that found it already present). The default does nothing."""
@@ -202,3 +213,76 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class RecentValues:
+    """Small values (refs) this process has read or written through any backend, findable by
+    their MD5 digest; thread-safe, bounded (the oldest half is forgotten when full).
+
+    S3 lists every key with its ETag, which for a value written by one plain PUT is the MD5 of
+    the value. A listed key whose ETag and size match a value remembered here holds that
+    value, so listing refs needs no GET for the values this process has already seen, on
+    this store or another one (pushing refs read from a local store to S3 checks them against
+    the destination's listing alone). Only the digest and size are trusted, never the key:
+    a value cannot be mistaken for another one unless two values collide in MD5 with the
+    same size.
+    """
+
+    def __init__(self, max_count: int = 1 << 15, max_size: int = 64) -> None:
+        self.max_count = max_count
+        self.max_size = max_size
+        # value -> its MD5 hex digest, or "" until a lookup needs it (hashing is deferred
+        # so that remembering values costs next to nothing on stores that never look up).
+        self._values: dict[bytes, str] = {}
+        self._by_md5: dict[str, bytes] = {}
+        self._unhashed: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def add(self, values: Iterable[bytes]) -> None:
+        """Remember ``values`` (those longer than ``max_size`` bytes are ignored)."""
+        new = [v for v in values if len(v) <= self.max_size and v not in self._values]
+        if not new:
+            return
+        with self._lock:
+            for value in new:
+                if value not in self._values:
+                    self._values[value] = ""
+                    self._unhashed.append(value)
+            if len(self._values) > self.max_count:
+                self._forget_oldest()
+
+    def find_md5(self, digest: str, size: int) -> bytes | None:
+        """The remembered value of ``size`` bytes whose MD5 hex digest is ``digest``."""
+        if self._unhashed:
+            self._hash_pending()
+        value = self._by_md5.get(digest)
+        return value if value is not None and len(value) == size else None
+
+    def clear(self) -> None:
+        """Forget every value."""
+        with self._lock:
+            self._values, self._by_md5, self._unhashed = {}, {}, []
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _hash_pending(self) -> None:
+        with self._lock:
+            for value in self._unhashed:
+                if value in self._values:
+                    digest = hashlib.md5(value, usedforsecurity=False).hexdigest()
+                    self._values[value] = digest
+                    self._by_md5[digest] = value
+            self._unhashed = []
+
+    def _forget_oldest(self) -> None:
+        # dicts keep insertion order: the first half holds the values remembered longest ago.
+        kept = list(self._values.items())[len(self._values) // 2 :]
+        self._values = dict(kept)
+        self._by_md5 = {digest: value for value, digest in kept if digest}
+        self._unhashed = [value for value, digest in kept if not digest]
+
+
+#: The process-wide :class:`RecentValues`: fed by :class:`store.refs.RefStore` with every ref
+#: value it reads or writes, consulted by backends whose listings carry content digests.
+RECENT_VALUES = RecentValues()

@@ -65,6 +65,7 @@ import xxhash
 from ..errors import InvalidKey, KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
 from . import _s3
 from .base import (
+    RECENT_VALUES,
     RESERVED_TOP_LEVEL,
     Backend,
     Buffers,
@@ -234,21 +235,37 @@ class FsspecBackend(Backend):
             raise KeyNotFound(key, self._url) from None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes | bytearray | memoryview]:
-        """Several values at once; on S3 the GETs run concurrently."""
+        """Several values at once, missing keys left out; on S3 the GETs run concurrently."""
         by_path = {self._path(k): k for k in keys}
         if not by_path:
             return {}
         if self._mode != "s3":
             return super().get_many(by_path.values())
         paths = list(by_path)
-        results = _s3.get_many(self.fs, paths)
         out: dict[str, bytes | bytearray | memoryview] = {}
-        for path, value in zip(paths, results, strict=True):
-            if isinstance(value, FileNotFoundError):
-                continue
+        for path, value in zip(paths, _s3.get_many(self.fs, paths), strict=True):
+            if isinstance(value, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+                continue  # deleted since it was listed: left out, as get would say KeyNotFound
             if isinstance(value, BaseException):
                 raise value
             out[by_path[path]] = value
+        return out
+
+    def list_values(self, prefix: str = "") -> dict[str, bytes | bytearray | memoryview]:
+        """``{key: value}`` under ``prefix``. On S3, one listing (a request per 1,000 keys)
+        gives every key's ETag: values :data:`~store.backends.base.RECENT_VALUES` knows by
+        that digest are not read again, the others are fetched concurrently."""
+        if self._mode != "s3":
+            return super().list_values(prefix)
+        unknown: list[str] = []
+        out: dict[str, bytes | bytearray | memoryview] = {}
+        for key, info in self._listing(prefix).items():
+            value = _s3.known_value(info, RECENT_VALUES)
+            if value is None:
+                unknown.append(key)
+            else:
+                out[key] = value
+        out.update(self.get_many(unknown))
         return out
 
     def exists(self, key: str) -> bool:
@@ -269,24 +286,28 @@ class FsspecBackend(Backend):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys starting with ``prefix``; only the prefix's directory is listed."""
+        return iter(self._listing(prefix))
+
+    def _listing(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """``{key: info}`` (fsspec's details: size, and on S3 the ETag) under ``prefix``."""
         validate_prefix(prefix)
         head, _, start = prefix.rpartition("/")
         if head.partition("/")[0] in RESERVED_TOP_LEVEL:
-            return iter(())
+            return {}
         base = self._prefix + head if head else self.root
         self._fresh(base)
         kwargs = {"prefix": start} if self._mode == "s3" and start else {}
         try:
-            paths = self.fs.find(base, **kwargs)
+            found = self.fs.find(base, detail=True, **kwargs)
         except (FileNotFoundError, NotADirectoryError):
-            return iter(())
+            return {}
         n = len(self._prefix)
-        keys = [p[n:] for p in paths if p.startswith(self._prefix)]
-        return iter(
-            k
-            for k in keys
+        listed = {p[n:]: info for p, info in found.items() if p.startswith(self._prefix)}
+        return {
+            k: info
+            for k, info in listed.items()
             if k.startswith(prefix) and k.partition("/")[0] not in RESERVED_TOP_LEVEL
-        )
+        }
 
     # writes ------------------------------------------------------------------------------
 

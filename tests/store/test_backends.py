@@ -376,3 +376,58 @@ def test_s3_server_ignoring_conditions_makes_conditional_writes_refuse(s3_withou
     assert not backend.exists("refs/x")
     backend.put("refs/x", b"plain puts still work")
     assert backend.get("refs/x") == b"plain puts still work"
+
+
+# -- RecentValues: small values remembered by content digest -----------------------------------
+
+
+def test_recent_values_are_found_by_md5_and_size():
+    import hashlib
+
+    from store.backends.base import RecentValues
+
+    recent = RecentValues(max_size=8)
+    recent.add([b"abc", b"abc", b"0123456789"])  # the last is too long to remember
+    assert len(recent) == 1
+    md5 = hashlib.md5(b"abc").hexdigest()
+    assert recent.find_md5(md5, 3) == b"abc"
+    assert recent.find_md5(md5, 4) is None  # a listed size that differs is another value
+    assert recent.find_md5(hashlib.md5(b"0123456789").hexdigest(), 10) is None
+    assert recent.find_md5("0" * 32, 3) is None
+    recent.clear()
+    assert recent.find_md5(md5, 3) is None
+
+
+def test_recent_values_forget_the_oldest_half_when_full():
+    import hashlib
+
+    from store.backends.base import RecentValues
+
+    recent = RecentValues(max_count=10)
+    values = [b"%d" % i for i in range(11)]
+    recent.add(values[:4])
+    assert recent.find_md5(hashlib.md5(b"0").hexdigest(), 1) == b"0"  # hashed before the purge
+    recent.add(values[4:])
+    assert len(recent) == 6
+    found = [v for v in values if recent.find_md5(hashlib.md5(v).hexdigest(), len(v))]
+    assert found == values[5:]
+
+
+@pytest.mark.s3
+def test_s3_get_many_is_one_get_per_key(s3_url, monkeypatch):
+    backend = FsspecBackend(s3_url)
+    keys = [f"refs/t/{i}" for i in range(30)]
+    for key in keys:
+        backend.put(key, key.encode())
+    counts: dict[str, int] = {}
+    send = backend.fs._call_s3
+
+    async def counting(method, *args, **kwargs):
+        counts[method] = counts.get(method, 0) + 1
+        return await send(method, *args, **kwargs)
+
+    monkeypatch.setattr(backend.fs, "_call_s3", counting)
+    backend.fs.invalidate_cache()  # nothing known about sizes: s3fs's cat_file would HEAD first
+    got = backend.get_many([*keys, "refs/t/missing"])
+    assert {k: bytes(v) for k, v in got.items()} == {k: k.encode() for k in keys}
+    assert counts == {"get_object": 31}
