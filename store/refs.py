@@ -10,8 +10,9 @@ from a stale value fails with :class:`store.errors.RefConflict` instead of overw
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-from .backends.base import Backend
+from .backends.base import RECENT_VALUES, Backend
 from .digest import Oid, is_oid, validate_oid
 from .errors import (
     CorruptRef,
@@ -87,7 +88,9 @@ def _validate_prefix(prefix: object) -> str:
 
 
 def _encode(oid: str) -> bytes:
-    return validate_oid(oid).encode("ascii") + b"\n"
+    data = validate_oid(oid).encode("ascii") + b"\n"
+    RECENT_VALUES.add((data,))
+    return data
 
 
 class RefStore:
@@ -108,13 +111,23 @@ class RefStore:
             raise CorruptRef(name, self.backend.url, data)
         return Oid(text)
 
+    def _decode_all(self, raw: dict[str, bytes | bytearray | memoryview]) -> dict[str, Oid]:
+        """``{name: oid}`` sorted by name from ``{backend key: value}``; values are remembered
+        (:data:`~store.backends.base.RECENT_VALUES`) so a listing of S3 need not read them."""
+        n = len(REFS_PREFIX)
+        out = {key[n:]: self._decode(key[n:], raw[key]) for key in sorted(raw)}
+        RECENT_VALUES.add(v if isinstance(v, bytes) else bytes(v) for v in raw.values())
+        return out
+
     def get(self, name: str) -> Oid:
         """The oid ``name`` points at; :class:`RefNotFound` (a ``KeyError``) if absent."""
         try:
             raw = self.backend.get(self._key(name))
         except KeyNotFound:
             raise RefNotFound(name, self.backend.url) from None
-        return self._decode(name, raw)
+        oid = self._decode(name, raw)
+        RECENT_VALUES.add((bytes(raw),))
+        return oid
 
     def _get_or_none(self, name: str) -> str | None:
         try:
@@ -174,12 +187,21 @@ class RefStore:
     def list(self, prefix: str = "") -> dict[str, Oid]:
         """``{name: oid}`` for every ref starting with ``prefix`` (a name prefix such as
         ``"experiments/x/trials/"``), sorted by name. A ref deleted while listing is left
-        out; a corrupt one raises :class:`CorruptRef` naming it."""
-        names = self.names(prefix)
-        raw = self.backend.get_many([REFS_PREFIX + n for n in names])
-        out: dict[str, Oid] = {}
-        for name in names:
-            value = raw.get(REFS_PREFIX + name)
-            if value is not None:
-                out[name] = self._decode(name, value)
-        return out
+        out; a corrupt one raises :class:`CorruptRef` naming it.
+
+        One listing and one bulk read (:meth:`Backend.list_values`): on S3 the values are
+        fetched concurrently, and those this process has already seen are known from the
+        listing's ETags without being read."""
+        _validate_prefix(prefix)
+        try:
+            raw = self.backend.list_values(REFS_PREFIX + prefix)
+        except InvalidKey as exc:
+            raise InvalidRefName(prefix, exc.reason) from None
+        return self._decode_all(raw)
+
+    def get_many(self, names: Iterable[str]) -> dict[str, Oid]:
+        """``{name: oid}`` of those of ``names`` that exist, sorted by name (read concurrently
+        on S3); :class:`InvalidRefName` for an invalid name, :class:`CorruptRef` for a
+        corrupt ref."""
+        keys = [self._key(name) for name in names]
+        return self._decode_all(self.backend.get_many(keys))

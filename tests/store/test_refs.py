@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import threading
+
 import pytest
 
+from store.backends.base import RECENT_VALUES
 from store.digest import Oid
 from store.errors import (
     InvalidOid,
@@ -255,3 +259,141 @@ def test_read_only_refs_refuse_writes(backend_factory):
         with pytest.raises(ReadOnlyStore):
             write()
     assert refs.list() == {"r": A}
+
+
+# -- bulk reads: list and get_many ---------------------------------------------------------------
+
+
+def _oid(i):
+    return Oid(f"{i:032x}")
+
+
+def test_list_equals_reading_each_ref(refs, backend):
+    for i in range(40):
+        refs.set(f"experiments/x/trials/{i}", _oid(i))
+    refs.set("experiments/x/trials/a*b[1]", A)  # glob characters are plain characters in names
+    backend.put("refs/written/around", B.encode() + b"\n")
+    for prefix in ("", "experiments/x/trials/", "experiments/x/trials/1", "written/"):
+        RECENT_VALUES.clear()  # read every value (on S3: concurrently)
+        cold = refs.list(prefix)
+        warm = refs.list(prefix)  # on S3: values known from the listing's ETags
+        sequential = {name: refs.get(name) for name in refs.names(prefix)}
+        assert cold == warm == sequential
+        assert list(cold) == sorted(cold)
+    assert refs.list("experiments/x/trials/a*")["experiments/x/trials/a*b[1]"] == A
+
+
+def test_list_sees_refs_changed_around_it_after_reading_them(refs, backend):
+    for i in range(5):
+        refs.set(f"t/{i}", _oid(i))
+    assert refs.list("t/")["t/0"] == _oid(0)
+    backend.put("refs/t/0", _oid(99).encode() + b"\n")  # never seen by this process
+    backend.put("refs/t/1", _oid(2).encode() + b"\n")  # another ref's value
+    backend.delete("refs/t/4")
+    assert refs.list("t/") == {"t/0": _oid(99), "t/1": _oid(2), "t/2": _oid(2), "t/3": _oid(3)}
+
+
+def test_list_reports_a_ref_corrupted_after_it_was_read(refs, backend):
+    for i in range(5):
+        refs.set(f"t/{i}", _oid(i))
+    refs.list("t/")
+    backend.put("refs/t/3", b"z" * 32 + b"\n")  # right size, not an oid
+    with pytest.raises(CorruptRef) as info:
+        refs.list("t/")
+    assert info.value.ref == "t/3"
+    assert info.value.content == b"z" * 32 + b"\n"
+
+
+def test_list_tolerates_refs_deleted_while_listing(refs, backend):
+    values = {f"t/{i:02}": _oid(i) for i in range(30)}
+    for name, oid in values.items():
+        refs.set(name, oid)
+    errors = []
+
+    def delete_all():
+        try:
+            for name in values:
+                refs.delete(name)
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    deleter = threading.Thread(target=delete_all)
+    deleter.start()
+    listings = []
+    while deleter.is_alive() or not listings:
+        RECENT_VALUES.clear()  # make every listing read the values it lists
+        listings.append(refs.list("t/"))
+    deleter.join()
+    assert errors == []
+    for listed in listings:
+        assert listed.items() <= values.items()
+    assert refs.list("t/") == {}
+
+
+def test_get_many_reads_existing_refs(refs, backend):
+    refs.set("t/1", A)
+    refs.set("t/2", B)
+    assert refs.get_many(["t/2", "t/1", "t/missing"]) == {"t/1": A, "t/2": B}
+    assert list(refs.get_many(["t/2", "t/1"])) == ["t/1", "t/2"]
+    assert refs.get_many([]) == {}
+    with pytest.raises(InvalidRefName):
+        refs.get_many(["t/1", "bad//name"])
+    backend.put("refs/t/2", b"garbage")
+    with pytest.raises(CorruptRef, match="'t/2'"):
+        refs.get_many(["t/1", "t/2"])
+
+
+@pytest.mark.s3
+def test_s3_list_reads_only_values_it_has_not_seen(s3_url, monkeypatch):
+    """Listing 1 + n refs on S3: one LIST, then a GET per value this process has not seen."""
+    from store.backends import FsspecBackend
+
+    backend = FsspecBackend(s3_url)
+    requests = _count_requests(backend, monkeypatch)
+    refs = RefStore(backend)
+    for i in range(20):
+        backend.put(f"refs/t/{i}", _oid(i).encode() + b"\n")  # around the RefStore: unseen
+    RECENT_VALUES.clear()
+    requests.clear()
+    assert refs.list("t/") == {f"t/{i}": _oid(i) for i in sorted(range(20), key=str)}
+    assert (requests["list_objects_v2"], requests["get_object"]) == (1, 20)
+    requests.clear()
+    refs.list("t/")
+    assert (requests["list_objects_v2"], requests["get_object"]) == (1, 0)
+    backend.put("refs/t/5", _oid(500).encode() + b"\n")
+    requests.clear()
+    assert refs.list("t/")["t/5"] == _oid(500)
+    assert requests["get_object"] == 1
+
+
+@pytest.mark.s3
+def test_s3_list_recognises_values_read_from_another_store(s3_url, tmp_path, monkeypatch):
+    """What makes a second push cheap: the source's refs, read locally, are recognised in the
+    destination's listing without reading them there."""
+    from store.backends import FsspecBackend, LocalBackend
+
+    s3 = FsspecBackend(s3_url)
+    for i in range(10):
+        s3.put(f"refs/t/{i}", _oid(i).encode() + b"\n")
+    local = RefStore(LocalBackend(tmp_path / "local"))
+    for i in range(10):
+        local.backend.put(f"refs/t/{i}", _oid(i).encode() + b"\n")
+    RECENT_VALUES.clear()
+    expected = local.list("t/")
+    requests = _count_requests(s3, monkeypatch)
+    assert RefStore(s3).list("t/") == expected
+    assert requests["get_object"] == 0
+
+
+def _count_requests(backend, monkeypatch):
+    """Count the S3 requests ``backend`` sends, by operation name (until the test ends: the
+    filesystem object is shared by every backend with the same options)."""
+    counts = collections.Counter()
+    send = backend.fs._call_s3
+
+    async def counting(method, *args, **kwargs):
+        counts[method] += 1
+        return await send(method, *args, **kwargs)
+
+    monkeypatch.setattr(backend.fs, "_call_s3", counting)
+    return counts
