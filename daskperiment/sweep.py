@@ -435,14 +435,13 @@ class Sweep:
         futures = client.get(graph, list(by_key), sync=False, **kwargs)
         bar = self._distributed_progress(futures)
         try:
-            for future in as_completed(futures):
-                try:
-                    outcome = future.result()
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as exc:  # noqa: BLE001 - KilledWorker, CancelledError, ...
-                    outcome = exc
-                self._finish(by_key[future.key], outcome)
+            # Results are fetched by the client's event loop as tasks finish, not one
+            # blocking round trip per trial from here.
+            done = as_completed(futures, with_results=True, raise_errors=False)
+            for future, result in done:
+                if future.status == "error":
+                    result = result[1]  # (type, exception, traceback): KilledWorker, ...
+                self._finish(by_key[future.key], result)
                 future.release()
         finally:
             pending = [f for f in futures if not f.done()]
