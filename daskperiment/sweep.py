@@ -25,7 +25,12 @@ Seeds: ``seed=`` is a *sweep seed*: trial ``i`` (0-based, in sweep order) gets
 :func:`derive_seed(seed, i) <derive_seed>`, the same on every machine; ``seeds=`` gives each
 trial's seed explicitly (to rerun recorded trials); with neither, each trial draws one.
 Each trial's seed is recorded, and rerunning with it reproduces the trial under any
-scheduler (steps seed ``random`` and numpy before they run, wherever they run).
+scheduler (steps seed ``random`` and numpy before they run, wherever they run). Those
+generators are one per process, so each process runs one step of a sweep at a time (a lock
+around every task): several steps at once in one process's threads would draw from each
+other's seeds. Parallelism therefore comes from processes (a ``distributed.Client``,
+``scheduler="processes"``); ``one_step_per_process=False`` lifts the lock for steps that
+draw from no global generator.
 """
 
 from __future__ import annotations
@@ -146,18 +151,29 @@ class Failure:
         return f"Failure({self.description})"
 
 
+#: Held while a guarded task runs, when the sweep asks for one step at a time per process.
+_STEP_LOCK = threading.Lock()
+_HOLDING = threading.local()
+
+
 class Guarded:
     """Task function running one original task; an exception becomes a :class:`Failure`,
-    and a Failure among the inputs is passed on without running anything."""
+    and a Failure among the inputs is passed on without running anything.
 
-    __slots__ = ("task", "deps")
+    ``exclusive``: run under this process's step lock. Python's ``random`` and numpy's global
+    generator are one per process; a step seeds them and then draws, so two steps running at
+    once in one process's threads would draw from each other's seeds.
+    """
 
-    def __init__(self, task: Task) -> None:
+    __slots__ = ("task", "deps", "exclusive")
+
+    def __init__(self, task: Task, exclusive: bool = False) -> None:
         self.task = task
         self.deps = sorted(task.dependencies, key=str)
+        self.exclusive = exclusive
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Guarded, (self.task,))
+        return (Guarded, (self.task, self.exclusive))
 
     def __repr__(self) -> str:
         return f"Guarded({self.task.key!r})"
@@ -167,18 +183,25 @@ class Guarded:
             if type(value) is Failure:
                 return value
         try:
-            return self.task(dict(zip(self.deps, values, strict=True)))
+            if not self.exclusive:
+                return self.task(dict(zip(self.deps, values, strict=True)))
+            with _STEP_LOCK:
+                _HOLDING.active = True
+                try:
+                    return self.task(dict(zip(self.deps, values, strict=True)))
+                finally:
+                    _HOLDING.active = False
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure
             text = "".join(traceback.format_exception(exc))
             return Failure(describe_exception(exc), text, time.time())
 
 
-def guard(graph: Mapping[Any, GraphNode]) -> dict[Any, GraphNode]:
+def guard(graph: Mapping[Any, GraphNode], exclusive: bool = False) -> dict[Any, GraphNode]:
     """``graph`` with every task guarded (data nodes and aliases pass values through)."""
     out: dict[Any, GraphNode] = {}
     for key, node in graph.items():
         if isinstance(node, Task):
-            wrapped = Guarded(node)
+            wrapped = Guarded(node, exclusive)
             node = Task(key, wrapped, *(TaskRef(d) for d in wrapped.deps))
         out[key] = node
     return out
@@ -220,7 +243,9 @@ class SweepTrial(TrialRun):
         self.started_at = time.time()
         self._failure: Failure | None = None
 
-    def start(self, st: store.Store, token: str) -> tuple[dict[Any, GraphNode], Any]:
+    def start(
+        self, st: store.Store, token: str, exclusive: bool = False
+    ) -> tuple[dict[Any, GraphNode], Any]:
         """Allocate the trial and build its guarded graph; returns it and its last key."""
         ex = self.ex
         self.base = self._base_record(st)
@@ -242,7 +267,7 @@ class SweepTrial(TrialRun):
         ex._note_environment(self.base["environment"].oid, self._env)
         context = TrialContext(ex.id, self.trial_id, self.seed, ex._handle, self.use_cache)
         graph, keys = self.graph.build(self.values, context)
-        graph = guard(cache.prepare(st, ex.id, graph, keys, context))
+        graph = guard(cache.prepare(st, ex.id, graph, keys, context), exclusive)
         last = f"trial-{self.trial_id}-{token}"
         graph[last] = Task(last, _gather, *(TaskRef(k) for k in keys))
         return graph, last
@@ -309,8 +334,11 @@ class Sweep:
         use_cache: bool = True,
         progress: bool | None = None,
         dask_kwargs: Mapping[str, Any] | None = None,
+        one_step_per_process: bool = True,
     ) -> None:
         self.ex = ex
+        # A sweep started from inside a step already holds its process's step lock.
+        self.exclusive = one_step_per_process and not getattr(_HOLDING, "active", False)
         self.token = uuid.uuid4().hex[:12]
         n = len(param_sets)
         # Every trial resolves its parameters here, before any of them is allocated.
@@ -357,7 +385,7 @@ class Sweep:
         by_key: dict[Any, SweepTrial] = {}
         for t in self.trials:
             try:
-                trial_graph, last = t.start(st, self.token)
+                trial_graph, last = t.start(st, self.token, self.exclusive)
             except Exception as exc:
                 if t.trial_id is None:  # nothing allocated: the store itself is failing
                     raise
@@ -498,11 +526,14 @@ def run_sweep(
     progress: bool | None = None,
     verbose: bool = False,
     cache: bool = True,
+    one_step_per_process: bool = True,
     **dask_kwargs: Any,
 ) -> pd.DataFrame:
     """Run one trial of ``result`` per parameter set, concurrently; their history rows.
 
     See :meth:`daskperiment.Experiment.sweep` and the module docstring.
+    ``one_step_per_process=False`` lets a process's threads run several steps at once: only
+    for steps that draw no random numbers from ``random`` or numpy's global generator.
     """
     if not isinstance(result, Delayed):
         raise TypeError(
@@ -513,7 +544,17 @@ def run_sweep(
         seed = ex._default_seed
     chosen = trial_seeds(len(param_sets), seed, seeds)
     sweep_seed = seeding.validate_seed(seed) if seed is not None and seeds is None else None
-    run = Sweep(ex, result, param_sets, chosen, sweep_seed, cache, progress, dask_kwargs)
+    run = Sweep(
+        ex,
+        result,
+        param_sets,
+        chosen,
+        sweep_seed,
+        cache,
+        progress,
+        dask_kwargs,
+        one_step_per_process,
+    )
     try:
         ids = run.run()
     finally:

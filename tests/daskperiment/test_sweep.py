@@ -133,6 +133,24 @@ def test_seeds_derived_given_or_drawn(tmp_path: Path, dp_log: Any) -> None:
     assert derive_seed(42, 0) == 1073144562
 
 
+def test_threads_never_mix_the_seeds_of_concurrent_trials(tmp_path: Path) -> None:
+    """Steps of different trials share one process on the threaded scheduler, and with it
+    numpy's global generator: a step that seeds, yields the GIL and then draws must still
+    draw from its own trial's seed."""
+    ex = experiment(tmp_path)
+    a = ex.parameter("a")
+
+    @ex.result
+    def draw(a):
+        time.sleep(0.05)  # another trial's step would run (and seed) here
+        return float(np.random.random())
+
+    rows = ex.sweep(draw(a), grid={"a": list(range(6))}, seed=11, scheduler="threads")
+
+    seeds = [derive_seed(11, i) for i in range(6)]
+    assert list(rows["Result"]) == [np.random.RandomState(s).random_sample() for s in seeds]
+
+
 def test_mistakes_are_reported_before_any_trial_id_is_used(tmp_path: Path) -> None:
     ex = experiment(tmp_path)
     result = build(ex)
@@ -376,8 +394,10 @@ def test_a_killed_worker_fails_its_trial_only(tmp_path: Path, client: Any) -> No
         return a
 
     outcome: dict[str, Any] = {}
+    # A seceded step still holds its process's step lock: lift it (no step draws numbers).
+    grid = {"a": [1, 2, 0, 3, 4]}
     thread = threading.Thread(
-        target=lambda: outcome.update(rows=ex.sweep(work(a), grid={"a": [1, 2, 0, 3, 4]}))
+        target=lambda: outcome.update(rows=ex.sweep(work(a), grid=grid, one_step_per_process=False))
     )
     thread.start()
     victim, others = 3, [1, 2, 4, 5]  # a=0 is the third trial
