@@ -20,9 +20,11 @@ Importing this module needs pytest (a test dependency); the store itself never i
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -45,6 +47,23 @@ BAD_KEYS = [
     "tmp/x",
     "locks/x",
 ]
+
+
+@contextmanager
+def count_s3_requests(backend: Any) -> Iterator[collections.Counter[str]]:
+    """Count the requests an S3 :class:`~store.backends.fsspec.FsspecBackend` sends inside the
+    block, by operation name (``"GetObject"``, ``"HeadObject"``, ``"ListObjectsV2"``, ...)."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+
+    events = backend.fs.s3.meta.events
+    events.register("before-call.s3", count)
+    try:
+        yield counts
+    finally:
+        events.unregister("before-call.s3", count)
 
 
 class _Unreadable:

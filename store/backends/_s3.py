@@ -16,6 +16,10 @@ from ..errors import LockTimeout
 
 #: Values larger than this go up as a multipart upload in parts of this size.
 SINGLE_PUT = 64 * 2**20
+#: ``put_if_absent`` of a value up to this size is one conditional PUT, without an existence
+#: check first (S3 refuses the PUT if the key exists); larger ones are checked first so that
+#: finding the key present uploads nothing.
+SMALL_PUT = 64 * 2**10
 # Error codes meaning "the value changed between our read and our conditional write".
 _CAS_RETRY_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
 _PRECONDITION_CODES = {"PreconditionFailed", "412"}
@@ -65,6 +69,17 @@ def put(fs: Any, path: str, views: list[memoryview], cond: dict[str, str]) -> No
             raise
     finally:
         fs.invalidate_cache(path)
+
+
+def head(fs: Any, path: str) -> dict[str, Any] | None:
+    """The object's HEAD response (``ContentLength``, ``LastModified``, ``ETag``), or None
+    if there is no such object. One request: s3fs's ``info``/``isfile`` follow a 404 with a
+    listing (is it a directory?), which doubles the cost of every check for an absent key."""
+    bucket, key, _ = fs.split_path(path)
+    try:
+        return fs.call_s3("head_object", Bucket=bucket, Key=key)
+    except FileNotFoundError:
+        return None
 
 
 def get_with_etag(fs: Any, path: str) -> tuple[bytes | None, str | None]:

@@ -270,11 +270,18 @@ class FsspecBackend(Backend):
 
     def exists(self, key: str) -> bool:
         path = self._path(key)
+        if self._mode == "s3":
+            return _s3.head(self.fs, path) is not None
         self._fresh(path)
         return self.fs.isfile(path)
 
     def stat(self, key: str) -> KeyInfo:
         path = self._path(key)
+        if self._mode == "s3":
+            resp = _s3.head(self.fs, path)
+            if resp is None:
+                raise KeyNotFound(key, self._url)
+            return KeyInfo(key, int(resp["ContentLength"]), resp["LastModified"].timestamp())
         self._fresh(path)
         try:
             info = self.fs.info(path)
@@ -329,9 +336,10 @@ class FsspecBackend(Backend):
         path = self._path(key)
         self._check_writable()
         self._require_atomic("create a key if absent")
-        if self.exists(key):
-            return False  # the common dedup case costs one existence check
         views = as_views(data)
+        small = self._mode == "s3" and sum(v.nbytes for v in views) <= _s3.SMALL_PUT
+        if not small and self.exists(key):
+            return False  # the common dedup case costs one existence check
         with self._writing(key):
             if self._mode == "s3":
                 try:

@@ -18,7 +18,7 @@ import pytest
 
 from store.backends import FsspecBackend, LocalBackend, MemoryBackend
 from store.errors import InvalidKey, NotAtomic, ReadOnlyStore, StoreNotFound
-from store.testing import BackendContract
+from store.testing import BackendContract, count_s3_requests
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -414,20 +414,46 @@ def test_recent_values_forget_the_oldest_half_when_full():
 
 
 @pytest.mark.s3
-def test_s3_get_many_is_one_get_per_key(s3_url, monkeypatch):
+def test_s3_get_many_is_one_get_per_key(s3_url):
     backend = FsspecBackend(s3_url)
     keys = [f"refs/t/{i}" for i in range(30)]
     for key in keys:
         backend.put(key, key.encode())
-    counts: dict[str, int] = {}
-    send = backend.fs._call_s3
-
-    async def counting(method, *args, **kwargs):
-        counts[method] = counts.get(method, 0) + 1
-        return await send(method, *args, **kwargs)
-
-    monkeypatch.setattr(backend.fs, "_call_s3", counting)
     backend.fs.invalidate_cache()  # nothing known about sizes: s3fs's cat_file would HEAD first
-    got = backend.get_many([*keys, "refs/t/missing"])
+    with count_s3_requests(backend) as requests:
+        got = backend.get_many([*keys, "refs/t/missing"])
     assert {k: bytes(v) for k, v in got.items()} == {k: k.encode() for k in keys}
-    assert counts == {"get_object": 31}
+    assert requests == {"GetObject": 31}
+
+
+@pytest.mark.s3
+def test_s3_existence_checks_are_one_request(s3_url):
+    backend = FsspecBackend(s3_url)
+    backend.put("objects/ab/cd", b"value")
+    for check in (
+        lambda: backend.exists("objects/ab/missing"),
+        lambda: backend.exists("objects/ab"),  # a "directory": not a key, and not listed
+        lambda: backend.exists("objects/ab/cd"),
+        lambda: backend.stat("objects/ab/cd"),
+    ):
+        with count_s3_requests(backend) as requests:
+            check()
+        assert requests == {"HeadObject": 1}
+    assert backend.stat("objects/ab/cd").size == 5
+
+
+@pytest.mark.s3
+def test_s3_put_if_absent_of_a_small_value_is_one_conditional_put(s3_url, monkeypatch):
+    import store.backends._s3 as s3ops
+
+    monkeypatch.setattr(s3ops, "SMALL_PUT", 10)
+    backend = FsspecBackend(s3_url)
+    assert backend.atomic_put_if_absent  # the one-off probe of conditional writes, done
+    with count_s3_requests(backend) as requests:
+        assert backend.put_if_absent("refs/r", b"0123456789") is True
+        assert backend.put_if_absent("refs/r", b"other") is False  # S3 refused it: 412
+    assert requests == {"PutObject": 2}
+    with count_s3_requests(backend) as requests:
+        assert backend.put_if_absent("refs/r", b"larger than SMALL_PUT") is False
+    assert requests == {"HeadObject": 1}  # present: nothing uploaded
+    assert bytes(backend.get("refs/r")) == b"0123456789"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import threading
 
 import pytest
@@ -18,6 +17,7 @@ from store.errors import (
     RefNotFound,
 )
 from store.refs import CorruptRef, RefStore, validate_ref_name
+from store.testing import count_s3_requests
 
 A = Oid("a" * 32)
 B = Oid("b" * 32)
@@ -344,56 +344,40 @@ def test_get_many_reads_existing_refs(refs, backend):
 
 
 @pytest.mark.s3
-def test_s3_list_reads_only_values_it_has_not_seen(s3_url, monkeypatch):
-    """Listing 1 + n refs on S3: one LIST, then a GET per value this process has not seen."""
+def test_s3_list_reads_only_values_it_has_not_seen(s3_url):
+    """Listing refs on S3: one LIST, then a GET per value this process has not seen."""
     from store.backends import FsspecBackend
 
     backend = FsspecBackend(s3_url)
-    requests = _count_requests(backend, monkeypatch)
     refs = RefStore(backend)
     for i in range(20):
         backend.put(f"refs/t/{i}", _oid(i).encode() + b"\n")  # around the RefStore: unseen
     RECENT_VALUES.clear()
-    requests.clear()
-    assert refs.list("t/") == {f"t/{i}": _oid(i) for i in sorted(range(20), key=str)}
-    assert (requests["list_objects_v2"], requests["get_object"]) == (1, 20)
-    requests.clear()
-    refs.list("t/")
-    assert (requests["list_objects_v2"], requests["get_object"]) == (1, 0)
+    with count_s3_requests(backend) as requests:
+        assert refs.list("t/") == {f"t/{i}": _oid(i) for i in sorted(range(20), key=str)}
+    assert requests == {"ListObjectsV2": 1, "GetObject": 20}
+    with count_s3_requests(backend) as requests:
+        refs.list("t/")
+    assert requests == {"ListObjectsV2": 1}
     backend.put("refs/t/5", _oid(500).encode() + b"\n")
-    requests.clear()
-    assert refs.list("t/")["t/5"] == _oid(500)
-    assert requests["get_object"] == 1
+    with count_s3_requests(backend) as requests:
+        assert refs.list("t/")["t/5"] == _oid(500)
+    assert requests == {"ListObjectsV2": 1, "GetObject": 1}
 
 
 @pytest.mark.s3
-def test_s3_list_recognises_values_read_from_another_store(s3_url, tmp_path, monkeypatch):
+def test_s3_list_recognises_values_read_from_another_store(s3_url, tmp_path):
     """What makes a second push cheap: the source's refs, read locally, are recognised in the
     destination's listing without reading them there."""
     from store.backends import FsspecBackend, LocalBackend
 
     s3 = FsspecBackend(s3_url)
-    for i in range(10):
-        s3.put(f"refs/t/{i}", _oid(i).encode() + b"\n")
     local = RefStore(LocalBackend(tmp_path / "local"))
     for i in range(10):
+        s3.put(f"refs/t/{i}", _oid(i).encode() + b"\n")
         local.backend.put(f"refs/t/{i}", _oid(i).encode() + b"\n")
     RECENT_VALUES.clear()
     expected = local.list("t/")
-    requests = _count_requests(s3, monkeypatch)
-    assert RefStore(s3).list("t/") == expected
-    assert requests["get_object"] == 0
-
-
-def _count_requests(backend, monkeypatch):
-    """Count the S3 requests ``backend`` sends, by operation name (until the test ends: the
-    filesystem object is shared by every backend with the same options)."""
-    counts = collections.Counter()
-    send = backend.fs._call_s3
-
-    async def counting(method, *args, **kwargs):
-        counts[method] += 1
-        return await send(method, *args, **kwargs)
-
-    monkeypatch.setattr(backend.fs, "_call_s3", counting)
-    return counts
+    with count_s3_requests(s3) as requests:
+        assert RefStore(s3).list("t/") == expected
+    assert requests == {"ListObjectsV2": 1}
