@@ -43,6 +43,12 @@ Temp files exist only for filesystems written by temp + rename. An S3 multipart 
 off by a killed process never becomes visible, but S3 keeps (and bills) its parts until it is
 aborted: configure an AbortIncompleteMultipartUpload lifecycle rule on the bucket. Large S3 values may be read with concurrent ranged
 GETs; objects never change once written, so that is safe for them.
+
+S3 round trips: ``exists`` and ``stat`` are one HEAD; ``put_if_absent`` of a small value is
+one conditional PUT; ``get_many`` runs its GETs concurrently on s3fs's event loop (as many at
+once as aiobotocore's ``max_pool_connections`` allows: 10 unless ``config_kwargs`` raise it);
+``list_values`` (how refs are listed) takes every key's ETag from the listing and reads only
+the values :data:`~store.backends.base.RECENT_VALUES` does not know by that digest.
 """
 
 from __future__ import annotations
