@@ -479,26 +479,36 @@ class Sweep:
                 bar.join(timeout=1.0)
 
     def _distributed_progress(self, futures: list[Any]) -> threading.Thread | None:
-        """distributed's progress bar: a widget in a notebook, text in a terminal (run in a
-        thread there, as it blocks until the futures are done)."""
+        """distributed's progress bar: a widget in a notebook with ipywidgets, else text (run
+        in a thread, as it blocks until the futures are done). Never fails the sweep."""
         if not self.progress:
             return None
-        from distributed import progress
+        try:
+            from distributed import progress
 
-        if _in_notebook():
-            from IPython.display import display
+            if _in_notebook() and _has_module("ipywidgets"):
+                from IPython.display import display
 
-            display(progress(futures, notebook=True))
+                display(progress(futures, notebook=True))
+                return None
+            thread = threading.Thread(
+                target=progress,
+                args=(futures,),
+                kwargs={"notebook": False},
+                name="daskperiment-sweep-progress",
+                daemon=True,
+            )
+            thread.start()
+            return thread
+        except Exception as exc:  # noqa: BLE001 - a progress bar is not worth a sweep
+            logger.debug("no progress bar: %s", exc)
             return None
-        thread = threading.Thread(
-            target=progress,
-            args=(futures,),
-            kwargs={"notebook": False},
-            name="daskperiment-sweep-progress",
-            daemon=True,
-        )
-        thread.start()
-        return thread
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def _in_notebook() -> bool:
