@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ import daskperiment
 import store
 from daskperiment.errors import ParameterUndefined, UnknownParameter
 from daskperiment.sweep import derive_seed
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def build(ex: Any) -> Any:
@@ -288,6 +291,50 @@ def test_sweep_runs_on_the_active_client(tmp_path: Path, client: Any, capsys: An
     # The dashboard groups tasks by key prefix: the steps' names
     prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert {"prepare", "score", "trial"} <= set(prefixes)
+
+
+def test_progress_bars_in_a_notebook(tmp_path: Path, client: Any) -> None:
+    """In a real Jupyter kernel: distributed's bar on the Client (its text form where
+    ipywidgets is missing) and dask's ProgressBar on the threaded scheduler, shown by default."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    sources = [
+        f"""
+        import logging
+        import daskperiment
+        from distributed import Client
+        logging.getLogger("daskperiment").setLevel(logging.WARNING)
+        client = Client({client.scheduler.address!r})
+        ex = daskperiment.Experiment("notebook_pj", backend={str(tmp_path / "store")!r})
+        a = ex.parameter("a")
+
+        @ex.result
+        def double(a):
+            return 2 * a
+        """,
+        "on_cluster = ex.sweep(double(a), grid={'a': [1, 2, 3]})",
+        "on_threads = ex.sweep(double(a), grid={'a': [4]}, scheduler='threads')",
+        "print(list(on_cluster['Result']), list(on_threads['Result'])); client.close()",
+    ]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(textwrap.dedent(src)) for src in sources]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    runner = nbclient.NotebookClient(
+        notebook, timeout=120, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    with runner.setup_kernel(env=env):
+        for index, cell in enumerate(notebook.cells):
+            runner.execute_cell(cell, index)
+
+    def text(cell: Any) -> str:
+        assert all(o["output_type"] != "error" for o in cell.outputs), cell.outputs
+        return "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")
+
+    assert "100% Completed" in text(notebook.cells[1])
+    assert "100% Completed" in text(notebook.cells[2])
+    assert text(notebook.cells[3]).strip() == "[2, 4, 6] [8]"
 
 
 def test_workers_write_persisted_outputs_and_send_only_digests(tmp_path: Path, client: Any) -> None:
