@@ -678,9 +678,25 @@ def _token(experiment_id: str, target: Any) -> str:
 _EXIT_FLUSH: weakref.WeakSet[Experiment] = weakref.WeakSet()
 
 
+_EXIT_FLUSH_REGISTERED = False
+
+
 def _register_exit_flush(ex: Experiment) -> None:
-    if not _EXIT_FLUSH:
-        atexit.register(_flush_all)
+    global _EXIT_FLUSH_REGISTERED
+    if not _EXIT_FLUSH_REGISTERED:
+        _EXIT_FLUSH_REGISTERED = True
+        # Remote stores (s3fs/aiohttp) need concurrent.futures executors, which shut down in
+        # threading's exit hooks, before atexit handlers run: flushing from an atexit handler
+        # would fail on S3 and lose the last rows of the history index. Register with the
+        # same hook list concurrent.futures uses, so this flush runs before that shutdown
+        # (hooks run last-registered first, and this one is registered after theirs).
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is None:
+                raise RuntimeError("no threading exit hooks")
+            register(_flush_all)
+        except RuntimeError:  # interpreter already shutting down, or no such hook
+            atexit.register(_flush_all)
     _EXIT_FLUSH.add(ex)
 
 
@@ -688,5 +704,10 @@ def _flush_all() -> None:
     for ex in list(_EXIT_FLUSH):
         try:
             ex._flush_index()
-        except Exception:  # noqa: BLE001 - at exit nothing can be reported usefully
-            pass
+        except Exception as exc:  # noqa: BLE001 - the index is derived data; records are safe
+            logger.warning(
+                "Could not update the history index of %s at exit (%s); the trial records "
+                "are stored and get_history() reads them",
+                ex.id,
+                exc,
+            )
