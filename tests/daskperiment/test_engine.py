@@ -532,3 +532,14 @@ def test_a_writer_adds_rows_the_index_lacks() -> None:
     ex.get_history()
     ex._flush_index()
     assert sorted(history.HistoryReader(ex.id)._load_index(st)) == [1, 2, 3]
+
+
+def test_history_times_print_to_the_microsecond_like_the_seed() -> None:
+    ex = memory_experiment("times_pj")
+    s = two_steps(ex)
+    ex.set_parameters(a=1, b=2)
+    s.compute()
+    process_time = ex.get_history()["Process Time"]
+    assert process_time.dtype.kind == "m"
+    assert (process_time.dt.nanoseconds == 0).all()
+    assert len(str(process_time.iloc[0]).rsplit(".", 1)[1]) == 6  # 00:00:00.014183
