@@ -8,7 +8,7 @@ metric is one read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 class MetricBuffer:
     """Points of every metric key saved by one running step, in memory."""
 
-    __slots__ = ("_points",)
+    __slots__ = ("_points", "on_first_point")
 
-    def __init__(self) -> None:
+    def __init__(self, on_first_point: Callable[[], None] | None = None) -> None:
         self._points: dict[str, tuple[list, list]] = {}
+        #: Called once, just before the first point is kept (the running step's live view
+        #: starts there, so steps that save no metrics cost the live thread nothing).
+        self.on_first_point = on_first_point
 
     def add(self, key: str, epoch: Any, value: Any) -> None:
         """Append one point (no conversion here: that happens once, when the step ends)."""
@@ -31,6 +34,9 @@ class MetricBuffer:
         if points is None:
             if not isinstance(key, str):
                 raise TypeError(f"metric key must be a str, got {key!r}")
+            if self.on_first_point is not None:
+                hook, self.on_first_point = self.on_first_point, None
+                hook()
             points = self._points[key] = ([], [])
         points[0].append(epoch)
         points[1].append(value)

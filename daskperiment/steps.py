@@ -239,7 +239,9 @@ class StepCall:
         }
         ctx = StepContext(spec.name, trial.trial_id, trial.experiment_id)
         st = trial.store.open()
-        watching = live.watch(st, trial, key, ctx.metrics)  # metrics readable while it runs
+        # Metrics readable while the step runs: watched from the step's first point on, so
+        # a step saving none never registers with (or starts) the live thread.
+        watching = _LiveStart(st, trial, key, ctx.metrics)
         token = _CURRENT.set(ctx)
         started = time.perf_counter()
         try:
@@ -247,14 +249,34 @@ class StepCall:
             value = spec.func(*args, **kwargs)
         finally:
             _CURRENT.reset(token)
-            live.unwatch(watching)
+            ctx.metrics.on_first_point = None
+            live.unwatch(watching.watch)
         record["duration"] = time.perf_counter() - started
         record["output"], record["persisted"] = _output_digest(spec, value, st, record)
         record["metrics"] = ctx.metrics.flush(st, record)
-        live.settle(watching, record)
+        live.settle(watching.watch, record)
         # Records are keyed by task key: the same step may be called several times in a graph.
         records[key] = record
         return StepOutput(value, record["output"], records)
+
+
+class _LiveStart:
+    """Starts the live view of a step's metrics when its buffer receives its first point."""
+
+    __slots__ = ("st", "trial", "key", "buffer", "since", "watch")
+
+    def __init__(
+        self, st: store.Store | None, trial: TrialContext, key: str, buffer: metrics.MetricBuffer
+    ) -> None:
+        self.st, self.trial, self.key, self.buffer = st, trial, key, buffer
+        self.since = time.monotonic()
+        self.watch: live.Watch | None = None
+        buffer.on_first_point = self
+
+    def __call__(self) -> None:
+        self.watch = live.watch(self.st, self.trial, self.key, self.buffer)
+        if self.watch is not None:
+            self.watch.since = self.since  # the step's age, as if watched from its start
 
 
 def _output_digest(
