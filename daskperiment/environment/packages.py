@@ -1,11 +1,19 @@
 """Installed Python distributions, as ``"name version (location)"`` lines.
 
 Listing every installed distribution means opening each ``*.dist-info`` directory on
-``sys.path``. That is done once per process and again only when something could have changed:
-installing, removing or upgrading a distribution adds, removes or renames entries in the
-directory that holds it, which changes that directory's modification time. So a cheap
-``os.stat`` of each ``sys.path`` entry (plus the list itself) tells whether the previous list
-still holds; a repeated capture costs microseconds, not a rescan.
+``sys.path``. That is done once per process and again only when something could have changed,
+checked in two steps:
+
+1. A cheap ``os.stat`` of each ``sys.path`` entry (plus the list itself): installing, removing
+   or upgrading a distribution adds, removes or renames entries in the directory that holds
+   it, which changes that directory's modification time. While no entry changed, a repeated
+   capture costs microseconds.
+2. A directory whose time changed is listed again, keeping only what ``importlib.metadata``
+   reads: the ``*.dist-info`` / ``*.egg-info`` entries (and ``EGG-INFO`` in an ``*.egg``),
+   each with the ``os.stat`` of the entry and of its ``METADATA`` / ``PKG-INFO``. The
+   distributions are read again only when that changed. ``sys.path[0]`` is the script's or
+   notebook's directory, so a script writing its outputs next to itself no longer makes every
+   following trial rescan every distribution.
 """
 
 from __future__ import annotations
@@ -13,29 +21,81 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import stat as stat_
 import sys
 import threading
 import time
 from typing import Any
 
-from .watch import is_racy
+from .watch import Stat, is_racy, stats
 
-#: What ``os.stat`` says about each ``sys.path`` entry; None for entries that are not files.
-Signature = tuple[tuple[str, ...], tuple[tuple[int, int, int] | None, ...]]
+#: What ``os.stat`` says about each ``sys.path`` entry (mtime_ns, inode, size, device); None
+#: for entries that cannot be stat'ed (import hooks, vanished directories).
+EntryStat = tuple[int, int, int, int] | None
+Signature = tuple[tuple[str, ...], tuple[EntryStat, ...]]
+#: What the scan reads from one ``sys.path`` entry; see :func:`entry_fingerprint`.
+Fingerprint = tuple[Any, ...] | None
+
+#: Suffixes of the entries ``importlib.metadata`` takes for distributions (lower-cased).
+_DIST_SUFFIXES = (".dist-info", ".egg-info")
+#: The files a distribution's name and version are read from (see :func:`_name_version`).
+_METADATA_FILES = ("METADATA", "PKG-INFO")
 
 
 def path_signature() -> Signature:
     """The state of ``sys.path`` that decides whether the installed distributions changed."""
     entries = tuple(p for p in sys.path if isinstance(p, str))
-    stats: list[tuple[int, int, int] | None] = []
+    found: list[EntryStat] = []
     for entry in entries:
         try:
             st = os.stat(entry or ".")  # '' on sys.path is the current directory
         except (OSError, ValueError):
-            stats.append(None)  # import hooks and vanished directories
+            found.append(None)  # import hooks and vanished directories
             continue
-        stats.append((st.st_mtime_ns, st.st_ino, st.st_size))
-    return entries, tuple(stats)
+        found.append((st.st_mtime_ns, st.st_ino, st.st_size, st.st_dev))
+    return entries, tuple(found)
+
+
+def entry_fingerprint(entry: str) -> Fingerprint:
+    """Everything of one ``sys.path`` entry that :func:`scan` depends on.
+
+    For a directory: its absolute path (the distributions' location; '' and relative entries
+    follow the current directory) and, sorted by name, each child ``importlib.metadata`` takes
+    for a distribution with the stat of the child and of its metadata files. An upgrade
+    renames the ``*.dist-info``; a reinstall replaces it (new inode and times); an edited
+    ``PKG-INFO`` file changes its stat. Other files in the directory are left out. A zip file
+    (or anything else) is represented by its stat, so any change to it counts. None when the
+    entry cannot be stat'ed.
+    """
+    path = entry or "."
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat_.S_ISDIR(st.st_mode):
+        return ("file", st.st_mtime_ns, st.st_ino, st.st_size, st.st_dev)
+    try:
+        children = os.listdir(path)
+    except OSError:
+        children = []  # importlib.metadata finds nothing in an unreadable directory either
+    is_egg = os.path.basename(os.path.abspath(path)).lower().endswith(".egg")
+    dists = []
+    for child in sorted(children):
+        low = child.lower()
+        if low.endswith(_DIST_SUFFIXES) or (is_egg and low == "egg-info"):
+            full = os.path.join(path, child)
+            files = [os.path.join(full, name) for name in _METADATA_FILES]
+            dists.append((child, stats([full, *files])))
+    return (os.path.abspath(path), tuple(dists))
+
+
+def _fingerprint_stats(fingerprint: Fingerprint) -> list[Stat]:
+    """The stats inside a fingerprint, to tell whether any is too fresh to be trusted."""
+    if fingerprint is None:
+        return []
+    if fingerprint[0] == "file":
+        return [fingerprint[1:4]]
+    return [st for _child, found in fingerprint[1] for st in found]
 
 
 def scan() -> list[str]:
@@ -91,12 +151,22 @@ def _location(dist: importlib.metadata.Distribution) -> str:
 
 
 class PackageWatcher:
-    """The installed packages of this process, rescanned only when ``sys.path`` changes."""
+    """The installed packages of this process, rescanned only when what they are read from
+    changed (see the module docstring).
+
+    ``scans`` counts the full scans, for tests and benchmarks.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._signature: Signature | None = None
+        #: Per ``sys.path`` entry: the stat it was last listed at (None: list it again) and
+        #: its fingerprint then.
+        self._entries: dict[str, tuple[EntryStat, Fingerprint]] = {}
+        #: The fingerprints the current package list was scanned from; None: scan again.
+        self._fingerprints: tuple[Fingerprint, ...] | None = None
         self._packages: list[str] = []
+        self.scans = 0
 
     def current(self, cache: bool = True) -> list[str]:
         """The package list; the same list object as last time while nothing changed."""
@@ -105,10 +175,38 @@ class PackageWatcher:
         with self._lock:
             if cache and signature == self._signature:
                 return self._packages
+            fingerprints = self._fingerprints_of(signature, taken, cache)
+            # A directory changed just now may change again within the same clock tick.
+            trusted = None if is_racy(signature[1], taken) else signature
+            if cache and fingerprints == self._fingerprints:
+                self._signature = trusted  # e.g. an output file written next to the script
+                return self._packages
         packages = scan()
         with self._lock:
+            self.scans += 1
             if packages != self._packages:
                 self._packages = packages
-            # A directory changed just now may change again within the same clock tick.
-            self._signature = None if is_racy(signature[1], taken) else signature
+            fresh = any(is_racy(_fingerprint_stats(f), taken) for f in fingerprints)
+            self._fingerprints = None if fresh else fingerprints
+            self._signature = None if fresh else trusted
             return self._packages
+
+    def _fingerprints_of(
+        self, signature: Signature, taken: int, cache: bool
+    ) -> tuple[Fingerprint, ...]:
+        """Each entry's fingerprint, listing again only the entries whose stat changed."""
+        entries, found = signature
+        known = self._entries
+        fingerprints = []
+        for entry, st in zip(entries, found, strict=True):
+            previous = known.get(entry)
+            if cache and previous is not None and previous[0] is not None and previous[0] == st:
+                fingerprints.append(previous[1])
+                continue
+            fingerprint = entry_fingerprint(entry)
+            # A stat taken just after a change may not show the next one: list again then.
+            known[entry] = (None if is_racy([st], taken) else st, fingerprint)
+            fingerprints.append(fingerprint)
+        for gone in set(known) - set(entries):
+            del known[gone]
+        return tuple(fingerprints)

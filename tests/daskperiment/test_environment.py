@@ -154,6 +154,75 @@ def test_package_list_is_cached_until_a_path_directory_changes(
     assert any(row.startswith("fakepkg 1.0 ") for row in second)
 
 
+def backdate(*paths: Path) -> None:
+    """Give files the times of an install made long ago, outside any racy window."""
+    for path in paths:
+        os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+
+
+def test_unrelated_file_next_to_the_script_does_not_rescan_but_an_upgrade_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The directory a script (and so sys.path[0]) lives in, holding a distribution too.
+    script_dir = tmp_path / "project"
+    script_dir.mkdir()
+    info = write_dist(script_dir, "fakepkg", "1.0")
+    backdate(info / "METADATA", info)
+    monkeypatch.syspath_prepend(str(script_dir))
+    watcher = env_packages.PackageWatcher()
+    first = watcher.current()
+    assert f"fakepkg 1.0 ({script_dir})" in first
+    scans = watcher.scans
+
+    (script_dir / "output.csv").write_text("a,b\n1,2\n")  # what an experiment writes
+    (script_dir / "logs").mkdir()
+    (script_dir / "output.csv").rename(script_dir / "result.csv")
+    for _ in range(3):
+        assert watcher.current() is first
+    assert watcher.scans == scans
+
+    # An upgrade: the dist-info is renamed and its METADATA rewritten.
+    info = info.rename(script_dir / "fakepkg-2.0.dist-info")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepkg\nVersion: 2.0\n")
+    upgraded = watcher.current()
+    assert watcher.scans == scans + 1
+    assert f"fakepkg 2.0 ({script_dir})" in upgraded
+    assert f"fakepkg 1.0 ({script_dir})" not in upgraded
+
+
+def test_dist_info_replaced_under_the_same_name_is_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    info = write_dist(site, "fakepkg", "1.0")
+    backdate(info / "METADATA", info)
+    monkeypatch.syspath_prepend(str(site))
+    watcher = env_packages.PackageWatcher()
+    assert f"fakepkg 1.0 ({site})" in watcher.current()
+
+    # A reinstall removes the directory and writes a new one; here its metadata differs.
+    (info / "METADATA").unlink()
+    info.rmdir()
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.0.post1\n")
+    replaced = watcher.current()
+    assert f"fakepkg 1.0.post1 ({site})" in replaced
+    assert f"fakepkg 1.0 ({site})" not in replaced
+
+
+def test_capture_after_writing_an_output_keeps_the_package_list_without_rescanning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = environment.capture()
+    scans = environment._packages.scans
+    (tmp_path / "output.csv").write_text("x\n")
+    after = environment.capture()
+    assert after["packages"] is before["packages"]
+    assert environment._packages.scans == scans
+
+
 def test_git_clean_dirty_and_new_commit(repo: Path) -> None:
     clean = environment.capture(workdir=str(repo))["git"]
     assert clean == {
