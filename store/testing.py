@@ -243,7 +243,7 @@ class BackendContract:
                 backend.delete(key)
             return read(wanted)
 
-        backend.get_many = delete_then_read  # type: ignore[method-assign]
+        backend.get_many = delete_then_read  # type: ignore[method-assign,assignment]
         try:
             got = backend.list_values("refs/d/")
         finally:
