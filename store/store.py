@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -35,6 +36,19 @@ MAX_EXPANSION = 1 << 16
 FRESH_SECONDS = 600.0
 #: At most this many confirmed oids are remembered per Store (oldest forgotten first).
 KNOWN_MAX = 100_000
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _location(backend: Backend) -> str:
+    """Where a backend's store lives, to tell Stores on the same store apart from others."""
+    root = getattr(backend, "root", None)  # LocalBackend: its absolute path
+    if isinstance(root, str):
+        return os.path.realpath(root)
+    if type(backend).__name__ == "MemoryBackend":  # every instance is a store of its own
+        return f"{backend.url}#{id(backend)}"
+    return backend.url
+
+
 #: Bytes read by ``links`` in one request: small objects arrive whole, large ones need only
 #: their header to show they are not JSON.
 HEAD_PROBE = 64 * 1024
@@ -185,6 +199,7 @@ class Store:
         self.refs: RefStore = RefStore(backend)
         # oid -> time.monotonic() when it was last confirmed present (see FRESH_SECONDS).
         self._known: dict[str, float] = {}
+        _OPEN_STORES.add(self)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -221,7 +236,13 @@ class Store:
                 pass
 
     def _forget(self, oid: str) -> None:
-        self._known.pop(oid, None)
+        """Stop trusting that ``oid`` is stored, in this Store and in every other Store of
+        this process on the same location (gc through one Store must not leave another
+        skipping the write of an object it deleted, and then naming it in a new ref)."""
+        where = _location(self.backend)
+        for other in list(_OPEN_STORES):
+            if other is self or _location(other.backend) == where:
+                other._known.pop(oid, None)
 
     def close(self) -> None:
         """Release the backend's resources."""

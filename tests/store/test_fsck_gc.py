@@ -278,3 +278,19 @@ class StoreModel(RuleBasedStateMachine):
 
 
 TestStoreModel = StoreModel.TestCase
+
+
+def test_gc_through_one_store_is_seen_by_other_stores_of_the_process(tmp_path):
+    """A Store remembers objects it saw; gc through another Store on the same directory must
+    make it forget the ones it deletes, or its next put would skip the write and a new ref
+    would name a missing object."""
+    from store import Link
+
+    first = store.open(tmp_path / "s")
+    first.refs.create("t/1", first.put({"in": Link(first.put("big input"))}))
+    first.refs.delete("t/1")
+    second = store.open(tmp_path / "s")
+    assert len(second.gc(grace=0).objects_removed) == 2
+    first.refs.create("t/2", first.put({"in": Link(first.put("big input"))}))
+    assert first.get(first.get(first.refs.get("t/2"))["in"].oid) == "big input"
+    assert second.fsck().ok
