@@ -333,9 +333,33 @@ class TrialRun:
             self._finish_failed(st, base, running_oid, exc, elapsed)
             raise
         elapsed = time.perf_counter() - started
-        value = self._finish_success(st, base, running_oid, outputs, elapsed)
+        try:
+            value = self._finish_success(st, base, running_oid, outputs, elapsed)
+        except BaseException as exc:
+            # The final record could not be written (a full disk, a lost connection): record
+            # the trial as failed with that cause rather than leave it "running", then raise.
+            self._record_failure_of_recording(st, base, running_oid, exc, elapsed)
+            raise
         logger.info("Finished Experiment (trial id=%d)", self.trial_id)
         return value
+
+    def _record_failure_of_recording(
+        self,
+        st: store.Store,
+        base: dict[str, Any],
+        running_oid: str,
+        exc: BaseException,
+        elapsed: float,
+    ) -> None:
+        try:
+            self._finish_failed(st, base, running_oid, exc, elapsed)
+        except BaseException as again:  # noqa: BLE001 - the original error is what is raised
+            logger.error(
+                "Trial %d could not be recorded (%s: %s); it will show as interrupted",
+                self.trial_id,
+                type(again).__name__,
+                again,
+            )
 
     # -- before ------------------------------------------------------------------------
 
@@ -446,10 +470,15 @@ class TrialRun:
         except store.errors.StoreError as exc:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
         self.ex._trial_recorded(self.trial_id, oid, record)
-        live.cleanup(st, self.ex.id, self.trial_id, live_refs)
+        # The trial is recorded from here on: what follows is derived data, whose failure
+        # (a store error, or an OS error such as a full disk) is a warning, not the trial's.
+        try:
+            live.cleanup(st, self.ex.id, self.trial_id, live_refs)
+        except (store.errors.StoreError, OSError) as exc:
+            logger.warning("Live metrics of trial %s not cleaned up: %s", self.trial_id, exc)
         try:
             purity.remember(st, self._purity_updates, oid)
-        except store.errors.StoreError as exc:
+        except (store.errors.StoreError, OSError) as exc:
             logger.warning("Purity refs of trial %s not updated: %s", self.trial_id, exc)
 
     def _steps_and_metrics(

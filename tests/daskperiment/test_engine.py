@@ -543,3 +543,38 @@ def test_history_times_print_to_the_microsecond_like_the_seed() -> None:
     assert process_time.dtype.kind == "m"
     assert (process_time.dt.nanoseconds == 0).all()
     assert len(str(process_time.iloc[0]).rsplit(".", 1)[1]) == 6  # 00:00:00.014183
+
+
+def test_a_final_record_that_cannot_be_written_records_the_trial_as_failed() -> None:
+    """A trial whose result cannot be stored (here the first write after the steps fails with
+    ENOSPC, as on a full disk) is recorded as failed with that cause, not left running."""
+    import errno
+
+    ex = memory_experiment("full_disk_pj")
+    s = two_steps(ex)
+    ex.set_parameters(a=1, b=2)
+    backend = ex.store.backend
+    real_put_if_absent = backend.put_if_absent
+    calls = {"n": 0}
+
+    @ex.result
+    def calculate_score(v):
+        def failing_once(key, data):
+            backend.put_if_absent = real_put_if_absent  # only the first write fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        backend.put_if_absent = failing_once
+        calls["n"] += 1
+        return np.arange(5) * v  # an array result: stored as its own object
+
+    result = calculate_score(s)
+    with pytest.raises(OSError, match="No space left"):
+        result.compute()
+    row = ex.get_history().loc[1]
+    assert not row["Success"]
+    assert "No space left" in row["Description"]
+    assert ex.get_trial(1)["status"] == "failed"
+    assert calls["n"] == 1
+    ex.set_parameters(a=2, b=2)
+    s.compute()
+    assert ex.trial_id == 2
