@@ -460,6 +460,9 @@ class Experiment:
 
     def _record_oid(self, trial_id: int) -> str:
         st = self._need_store()
+        # Only whole numbers name trials: int("3") or int(3.7) would silently pick another one.
+        if not isinstance(trial_id, numbers.Integral) or isinstance(trial_id, bool):
+            raise TrialNotFound(trial_id, self.id, self._last_trial_id)
         try:
             return st.refs.get(trial.trial_ref(self.id, int(trial_id)))
         except (store.errors.RefNotFound, ValueError, TypeError):
@@ -530,12 +533,17 @@ class Experiment:
     def load_metric(self, key: str, trial_id: int | Iterable[int]) -> Any:
         """Metric ``key`` of one trial or several: columns are trial ids, index the epochs."""
         # numpy integers too: ids often come from a history DataFrame's index
-        one = isinstance(trial_id, numbers.Integral)
-        ids = [int(trial_id)] if one else [int(t) for t in trial_id]  # type: ignore[union-attr]
+        if isinstance(trial_id, numbers.Integral) or not isinstance(trial_id, Iterable):
+            ids: list[Any] = [trial_id]  # a single id; a non-integer one is refused below
+        elif isinstance(trial_id, str | bytes):
+            ids = [trial_id]  # "12" is not trials 1 and 2
+        else:
+            ids = list(trial_id)
         st = self._need_store()
         series = {}
         for tid in ids:
             found = live.metrics_of(st, self.id, self._record(tid))
+            tid = int(tid)
             if key not in found:
                 raise MetricNotFound(key, tid, found)
             series[tid] = live.load_series(st, found[key])

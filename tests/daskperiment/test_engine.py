@@ -578,3 +578,19 @@ def test_a_final_record_that_cannot_be_written_records_the_trial_as_failed() -> 
     ex.set_parameters(a=2, b=2)
     s.compute()
     assert ex.trial_id == 2
+
+
+def test_trial_ids_that_are_not_whole_numbers_are_refused_not_coerced() -> None:
+    ex = memory_experiment("ids_pj")
+    s = two_steps(ex)
+    for value in (1, 2):
+        ex.set_parameters(a=value, b=2)
+        s.compute()
+    for bad in ("12", "1", 1.7, True, 2.0):
+        with pytest.raises(TrialNotFound, match="not found"):
+            ex.get_parameters(trial_id=bad)
+    with pytest.raises(TrialNotFound, match="'12' not found"):
+        ex.get_trial("12")
+    with pytest.raises(TrialNotFound, match="'12' not found"):  # not trials 1 and 2
+        ex.load_metric("loss", "12")
+    assert ex.get_parameters(trial_id=np.int64(2)) == {"a": 2, "b": 2}
