@@ -307,7 +307,10 @@ class Store:
         except KeyNotFound:
             return False
         if not self.backend.read_only:
-            self._freshen(key, st)
+            try:
+                self._freshen(key, st)
+            except KeyNotFound:  # a gc removed it between the stat and the touch: write it
+                return False
         self._remember(oid)
         return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -515,3 +516,27 @@ def test_any_damage_is_reported_as_corrupt_never_returned(data):
     with pytest.raises(store.CorruptObject) as exc:
         st.get(oid)
     assert exc.value.oid == oid
+
+
+def test_an_object_collected_between_check_and_freshen_is_written_again(tmp_path):
+    """gc may delete an old unreachable object between put's existence check and its
+    refresh of the object's mtime; put must then write it again, not fail."""
+    st = store.open(tmp_path / "s")
+    oid = st.put("value")
+    path = tmp_path / "s" / "objects" / oid[:2] / oid[2:]
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    fresh = store.open(tmp_path / "s")  # knows nothing yet, so it checks and freshens
+    real_stat = fresh.backend.stat
+
+    def stat_then_collected(key):
+        info = real_stat(key)
+        path.unlink()  # what a concurrent gc does right after our stat
+        return info
+
+    fresh.backend.stat = stat_then_collected
+    try:
+        assert fresh.put("value") == oid
+    finally:
+        del fresh.backend.stat
+    assert store.open(tmp_path / "s").get(oid) == "value"
