@@ -145,7 +145,8 @@ class CorruptObject(StoreError):
         super().__init__(
             f"object {oid} at {path} is corrupt: {reason}"
             + (f" (content hashes to {actual})" if actual else "")
-            + "; run fsck, then restore it from another copy (pull or bundle import) or gc it"
+            + "; run fsck, delete the damaged file, then restore it from another copy "
+            "(pull or bundle import copy objects the store lacks) or gc it"
         )
 
 
