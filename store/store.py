@@ -199,6 +199,7 @@ class Store:
         self.refs: RefStore = RefStore(backend)
         # oid -> time.monotonic() when it was last confirmed present (see FRESH_SECONDS).
         self._known: dict[str, float] = {}
+        self._where = _location(backend)  # computed once: gc compares it per deleted object
         _OPEN_STORES.add(self)
 
     # -- plumbing ----------------------------------------------------------------------
@@ -239,9 +240,8 @@ class Store:
         """Stop trusting that ``oid`` is stored, in this Store and in every other Store of
         this process on the same location (gc through one Store must not leave another
         skipping the write of an object it deleted, and then naming it in a new ref)."""
-        where = _location(self.backend)
         for other in list(_OPEN_STORES):
-            if other is self or _location(other.backend) == where:
+            if other is self or other._where == self._where:
                 other._known.pop(oid, None)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ several processes at once; each method documents what is atomic.
 from __future__ import annotations
 
 import abc
+import errno
 import hashlib
 import re
 import threading
@@ -24,6 +25,16 @@ Buffers = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryvi
 
 #: First key components a backend keeps for itself (temp files, lock files); never valid keys.
 RESERVED_TOP_LEVEL = frozenset({"tmp", "locks"})
+
+
+#: OS errors that mean "this location refuses writes" (turned into ReadOnlyStore).
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def key_is_a_prefix(key: str) -> InvalidKey:
+    """The error for writing ``key`` where a directory (a prefix of other keys) stands, or
+    under a path that is a value: the same on every filesystem backend."""
+    return InvalidKey(key, "a key cannot be both a value and a prefix of other keys")
 
 
 def validate_key(key: object) -> str:

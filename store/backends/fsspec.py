@@ -53,7 +53,6 @@ the values :data:`~store.backends.base.RECENT_VALUES` does not know by that dige
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -68,15 +67,17 @@ from typing import Any
 
 import xxhash
 
-from ..errors import InvalidKey, KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
+from ..errors import KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
 from . import _s3
 from .base import (
+    READ_ONLY_ERRNOS,
     RECENT_VALUES,
     RESERVED_TOP_LEVEL,
     Backend,
     Buffers,
     KeyInfo,
     as_views,
+    key_is_a_prefix,
     validate_key,
     validate_prefix,
     validate_temp_name,
@@ -84,7 +85,6 @@ from .base import (
 
 # One lock for every memory:// filesystem: fsspec keeps their files in one process-wide dict.
 _MEMORY_LOCK = threading.RLock()
-_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # Spelled out here because inside the class body "list" names the method.
 _Views = list[memoryview]
 
@@ -199,12 +199,10 @@ class FsspecBackend(Backend):
         try:
             yield
         except (IsADirectoryError, NotADirectoryError) as exc:
-            raise InvalidKey(
-                key, "a key cannot be both a value and a prefix of other keys"
-            ) from exc
+            raise key_is_a_prefix(key) from exc
         except OSError as exc:
             if isinstance(exc, ReadOnlyStore) or not (
-                isinstance(exc, PermissionError) or exc.errno in _READ_ONLY_ERRNOS
+                isinstance(exc, PermissionError) or exc.errno in READ_ONLY_ERRNOS
             ):
                 raise
             raise ReadOnlyStore(self._url, f"cannot write {what}: {exc}") from exc

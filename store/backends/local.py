@@ -54,11 +54,13 @@ import xxhash
 
 from ..errors import InvalidKey, KeyNotFound, LockTimeout, ReadOnlyStore, StoreNotFound
 from .base import (
+    READ_ONLY_ERRNOS,
     RESERVED_TOP_LEVEL,
     Backend,
     Buffers,
     KeyInfo,
     as_views,
+    key_is_a_prefix,
     validate_key,
     validate_prefix,
     validate_temp_name,
@@ -71,7 +73,6 @@ except ImportError:  # pragma: no cover - Windows
 
 _TMP = "tmp"
 _LOCKS = "locks"
-_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # os.link fails with these where the filesystem has no hard links (FAT, some FUSE/SMB mounts).
 _NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 # Reads at least this large go into a page-aligned numpy buffer (see _read_large).
@@ -134,11 +135,9 @@ class LocalBackend(Backend):
         try:
             yield
         except (IsADirectoryError, NotADirectoryError) as exc:
-            raise InvalidKey(
-                key, "a key cannot be both a value and a prefix of other keys"
-            ) from exc
+            raise key_is_a_prefix(key) from exc
         except OSError as exc:
-            if exc.errno in _READ_ONLY_ERRNOS:
+            if exc.errno in READ_ONLY_ERRNOS:
                 raise ReadOnlyStore(self._url, f"cannot write {what}: {exc.strerror}") from exc
             if exc.errno is None:
                 raise
