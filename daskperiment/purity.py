@@ -20,6 +20,7 @@ from typing import Any
 import store
 
 from .log import logger
+from .provenance import inputs as input_files
 
 PURITY_TYPE = "daskperiment.purity"
 
@@ -43,7 +44,7 @@ def check(st: store.Store, experiment_id: str, steps: Mapping[str, Mapping[str, 
     """
     updates = []
     for entry in steps.values():
-        inputs, output = entry.get("inputs"), entry.get("output")
+        inputs, output = input_files.purity_inputs(entry), entry.get("output")
         if not inputs or not output or entry.get("reused"):
             continue
         name = purity_ref(experiment_id, entry["step"], inputs)
@@ -82,7 +83,7 @@ def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str 
         found = obj.get("output")
     elif isinstance(obj, dict):
         for entry in (obj.get("steps") or {}).values():
-            if entry.get("step") == step and entry.get("inputs") == inputs:
+            if entry.get("step") == step and input_files.purity_inputs(entry) == inputs:
                 found = entry.get("output")
                 break
     if len(_SEEN) >= _SEEN_MAX:
