@@ -238,6 +238,9 @@ class StepCall:
             "reused": False,
             "started": time.time(),
         }
+        consumed = sorted({d for d in digests.values() if d})  # upstream outputs (lineage)
+        if consumed:
+            record["consumed"] = consumed
         ctx = StepContext(spec.name, trial.trial_id, trial.experiment_id)
         st = trial.store.open()
         # Metrics readable while the step runs: watched from the step's first point on, so

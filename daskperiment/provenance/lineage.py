@@ -2,7 +2,8 @@
 
 A query is either a **digest** (32 hex characters, or a prefix of at least 6) or a **path**.
 A digest matches a step that read a file with that content (or a tracked directory with that
-tree), or whose input digest, output digest or persisted object it is. A path (made absolute
+tree), whose input digest, output digest or persisted object it is, or that consumed it (the
+output of an upstream step it received as an argument: step records list those digests). A path (made absolute
 against the current directory) matches every step that read that file in any version, or any
 file below it when it names a directory. Records are read from the store; nothing is indexed.
 """
@@ -26,7 +27,8 @@ class Use:
 
     trial: int
     step: str
-    #: "read" (an input file), "input", "output" or "persisted".
+    #: "read" (an input file), "input" (the step's input digest), "output", "persisted", or
+    #: "consumed" (the output of an upstream step, received as an argument).
     role: str
     #: The file path for "read", else None.
     path: str | None
@@ -64,6 +66,8 @@ def _step_uses(trial_id: int, label: str, step: Mapping[str, Any]) -> Iterator[U
         oid = _oid(step.get("inputs" if role == "input" else role))
         if oid is not None:
             yield Use(trial_id, label, role, None, oid)
+    for oid in step.get("consumed") or ():
+        yield Use(trial_id, label, "consumed", None, oid)
 
 
 def _matches(use: Use, query: str, as_digest: bool) -> bool:
