@@ -472,7 +472,7 @@ def _step_digests(entry: Mapping[str, Any]) -> dict[str, Any]:
         "output": entry.get("output"),
         "persisted": _oid(entry.get("persisted")),
         "reused": bool(entry.get("reused")),
-        "files": dict(entry.get("files") or {}),
+        **({"files": dict(entry["files"])} if entry.get("files") else {}),
     }
 
 
