@@ -146,11 +146,14 @@ class StatCache:
 
 
 _SHARED: StatCache | None = None
+_SHARED_FOR: tuple[str | None, ...] = ()
 
 
 def shared() -> StatCache:
     """The process-wide stat cache (backed by :func:`cache_path`)."""
-    global _SHARED
-    if _SHARED is None or _SHARED.path != cache_path():
-        _SHARED = StatCache(cache_path())
+    global _SHARED, _SHARED_FOR
+    env = os.environ
+    key = (env.get("DASKPERIMENT_STAT_CACHE"), env.get("XDG_CACHE_HOME"))
+    if _SHARED is None or key != _SHARED_FOR:
+        _SHARED, _SHARED_FOR = StatCache(cache_path()), key
     return _SHARED
