@@ -93,13 +93,16 @@ def _hook(event: str, args: tuple) -> None:
     rec = _RECORDING.get()
     if rec is None:
         return
-    path, mode, flags = args
+    try:
+        _note(rec, *args)
+    except Exception:  # noqa: BLE001 - an error here would fail the user's open()
+        return
+
+
+def _note(rec: Recorder, path: Any, mode: str | None, flags: int) -> None:
     if isinstance(path, int):
         return
-    try:
-        full = os.path.abspath(os.fsdecode(path))
-    except (TypeError, ValueError):
-        return
+    full = os.path.abspath(os.fsdecode(path))
     if mode is None:
         writing = bool(flags & _WRITE_FLAGS)
     else:

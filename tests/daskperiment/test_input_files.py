@@ -222,13 +222,25 @@ def _write_reader_inputs(workdir: Path) -> None:
     (tree / "sub" / "b.txt").write_text("B")
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+RUN_WITH = {
+    "distributed": """
+if __name__ == "__main__":
+    import distributed
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        result.compute(scheduler=client, seed=1)
+""",
+}
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "distributed"])
 def test_readers_seen_by_the_hook_and_declared_ones(
     python: Any, project: Any, workdir: Path, scheduler: str
 ) -> None:
     _write_reader_inputs(workdir)
     run = f"\nif __name__ == '__main__':\n    result.compute(scheduler={scheduler!r}, seed=1)\n"
-    script = READERS + run
+    script = READERS + RUN_WITH.get(scheduler, run)
     python.write("readers.py", script, report=False)
     python.run_args([sys.executable, "readers.py"], env=project.env).check()
     steps = project.show(1)["steps"]
@@ -365,3 +377,16 @@ def test_lineage_lists_the_trials_that_read_a_file_or_used_a_digest(
         env=project.env,
     ).check()
     assert api.result() == [[2, "read"]]
+
+
+def test_a_long_directory_hash_reports_progress(tmp_path: Path, dp_log: Any, monkeypatch) -> None:
+    from daskperiment.provenance import inputs
+
+    for i in range(3):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "f.txt").write_text(str(i))
+    monkeypatch.setattr(inputs, "PROGRESS_EVERY", 0.0)
+    tree = inputs.tree_of(statcache.StatCache(None), str(tmp_path))
+    assert sorted(tree["files"]) == ["d0/f.txt", "d1/f.txt", "d2/f.txt"]
+    progress = [m for m in dp_log.messages("INFO") if m.startswith(f"Hashing {tmp_path}:")]
+    assert progress and "files so far" in progress[-1]
