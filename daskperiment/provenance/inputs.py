@@ -6,8 +6,9 @@ trial runs there; hooks cannot be removed) watches the ``open`` event, which ``o
 records a path only while a step is recording *in the same thread* (a context variable), and
 only when it was opened for reading; outside steps the hook returns after two comparisons.
 Files the step also opened for writing are not inputs. Interpreter and library files
-(the Python prefixes, site-packages, ``.py``/``.pyc``/extension modules) and ``/dev``,
-``/proc``, ``/sys`` are ignored, and so is the experiment's own store.
+(the Python prefixes, site-packages, ``.py``/``.pyc``/extension modules), ``/dev``, ``/proc``,
+``/sys``, ``/run``, ``/etc`` and ``/usr/share/zoneinfo`` are ignored, and so is the
+experiment's own store.
 
 **Declared.** Readers written in C that open files themselves (pyarrow, parquet, h5py) and
 subprocesses are invisible to the hook: :func:`track` (``ex.track(path)``) declares a file or a
@@ -80,7 +81,9 @@ def _system_prefixes() -> tuple[str, ...]:
         pass
     out = {os.path.join(os.path.realpath(p), "") for p in paths if p}
     out.update({os.path.join(os.path.abspath(p), "") for p in paths if p})
-    out.update(("/dev/", "/proc/", "/sys/"))
+    # Devices, kernel files, and what the C library and time zones read behind the
+    # scenes (/etc/localtime, /etc/hosts, zoneinfo): configuration of the machine, not data.
+    out.update(("/dev/", "/proc/", "/sys/", "/etc/", "/usr/share/zoneinfo/", "/run/"))
     return tuple(sorted(out))
 
 

@@ -281,6 +281,8 @@ def test_bad_inputs_are_recorded_not_fatal(python: Any, project: Any, workdir: P
     odd = os.fsencode(str(workdir)) + b"/caf\xe9.txt"
     with open(odd, "wb") as f:
         f.write(b"latin-1 name")
+    outside = workdir.parent / f"{workdir.name}-outside.txt"  # not under the project
+    outside.write_text("elsewhere")
     tree = workdir / "big"
     tree.mkdir()
     for i in range(50):
@@ -302,6 +304,8 @@ def test_bad_inputs_are_recorded_not_fatal(python: Any, project: Any, workdir: P
                 pass
             with open(os.fsencode(os.getcwd()) + b"/caf\\xe9.txt", "rb") as f:
                 f.read()
+            with open(os.path.join("..", os.path.basename(os.getcwd()) + "-outside.txt")) as f:
+                f.read()
             with open("gone.txt", "w") as f:
                 f.write("temporary")
             ex.track("big")
@@ -319,6 +323,8 @@ def test_bad_inputs_are_recorded_not_fatal(python: Any, project: Any, workdir: P
     assert files[f"{w}/missing_dir"] == "unreadable: No such file or directory"
     assert files[f"{w}/caf\\xe9.txt"] == _digest(b"latin-1 name")
     assert len(files[f"{w}/big"]) == 32
+    assert files[str(outside)] == _digest(b"elsewhere")
+    assert f"{w}/gone.txt" not in files  # written by the step
     assert f"Input file {w}/loop_a could not be hashed" in run.output
     assert project.show(1)["status"] == "success"
 
