@@ -36,6 +36,8 @@ RACY_NS = 50_000_000
 #: Read size when hashing.
 CHUNK = 1 << 20
 _VERSION = 1
+#: Entries kept on disk; beyond this the older half is forgotten (and hashed again if seen).
+MAX_ENTRIES = 200_000
 
 
 def cache_path() -> Path:
@@ -128,6 +130,9 @@ class StatCache:
         if not self._dirty or self.path is None:
             return
         with self._lock:
+            if len(self._entries) > MAX_ENTRIES:  # keep the most recently hashed half
+                newest = sorted(self._entries.items(), key=lambda kv: kv[1][1])
+                self._entries = dict(newest[-MAX_ENTRIES // 2 :])
             body = json.dumps({"version": _VERSION, "entries": self._entries})
             self._dirty = False
         try:

@@ -96,6 +96,8 @@ def test_data_edit_misses_the_cache_and_diff_names_the_file(
     edited = project.dp("run", "exp.py", "path=data.txt", "--seed", "1")
     assert edited.stdout == "4\n"
     assert "Reused cached result" not in edited.output
+    # New data, same arguments: a new input for the purity check, not an impure step.
+    assert "Experiment step result is changed" not in edited.output
     assert f"input file {data} changed, so the step runs again" in edited.output
     assert project.files(3, "load") == {str(data): _digest(b"a b c d\n")}
 
@@ -396,3 +398,38 @@ def test_a_long_directory_hash_reports_progress(tmp_path: Path, dp_log: Any, mon
     assert sorted(tree["files"]) == ["d0/f.txt", "d1/f.txt", "d2/f.txt"]
     progress = [m for m in dp_log.messages("INFO") if m.startswith(f"Hashing {tmp_path}:")]
     assert progress and "files so far" in progress[-1]
+
+
+def test_a_step_keyed_where_it_runs_checks_its_files_there(
+    workdir: Path, dp_log: Any, monkeypatch: Any
+) -> None:
+    import daskperiment
+
+    monkeypatch.setenv("DASKPERIMENT_STAT_CACHE", str(workdir / "stat-cache.json"))
+    ex = daskperiment.Experiment(id="files_pj")
+    name = ex.parameter("name")
+
+    @ex
+    def locate(name):  # not cached: load's key is decided on the worker, from its input
+        return str(workdir / name)
+
+    @ex.persist(cache=True)
+    def load(path):
+        with open(path) as f:
+            return f.read()
+
+    @ex.result
+    def size(text):
+        return len(text)
+
+    result = size(load(locate(name)))
+    (workdir / "data.txt").write_text("abc")
+    ex.set_parameters(name="data.txt")
+    assert result.compute(scheduler="sync") == 3
+    assert result.compute(scheduler="sync") == 3
+    assert "Reused cached result of load from trial 1" in dp_log.messages("INFO")
+    (workdir / "data.txt").write_text("abcd")
+    dp_log.clear()
+    assert result.compute(scheduler="sync") == 4
+    assert any("input file" in m and "changed" in m for m in dp_log.messages("INFO"))
+    assert ex.get_trial(3)["steps"]["load"]["reused"] is False
