@@ -248,7 +248,11 @@ def track(path: str | os.PathLike) -> Any:
     """
     rec = _RECORDING.get()
     if rec is None:
-        raise NotInTrial("ex.track")
+        from ..steps import _CURRENT  # here: steps imports this module
+
+        if _CURRENT.get() is None:
+            raise NotInTrial("ex.track")
+        return path  # a step computed outside a trial (an intermediate): nothing is recorded
     rec.tracked[os.path.abspath(os.fsdecode(os.fspath(path)))] = None
     return path
 

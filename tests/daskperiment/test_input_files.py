@@ -345,6 +345,21 @@ def test_track_outside_a_step_says_where_it_works(python: Any) -> None:
     assert run.result().startswith("ex.track is only available inside a step")
 
 
+def test_track_in_an_intermediate_computed_outside_a_trial_just_returns_the_path(
+    workdir: Path,
+) -> None:
+    import daskperiment
+
+    ex = daskperiment.Experiment(id="files_pj")
+
+    @ex
+    def load(path):
+        return open(ex.track(path)).read()
+
+    (workdir / "d.txt").write_text("text")
+    assert load("d.txt").compute() == "text"
+
+
 def test_lineage_lists_the_trials_that_read_a_file_or_used_a_digest(
     python: Any, project: Any, workdir: Path
 ) -> None:
