@@ -5,7 +5,10 @@ record of the last trial in which that step gave a *new* output for that input (
 holds the step's input and output digests). After a trial computed, each step's output digest
 is compared with the one in the record the ref names: a different digest logs the seed's
 warning, and once the new trial record is stored the ref is moved to it. Only digests are
-compared, never values, so an unchanged step costs one small read.
+compared, never values, so an unchanged step costs one small read. For a step that read
+files, the input digest also covers their content digests
+(:func:`daskperiment.provenance.inputs.purity_inputs`): new data is a new input, not an
+impure step.
 
 The ref names a trial record rather than the output itself because most step outputs are
 never stored, and a ref must name an object the store holds. (Refs naming a marker object
