@@ -52,6 +52,7 @@ from .cache_run import (
     cache_ref,
     code_digest,
     entry_of,
+    files_changed_message,
     hit_record,
     load_cached,
     make_key,
@@ -61,6 +62,7 @@ from .cache_run import (
     write_entry,
 )
 from .log import logger
+from .provenance import inputs as input_files
 from .steps import StepCall, StepOutput, StepSpec, TrialContext
 
 __all__ = [
@@ -158,6 +160,10 @@ class Planner:
     def _lookup(self, k: Any, spec: StepSpec, key: str) -> str:
         entry = read_entry(self.st, cache_ref(self.experiment_id, spec.name, key), spec.name)
         if entry is None:
+            return MISS
+        changed = input_files.changed_file(entry.files)
+        if changed is not None:
+            logger.info("%s", files_changed_message(spec.name, entry, changed))
             return MISS
         missing = [o for o in (entry.output, *entry.metrics.values()) if not self._has(o)]
         if missing:

@@ -25,6 +25,7 @@ from store import Link, codec, objfile
 from store.store import object_key
 
 from .log import logger
+from .provenance import inputs as input_files
 from .steps import (
     PERSIST,
     STEP,
@@ -86,6 +87,8 @@ class Entry:
     args: str | None
     kwargs: str | None
     metrics: dict[str, str]
+    #: Input files the output was computed from: path -> digest.
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def read_entry(
@@ -102,6 +105,7 @@ def read_entry(
             args=data.get("args"),
             kwargs=data.get("kwargs"),
             metrics={k: v.oid for k, v in (data.get("metrics") or {}).items()},
+            files=dict(data.get("files") or {}),
         )
     except store.errors.RefNotFound:
         return None
@@ -122,7 +126,9 @@ def write_entry(st: store.Store, experiment_id: str, key: str, entry: Mapping[st
 
 def entry_of(record: Mapping[str, Any], trial_id: int) -> dict[str, Any]:
     """The entry remembering the output a step's ``record`` describes."""
+    files = {"files": dict(record["files"])} if record.get("files") else {}
     return {
+        **files,
         "type": ENTRY_TYPE,
         "version": 1,
         "step": record["step"],
@@ -151,6 +157,7 @@ def hit_record(spec: StepSpec, entry: Entry, key: str) -> dict[str, Any]:
         "output": entry.output,
         "persisted": entry.output,
         "metrics": dict(entry.metrics),
+        **({"files": dict(entry.files)} if entry.files else {}),
     }
 
 
@@ -264,6 +271,10 @@ class CachedStepCall(StepCall):
         entry = read_entry(st, ref, self.spec.name, lambda m: self._log(logs, logging.WARNING, m))
         if entry is None or entry.inputs != inputs:
             return None, cache_key, None
+        changed = input_files.changed_file(entry.files)
+        if changed is not None:
+            self._log(logs, logging.INFO, files_changed_message(self.spec.name, entry, changed))
+            return None, cache_key, None
         try:
             value = st.get(entry.output)
         except Exception as exc:  # noqa: BLE001 - unreadable for any reason: run the step
@@ -314,6 +325,14 @@ class CachedStepCall(StepCall):
                 )
         if logs:
             record.setdefault("_cache_log", []).extend(logs)
+
+
+def files_changed_message(name: str, entry: Entry, path: str) -> str:
+    """The INFO line of a cached output not reused because an input file changed."""
+    return (
+        f"Cached result of {name} from trial {entry.trial} is not reused: "
+        f"input file {path} changed, so the step runs again"
+    )
 
 
 def unreadable_message(name: str, trial: int | None, exc: BaseException) -> str:

@@ -30,6 +30,7 @@ import store
 from . import __version__, sharing
 from .errors import DaskperimentError, ExperimentNotFound
 from .log import logger
+from .provenance import inputs as input_files
 
 DEFAULT_STORE = "daskperiment_cache"
 #: Failures the user can act on: shown as one line, exit status 1.
@@ -180,6 +181,11 @@ def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     subs["log"].add_argument("experiment", **EXP_ARG)
     subs["log"].add_argument(
         "--verbose", "-v", action="store_true", help="add status, seed, digests, reused steps"
+    )
+    subs["log"].add_argument(
+        "--uses",
+        metavar="PATH|DIGEST",
+        help="only the trials whose steps read this file (any version) or used this digest",
     )
     _format(subs["log"], ("table", "csv", "json"))
     subs["show"].add_argument("experiment", **EXP_ARG)
@@ -432,6 +438,8 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def cmd_log(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    if args.uses is not None:
+        return _log_uses(args)
     frame = _experiment(args)[0].get_history(verbose=args.verbose)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv())
@@ -440,6 +448,21 @@ def cmd_log(args: argparse.Namespace) -> int:
     else:
         with pd.option_context("display.max_rows", None, "display.max_columns", None):
             _print(frame.to_string())
+    return 0
+
+
+def _log_uses(args: argparse.Namespace) -> int:
+    """``log --uses``: one line (or row) per step that read the file or used the digest."""
+    from .provenance import lineage
+
+    uses = _experiment(args)[0].trials_using(args.uses)
+    rows = [u.to_dict() for u in uses]
+    if args.format == "json":
+        _json(rows)
+    elif args.format == "csv":
+        _csv(rows, ["trial", "step", "role", "path", "digest"])
+    else:
+        _print(lineage.render(uses, args.uses))
     return 0
 
 
@@ -520,6 +543,7 @@ def _show_steps(steps: dict[str, Any]) -> list[str]:
             f"  {label:<{width}}  {s.get('kind', '-'):<7}  inputs {s.get('inputs')}  "
             f"output {s.get('output')}{flags}"
         )
+        lines += ["  " + line for line in input_files.file_lines(s)]
     return lines
 
 

@@ -40,6 +40,7 @@ from store import Link
 
 from . import environment, trial
 from .errors import TrialNotFound
+from .provenance import inputs as input_files
 
 #: Groups of files, in the order they are rendered (``render(groups=...)`` selects some).
 GROUPS = ("parameters", "trial", "code", "steps", "result", "metrics", "environment")
@@ -471,6 +472,7 @@ def _step_digests(entry: Mapping[str, Any]) -> dict[str, Any]:
         "output": entry.get("output"),
         "persisted": _oid(entry.get("persisted")),
         "reused": bool(entry.get("reused")),
+        **({"files": dict(entry["files"])} if entry.get("files") else {}),
     }
 
 
@@ -479,6 +481,7 @@ def _step_lines(steps: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for label, d in steps.items():
         flags = (" persisted" if d["persisted"] else "") + (" reused" if d["reused"] else "")
         lines.append(f"{label}: inputs {d['inputs']} output {d['output']}{flags}")
+        lines += input_files.file_lines(d)
     return lines
 
 

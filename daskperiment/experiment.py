@@ -29,6 +29,8 @@ from .errors import (
 from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
+from .provenance import inputs as input_files
+from .provenance import lineage
 from .steps import (
     _CURRENT,
     PERSIST,
@@ -363,6 +365,22 @@ class Experiment:
         if st is None:
             return 0
         return step_cache.clear(self._store_for_writing(), self.id, step)
+
+    def track(self, path: Any) -> Any:
+        """Declare that the running step reads ``path`` (a file or a directory) and return
+        it: for readers no hook sees (pyarrow, h5py, subprocesses), e.g.
+        ``pd.read_parquet(ex.track(path))``. See docs/provenance.md."""
+        return input_files.track(path)
+
+    def trials_using(self, what: Any) -> list[lineage.Use]:
+        """The steps of trials that read the file ``what`` (a path: any version of it, or any
+        file below a directory) or used the digest ``what`` (a file's content, a step's
+        input, output or persisted object), oldest trial first."""
+        st = self._read_store()
+        if st is None:
+            return []
+        ids = self._reader.trial_ids(st)
+        return lineage.find_uses(((i, self._record(i)) for i in ids), what)
 
     def run_from_command_line(self, result: Any = None, argv: Any = None) -> Any:
         """Run one trial from the script's command line: ``python script.py a=1 b=2 --seed 1``.

@@ -5,7 +5,10 @@ record of the last trial in which that step gave a *new* output for that input (
 holds the step's input and output digests). After a trial computed, each step's output digest
 is compared with the one in the record the ref names: a different digest logs the seed's
 warning, and once the new trial record is stored the ref is moved to it. Only digests are
-compared, never values, so an unchanged step costs one small read.
+compared, never values, so an unchanged step costs one small read. For a step that read
+files, the input digest also covers their content digests
+(:func:`daskperiment.provenance.inputs.purity_inputs`): new data is a new input, not an
+impure step.
 
 The ref names a trial record rather than the output itself because most step outputs are
 never stored, and a ref must name an object the store holds. (Refs naming a marker object
@@ -20,6 +23,7 @@ from typing import Any
 import store
 
 from .log import logger
+from .provenance import inputs as input_files
 
 PURITY_TYPE = "daskperiment.purity"
 
@@ -43,7 +47,7 @@ def check(st: store.Store, experiment_id: str, steps: Mapping[str, Mapping[str, 
     """
     updates = []
     for entry in steps.values():
-        inputs, output = entry.get("inputs"), entry.get("output")
+        inputs, output = input_files.purity_inputs(entry), entry.get("output")
         if not inputs or not output or entry.get("reused"):
             continue
         name = purity_ref(experiment_id, entry["step"], inputs)
@@ -82,7 +86,7 @@ def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str 
         found = obj.get("output")
     elif isinstance(obj, dict):
         for entry in (obj.get("steps") or {}).values():
-            if entry.get("step") == step and entry.get("inputs") == inputs:
+            if entry.get("step") == step and input_files.purity_inputs(entry) == inputs:
                 found = entry.get("output")
                 break
     if len(_SEEN) >= _SEEN_MAX:

@@ -44,6 +44,7 @@ from store import codec
 from . import live, metrics, seeding
 from .code import CodeSnapshot
 from .errors import NotInTrial
+from .provenance import inputs as input_files
 
 #: Graph key of the per-trial context placeholder shared by every step.
 TRIAL_KEY = "daskperiment-trial"
@@ -237,21 +238,27 @@ class StepCall:
             "reused": False,
             "started": time.time(),
         }
+        consumed = sorted({d for d in digests.values() if d})  # upstream outputs (lineage)
+        if consumed:
+            record["consumed"] = consumed
         ctx = StepContext(spec.name, trial.trial_id, trial.experiment_id)
         st = trial.store.open()
         # Metrics readable while the step runs: watched from the step's first point on, so
         # a step saving none never registers with (or starts) the live thread.
         watching = _LiveStart(st, trial, key, ctx.metrics)
         token = _CURRENT.set(ctx)
+        reading, reading_token = input_files.start(input_files.ignored_for(trial.store.location))
         started = time.perf_counter()
         try:
             seeding.apply_seed(trial.seed)
             value = spec.func(*args, **kwargs)
         finally:
+            input_files.stop(reading_token)
             _CURRENT.reset(token)
             ctx.metrics.on_first_point = None
             live.unwatch(watching.watch)
         record["duration"] = time.perf_counter() - started
+        input_files.add_to_record(record, reading, st)
         record["output"], record["persisted"] = _output_digest(spec, value, st, record)
         record["metrics"] = ctx.metrics.flush(st, record)
         live.settle(watching.watch, record)

@@ -161,7 +161,11 @@ def sections(doc: Doc, workdir: Path) -> None:
     doc.run("daskperiment list --format json")
 
     doc.text("## log: the history of an experiment\n")
-    doc.text("`--verbose` adds status, seed, digests and reused steps; `--format csv|json`.")
+    doc.text(
+        "`--verbose` adds status, seed, digests and reused steps; `--format csv|json`. "
+        "`--uses PATH|DIGEST` lists instead the trials whose steps read a file (any version) "
+        "or used a digest: see [lineage](provenance.md#lineage)."
+    )
     doc.run("daskperiment log quickstart_pj")
     doc.run("daskperiment log quickstart_pj --format csv")
     doc.run("daskperiment log quickstart_pj --verbose --format json")

@@ -72,6 +72,7 @@ def trial_page(
         summary=_summary(record),
         params=[(str(k), _literal(v)) for k, v in sorted((record.get("params") or {}).items())],
         steps=_steps(record.get("steps") or {}, code),
+        files=_files(record.get("steps")),
         digests=sorted((str(k), str(v)) for k, v in (record.get("digests") or {}).items()),
         error=record.get("description") if status == "failed" else None,
         traceback=record.get("traceback"),
@@ -152,6 +153,13 @@ def _duration(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return format_duration(float(value))
     return None if value is None else str(value)
+
+
+def _files(steps: Any) -> list[tuple[str, str, str]]:
+    """(step, path, digest) of every input file the trial's steps read."""
+    if not isinstance(steps, dict):
+        return []
+    return [(n, p, d) for n, s in steps.items() for p, d in (s.get("files") or {}).items()]
 
 
 def _steps(steps: Any, code: str) -> list[dict[str, Any]]:
