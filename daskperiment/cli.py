@@ -27,7 +27,7 @@ from typing import Any
 
 import store
 
-from . import __version__, sharing
+from . import __version__, ids, sharing
 from .errors import DaskperimentError, ExperimentNotFound
 from .log import logger
 
@@ -49,17 +49,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _experiment_id(text: str) -> str:
-    if not text or not all(c.isalnum() and c.isascii() or c in "_-" for c in text):
-        raise argparse.ArgumentTypeError(
-            f"invalid experiment id {text!r}: ids are letters, digits, '_' and '-'"
-        )
+    if not ids.is_experiment_id(text):
+        shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"invalid experiment id {shown}: {ids.EXPERIMENT_ID_RULE}")
     return text
 
 
 def _trial_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"invalid trial id {text!r}: a positive integer")
-    return int(text)
+    trial_id = ids.parse_trial_id(text)
+    if trial_id is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid trial id {text!r}: {ids.TRIAL_ID_RULE}, like 1, 2, 3"
+        )
+    return trial_id
 
 
 def _seconds(text: str) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 import store
 
 from .log import logger
+from .reads import MALFORMED, read_json
 
 PURITY_TYPE = "daskperiment.purity"
 
@@ -76,7 +77,10 @@ def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str 
     key = (oid, step, inputs)
     if key in _SEEN:
         return _SEEN[key]
-    obj = st.get(oid)
+    try:
+        obj: Any = read_json(st, oid)
+    except MALFORMED:  # not a record or marker: remembers nothing, and is never decoded
+        obj = None
     found = None
     if isinstance(obj, dict) and obj.get("type") == PURITY_TYPE:
         found = obj.get("output")
