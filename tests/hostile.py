@@ -15,6 +15,28 @@ import store
 from store import Link
 
 
+def build_three_trials(cache: Path, experiment_id: str) -> None:
+    """Three real trials (a persisted step, a metric ``loss``) in ``cache/<experiment_id>``."""
+    import daskperiment
+
+    ex = daskperiment.Experiment(id=experiment_id, backend=cache / experiment_id)
+    a = ex.parameter("a")
+
+    @ex.persist
+    def prepare(a):
+        return a + 1
+
+    @ex.result
+    def score(x):
+        for i in range(3):
+            ex.save_metric("loss", epoch=i, value=float(x - i))
+        return x * 2
+
+    for value in (1, 2, 3):
+        ex.set_parameters(a=value)
+        score(prepare(a)).compute()
+
+
 class Marker:
     """Unpickling this touches ``path``."""
 

@@ -21,7 +21,7 @@ import pytest
 import daskperiment
 import store
 from daskperiment.errors import InvalidExperimentId, PickleRefused
-from tests.hostile import plant_pickle, plant_record, record_of, trial_ref
+from tests.hostile import build_three_trials, plant_pickle, plant_record, record_of, trial_ref
 
 EXP = "sec_pj"
 REPO = Path(__file__).resolve().parents[2]
@@ -59,30 +59,10 @@ def one_line(done: subprocess.CompletedProcess, code: int, *words: str) -> str:
     return lines[0]
 
 
-def build(directory: Path) -> None:
-    """Three real trials of ``EXP`` (a persisted step, a metric) under ``directory``."""
-    ex = daskperiment.Experiment(id=EXP, backend=directory / "daskperiment_cache" / EXP)
-    a = ex.parameter("a")
-
-    @ex.persist
-    def prepare(a):
-        return a + 1
-
-    @ex.result
-    def score(x):
-        for i in range(3):
-            ex.save_metric("loss", epoch=i, value=float(x - i))
-        return x * 2
-
-    for value in (1, 2, 3):
-        ex.set_parameters(a=value)
-        score(prepare(a)).compute()
-
-
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("sec")
-    build(directory)
+    build_three_trials(directory / "daskperiment_cache", EXP)
     return directory
 
 
