@@ -389,9 +389,19 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
     report.trials_malformed = sorted(found.malformed)
     if not done:
         return report
-    names = [trial.trial_ref(experiment_id, t) for t in done]
+    names = {trial.trial_ref(experiment_id, t): oid for t, (oid, _) in done.items()}
+
+    def unchanged(selected: Mapping[str, str]) -> None:
+        # Only what was checked above travels: a source whose refs moved since is refused.
+        moved = sorted(n for n, oid in names.items() if selected.get(n) != oid)
+        if moved:
+            raise SharingError(
+                f"trial refs of {src.url} changed while they were read ({', '.join(moved[:3])}"
+                f"); nothing was {action}ed, try again"
+            )
+
     try:
-        moved = store_sync.push(src, dst, names)
+        moved = store_sync.push(src, dst, list(names), check=unchanged)
     except store_sync.RefConflicts as exc:  # a writer raced us on the destination
         raise _conflict_from(exc, experiment_id, dst.url, _TRANSFER_HINT) from None
     report.objects_copied, report.bytes_copied = moved.objects_copied, moved.bytes_copied

@@ -70,3 +70,20 @@ def test_import_check_refuses_before_any_ref_is_created(tmp_path: Path) -> None:
     assert dst.refs.list("") == {}
     report = dst.import_bundle(tmp_path / "b.dpb", check=lambda refs: None)
     assert report.refs_updated == ["a/1"]
+
+
+def test_push_check_refuses_before_anything_is_copied(tmp_path: Path) -> None:
+    from store import sync
+
+    src = store.open(tmp_path / "src", create=True)
+    src.refs.set("a/1", src.put({"x": 1}))
+    dst = store.open(tmp_path / "dst", create=True)
+
+    def check(selected: dict) -> None:
+        assert selected == {"a/1": src.refs.get("a/1")}
+        raise ValueError("moved")
+
+    with pytest.raises(ValueError, match="moved"):
+        sync.push(src, dst, ["a/1"], check=check)
+    assert dst.refs.list("") == {} and list(dst.iter_oids()) == []
+    assert sync.push(src, dst, ["a/1"], check=lambda s: None).refs_updated == ["a/1"]
