@@ -651,16 +651,21 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
+    from .reads import trial_ref_problems
+
     ok = True
     stores = _stores(_location(args), args.experiment)
     if not stores:
         raise store.errors.StoreError(f"no stores in {_location(args)}; pass --store PATH|URL")
     for st in stores:
         report = st.fsck()
-        ok = ok and report.ok
+        problems = trial_ref_problems(st)
+        ok = ok and report.ok and not problems
         first, *rest = report.summary().splitlines()
+        if problems and report.ok:
+            first = first.rsplit(": ", 1)[0] + ": PROBLEMS FOUND"
         _print(f"{st.url}: {first}")
-        for line in rest:
+        for line in rest + [f"trial ref {ref}: {problem}" for ref, problem in problems]:
             _print(f"  {line}")
     return 0 if ok else 1
 

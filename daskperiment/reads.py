@@ -4,8 +4,9 @@ Trial records, code and environment trees, parameter sets, history indexes, cach
 entries are JSON; metric series are pandas or numpy objects. A ``pickle`` object where one of
 those belongs is malformed or hostile: the store refuses it from its header
 (:class:`store.UnexpectedKind`), before anything is decoded, so it never runs. Only
-:func:`read_value` (persisted step outputs, reached through ``get_persisted``/``load``) and
-:func:`read_metric` with ``unpickle=True`` accept pickles; see ``docs/security.md``.
+:func:`read_value` (persisted step outputs, reached through ``get_persisted``/``load``),
+and :func:`read_metric` / :func:`read_parameters` with ``unpickle=True``, accept pickles;
+see ``docs/security.md``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ def read_trial(st: store.Store, oid: str, trial_id: int) -> dict[str, Any]:
     if record.get("trial_id") != trial_id:
         raise MalformedRecord(oid, f"it says trial {record.get('trial_id')!r}, its ref {trial_id}")
     return record
+
+
+def trial_ref_problems(st: store.Store) -> list[tuple[str, str]]:
+    """``(ref, problem)`` for every trial ref of ``st`` that names no trial: an id that is
+    not canonical, or an object that is not a JSON record of that trial. For ``fsck``;
+    nothing is unpickled (damaged objects are reported by the store's own fsck)."""
+    from .ids import TRIAL_ID_RULE, parse_trial_id
+
+    found = []
+    for name, oid in sorted(st.refs.list("experiments/").items()):
+        parts = name.split("/")
+        if len(parts) != 4 or parts[2] != "trials":
+            continue
+        trial_id = parse_trial_id(parts[3])
+        if trial_id is None:
+            found.append((name, f"not a trial id ({TRIAL_ID_RULE}); never read as a trial"))
+            continue
+        try:
+            read_trial(st, oid, trial_id)
+        except MALFORMED as exc:
+            found.append((name, str(exc)))
+        except store.StoreError:
+            continue  # missing or corrupt: the store's fsck reports it
+    return found
 
 
 def read_metric(st: store.Store, oid: str, *, unpickle: bool = False, what: str = "") -> Any:

@@ -109,6 +109,9 @@ def test_planted_trial_ref_is_reported_as_malformed_and_never_run(work: Path, tm
     assert sorted(team.refs.names(f"experiments/{EXP}/trials/")) == [
         trial_ref(EXP, n) for n in (1, 2, 3)
     ]
+    fsck = cli("fsck", cwd=work, code=1).stdout
+    assert "PROBLEMS FOUND" in fsck
+    assert f"trial ref {trial_ref(EXP, 4)}: object {evil}" in fsck and "malformed" in fsck
     one_line(cli("cat", evil, cwd=work, code=None), 1, "is a pickle", "--unpickle-runs-code")
     assert "kind:         pickle" in cli("cat", "--info", evil, cwd=work).stdout
     ex = daskperiment.Experiment(id=EXP, backend=work / "daskperiment_cache" / EXP)
@@ -287,6 +290,9 @@ def test_trial_refs_that_are_not_canonical_are_never_read_as_trials(work: Path):
     st.refs.set(trial_ref(EXP, 10**20), st.refs.get(trial_ref(EXP, 3)))
     rows = json.loads(cli("log", EXP, "--format", "json", cwd=work).stdout)
     assert [r["Trial ID"] for r in rows] == [1, 2, 3]
+    fsck = cli("fsck", cwd=work, code=1).stdout
+    for tail in ("01", "0", str(10**20)):
+        assert f"trial ref {trial_ref(EXP, tail)}: not a trial id" in fsck
     ex = daskperiment.Experiment(id=EXP, backend=work / "daskperiment_cache" / EXP)
     assert ex.trial_id == 3
 
