@@ -63,6 +63,7 @@ from .cache_run import (
 )
 from .log import logger
 from .provenance import inputs as input_files
+from .reads import read_value
 from .steps import StepCall, StepOutput, StepSpec, TrialContext
 
 __all__ = [
@@ -299,7 +300,7 @@ class Planner:
         if self.trial.store.location is not None:
             return None
         try:
-            value = self.st.get(plan.oid)
+            value = read_value(self.st, plan.oid)  # a trial run trusts its store
         except Exception as exc:  # noqa: BLE001 - unreadable for any reason: recompute
             logger.warning("%s", unreadable_message(plan.name, plan.trial, exc))
             plan.load = False

@@ -26,6 +26,7 @@ from store.store import object_key
 
 from .log import logger
 from .provenance import inputs as input_files
+from .reads import read_json, read_value
 from .steps import (
     PERSIST,
     STEP,
@@ -97,7 +98,7 @@ def read_entry(
     """The entry named ``ref``; None when absent or unreadable (then ``warn`` is told why,
     by default the log)."""
     try:
-        data = st.get(st.refs.get(ref))
+        data = read_json(st, st.refs.get(ref))
         entry = Entry(
             output=data["output"].oid,
             trial=data.get("trial"),
@@ -276,7 +277,7 @@ class CachedStepCall(StepCall):
             self._log(logs, logging.INFO, files_changed_message(self.spec.name, entry, changed))
             return None, cache_key, None
         try:
-            value = st.get(entry.output)
+            value = read_value(st, entry.output)  # a trial run trusts its store
         except Exception as exc:  # noqa: BLE001 - unreadable for any reason: run the step
             self._log(logs, logging.WARNING, unreadable_message(self.spec.name, entry.trial, exc))
             return None, cache_key, entry.output
@@ -371,7 +372,7 @@ def load_cached(trial: TrialContext, plan: LoadPlan) -> StepOutput:
     problem = None
     if st is not None and plan.load:
         try:
-            return StepOutput(st.get(plan.oid), plan.oid, dict(plan.records))
+            return StepOutput(read_value(st, plan.oid), plan.oid, dict(plan.records))
         except Exception as exc:  # noqa: BLE001 - unreadable for any reason: recompute
             problem = unreadable_message(plan.name, plan.trial, exc)
     out = dask.local.get_sync(plan.fallback, plan.key)

@@ -27,7 +27,7 @@ from typing import Any
 
 import store
 
-from . import __version__, sharing
+from . import __version__, ids, sharing
 from .errors import DaskperimentError, ExperimentNotFound
 from .log import logger
 from .provenance import inputs as input_files
@@ -50,17 +50,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _experiment_id(text: str) -> str:
-    if not text or not all(c.isalnum() and c.isascii() or c in "_-" for c in text):
-        raise argparse.ArgumentTypeError(
-            f"invalid experiment id {text!r}: ids are letters, digits, '_' and '-'"
-        )
+    if not ids.is_experiment_id(text):
+        shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"invalid experiment id {shown}: {ids.EXPERIMENT_ID_RULE}")
     return text
 
 
 def _trial_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"invalid trial id {text!r}: a positive integer")
-    return int(text)
+    trial_id = ids.parse_trial_id(text)
+    if trial_id is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid trial id {text!r}: {ids.TRIAL_ID_RULE}, like 1, 2, 3"
+        )
+    return trial_id
 
 
 def _seconds(text: str) -> float:
@@ -673,16 +675,21 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
+    from .reads import trial_ref_problems
+
     ok = True
     stores = _stores(_location(args), args.experiment)
     if not stores:
         raise store.errors.StoreError(f"no stores in {_location(args)}; pass --store PATH|URL")
     for st in stores:
         report = st.fsck()
-        ok = ok and report.ok
+        problems = trial_ref_problems(st)
+        ok = ok and report.ok and not problems
         first, *rest = report.summary().splitlines()
+        if problems and report.ok:
+            first = first.rsplit(": ", 1)[0] + ": PROBLEMS FOUND"
         _print(f"{st.url}: {first}")
-        for line in rest:
+        for line in rest + [f"trial ref {ref}: {problem}" for ref, problem in problems]:
             _print(f"  {line}")
     return 0 if ok else 1
 

@@ -40,7 +40,9 @@ from store import Link
 
 from . import environment, trial
 from .errors import TrialNotFound
+from .ids import parse_trial_id
 from .provenance import inputs as input_files
+from .reads import read_json, read_trial
 
 #: Groups of files, in the order they are rendered (``render(groups=...)`` selects some).
 GROUPS = ("parameters", "trial", "code", "steps", "result", "metrics", "environment")
@@ -307,6 +309,18 @@ class _Reader:
             self._cache[oid] = PickledObject(oid) if kind == "pickle" else store.decode(kind, body)
         return self._cache[oid]
 
+    def json(self, oid: str) -> Any:
+        """A JSON object (a tree): any other kind is malformed (store.UnexpectedKind)."""
+        if oid not in self._cache:
+            self.count += 1
+            self._cache[oid] = read_json(self.st, oid)
+        return self._cache[oid]
+
+    def record(self, oid: str, trial_id: int) -> dict[str, Any]:
+        """A trial record (typed: JSON trial records only, see daskperiment.reads)."""
+        self.count += 1
+        return read_trial(self.st, oid, trial_id)
+
 
 def _oid(value: Any) -> str | None:
     return value.oid if isinstance(value, Link) else None
@@ -316,11 +330,11 @@ def _record_oid(st: store.Store, experiment_id: str, trial_id: Any) -> str:
     try:
         return st.refs.get(trial.trial_ref(experiment_id, int(trial_id)))
     except (store.errors.RefNotFound, store.errors.InvalidRefName, ValueError, TypeError):
-        ids = [
-            int(name.rsplit("/", 1)[1])
-            for name in st.refs.list(trial.trials_prefix(experiment_id))
-            if name.rsplit("/", 1)[1].isdigit()
-        ]
+        found = (
+            parse_trial_id(n.rsplit("/", 1)[1])
+            for n in st.refs.names(trial.trials_prefix(experiment_id))
+        )
+        ids = [n for n in found if n is not None]
         raise TrialNotFound(trial_id, experiment_id, max(ids, default=0)) from None
 
 
@@ -338,8 +352,8 @@ def diff_trials(st: store.Store | None, experiment_id: str, a: int, b: int) -> T
     if oid_a == oid_b:  # the same record: identical without reading anything
         return TrialDiff(experiment_id, int(a), int(b))
     reader = _Reader(st)
-    old = trial.effective(reader.get(oid_a))
-    new = trial.effective(reader.get(oid_b))
+    old = trial.effective(reader.record(oid_a, int(a)))
+    new = trial.effective(reader.record(oid_b, int(b)))
     changes: dict[str, Any] = {}
     files: list[DiffFile] = []
     for part in (_parameters, _trial_fields, _code, _steps, _result, _metrics, _environment):
@@ -390,7 +404,7 @@ def _params_of(reader: _Reader, record: dict, oid: str | None) -> dict[str, Any]
     if isinstance(params, dict):
         return params
     link = _oid(record.get("parameters"))
-    value = reader.get(link) if link else {}
+    value = reader.json(link) if link else {}
     return value if isinstance(value, dict) else {}
 
 
@@ -435,7 +449,7 @@ def _code(reader: _Reader, old: dict, new: dict, changes: dict, files: list) -> 
 def _code_tree(reader: _Reader, oid: str | None) -> dict[str, str]:
     if oid is None:
         return {}
-    tree = reader.get(oid)
+    tree = reader.json(oid)
     return {name: link.oid for name, link in tree.get("steps", [])}
 
 
@@ -603,7 +617,7 @@ def _environment(reader: _Reader, old: dict, new: dict, changes: dict, files: li
 def _env_tree(reader: _Reader, oid: str | None) -> dict[str, str]:
     if oid is None:
         return {}
-    tree = reader.get(oid)
+    tree = reader.json(oid)
     return {name: link.oid for name, link in tree.get("categories", {}).items()}
 
 

@@ -31,13 +31,19 @@ class NotFound(DaskperimentError, KeyError):
 
 
 class InvalidExperimentId(DaskperimentError, ValueError):
-    """An experiment id contains characters other than letters, digits, ``_`` and ``-``."""
+    """An experiment id is empty, too long, or has characters other than ASCII letters,
+    digits, ``_`` and ``-`` (the rule is in :mod:`daskperiment.ids`)."""
 
     def __init__(self, experiment_id: object) -> None:
+        from .ids import MAX_EXPERIMENT_ID_LENGTH
+
         self.experiment_id = experiment_id
+        shown = repr(experiment_id)
+        if isinstance(experiment_id, str) and len(shown) > 80:
+            shown = f"{shown[:60]}... ({len(experiment_id)} characters)"
         super().__init__(
-            f"Experiment ID must be a non-empty string of letters, digits, '_' and '-', "
-            f"got {experiment_id!r}"
+            f"Experiment ID must be 1 to {MAX_EXPERIMENT_ID_LENGTH} ASCII letters, digits, "
+            f"'_' and '-', got {shown}"
         )
 
 
@@ -160,4 +166,45 @@ class RecordError(DaskperimentError):
         super().__init__(
             f"could not record trial {trial_id!r}: {reason}; the trial's result is not saved, "
             "check that the store is writable and reachable, then run the trial again"
+        )
+
+
+class InvalidTrialId(DaskperimentError, ValueError):
+    """A trial id is not a canonical positive integer in range (see daskperiment.ids)."""
+
+    def __init__(self, trial_id: object, reason: str) -> None:
+        self.trial_id = trial_id
+        self.reason = reason
+        super().__init__(f"invalid trial id {trial_id!r}: {reason}")
+
+
+class MalformedRecord(DaskperimentError, ValueError):
+    """A stored object where a trial record belongs is not one: a malformed or hostile store.
+
+    Nothing in it was run. ``oid`` names the object, ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, oid: str, reason: str) -> None:
+        self.oid = oid
+        self.reason = reason
+        super().__init__(
+            f"object {oid} is a malformed or hostile trial record: {reason}; it was not "
+            "loaded (nothing ran). Run 'daskperiment fsck' and remove the ref that names it"
+        )
+
+
+class PickleRefused(DaskperimentError, ValueError):
+    """A value asked for is stored as a pickle, and the caller did not opt in to unpickling.
+
+    Loading a pickle runs code chosen by whoever wrote the store; the calls that can load
+    one take ``unpickle=True`` (only for stores you trust, see docs/security.md).
+    """
+
+    def __init__(self, oid: str, what: str) -> None:
+        self.oid = oid
+        self.what = what
+        super().__init__(
+            f"{what} is stored as a pickle (object {oid}): loading it runs code chosen by "
+            "whoever wrote the store, so it was not loaded; pass unpickle=True to load it "
+            "anyway (only for stores you trust)"
         )

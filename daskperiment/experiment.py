@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import numbers
 import os
-import re
 import sys
 import threading
 import time
@@ -19,7 +18,6 @@ from store import Link
 from . import cache as step_cache
 from . import code, environment, history, live, metrics, script, trial
 from .errors import (
-    InvalidExperimentId,
     MetricNotFound,
     NotInTrial,
     PersistedNotFound,
@@ -27,10 +25,12 @@ from .errors import (
     TrialNotFound,
 )
 from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
+from .ids import validate_experiment_id
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
 from .provenance import inputs as input_files
 from .provenance import lineage
+from .reads import MALFORMED, read_json, read_parameters, read_record, read_value
 from .steps import (
     _CURRENT,
     PERSIST,
@@ -43,7 +43,6 @@ from .steps import (
     make_step,
 )
 
-_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _INSTANCES: dict[tuple[str, Any], Experiment] = {}
 _INSTANCES_LOCK = threading.Lock()
 
@@ -51,10 +50,7 @@ CODE_TYPE = "daskperiment.code"
 ENVIRONMENT_TYPE = "daskperiment.environment"
 
 
-def _validate_id(experiment_id: object) -> str:
-    if not isinstance(experiment_id, str) or not _ID_RE.fullmatch(experiment_id):
-        raise InvalidExperimentId(experiment_id)
-    return experiment_id
+_validate_id = validate_experiment_id
 
 
 def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
@@ -195,7 +191,10 @@ class Experiment:
         if not ids:
             return
         self._last_trial_id = ids[-1]
-        self._last_record = st.get(st.refs.get(trial.trial_ref(self.id, ids[-1])))
+        try:
+            self._last_record = read_record(st, st.refs.get(trial.trial_ref(self.id, ids[-1])))
+        except MALFORMED as exc:  # never run it; its trial reads as malformed, others work
+            logger.warning("Trial %d of %s: %s", ids[-1], self.id, exc)
         where = "path" if isinstance(self._backend, store.LocalBackend) else "url"
         logger.info(
             "Loaded Experiment(id: %s, trial_id: %d) from %s=%s",
@@ -233,8 +232,14 @@ class Experiment:
         """Set parameter values for the next trials; parameters not named keep theirs."""
         self._parameters.set(values)
 
-    def get_parameters(self, trial_id: int | None = None) -> dict[str, Any]:
-        """Current parameter values, or those trial ``trial_id`` ran with."""
+    def get_parameters(
+        self, trial_id: int | None = None, *, unpickle: bool = False
+    ) -> dict[str, Any]:
+        """Current parameter values, or those trial ``trial_id`` ran with.
+
+        A trial's parameter set holding values only pickle can store (arrays, frames, other
+        objects) raises :class:`~daskperiment.errors.PickleRefused` unless ``unpickle=True``,
+        which runs code chosen by whoever wrote the store (trusted stores only)."""
         if trial_id is None:
             return {
                 name: value
@@ -245,7 +250,9 @@ class Experiment:
         link = record.get("parameters")
         if isinstance(link, Link):
             # the exact values (the record's inline copy is only JSON for display)
-            return dict(self._need_store().get(link.oid))
+            what = f"the parameter set of trial {record['trial_id']}"
+            st = self._need_store()
+            return dict(read_parameters(st, link.oid, unpickle=unpickle, what=what))
         return dict(record.get("params") or {})
 
     # -- steps -------------------------------------------------------------------------
@@ -492,7 +499,7 @@ class Experiment:
                 self._last_trial_id = self._scan_last_trial_id(self._need_store())
             trial_id = self._last_trial_id
         oid = self._record_oid(trial_id)
-        return trial.effective(self._need_store().get(oid))
+        return trial.effective(read_record(self._need_store(), oid))
 
     def get_history(self, verbose: bool = False) -> Any:
         """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
@@ -534,7 +541,7 @@ class Experiment:
         link = steps[step].get("persisted")
         if not isinstance(link, Link):
             raise PersistedNotFound(step, record["trial_id"])
-        return self._need_store().get(link.oid)
+        return read_value(self._need_store(), link.oid)  # unpickles: documented
 
     def save_metric(self, key: str, epoch: Any, value: Any) -> None:
         """Save one point of metric ``key`` from inside a running step."""
@@ -548,8 +555,15 @@ class Experiment:
         trial, those its steps have saved so far (daskperiment/live.py)."""
         return sorted(live.metrics_of(self._need_store(), self.id, self._record(trial_id)))
 
-    def load_metric(self, key: str, trial_id: int | Iterable[int]) -> Any:
-        """Metric ``key`` of one trial or several: columns are trial ids, index the epochs."""
+    def load_metric(
+        self, key: str, trial_id: int | Iterable[int], *, unpickle: bool = False
+    ) -> Any:
+        """Metric ``key`` of one trial or several: columns are trial ids, index the epochs.
+
+        Series are pandas/numpy objects, which load without running code. A series whose
+        values only pickle could hold raises :class:`~daskperiment.errors.PickleRefused` unless
+        ``unpickle=True``: that runs code chosen by whoever wrote the store (trusted stores
+        only, see docs/security.md)."""
         # numpy integers too: ids often come from a history DataFrame's index
         if isinstance(trial_id, numbers.Integral) or not isinstance(trial_id, Iterable):
             ids: list[Any] = [trial_id]  # a single id; a non-integer one is refused below
@@ -564,7 +578,8 @@ class Experiment:
             tid = int(tid)
             if key not in found:
                 raise MetricNotFound(key, tid, found)
-            series[tid] = live.load_series(st, found[key])
+            what = f"metric {key!r} of trial {tid}"
+            series[tid] = live.load_series(st, found[key], unpickle=unpickle, what=what)
         return metrics.frame(series)
 
     def get_code(self, trial_id: int | None = None) -> str:
@@ -580,14 +595,14 @@ class Experiment:
         link = record.get("code")
         if not isinstance(link, Link):
             return {}
-        tree = st.get(link.oid)
-        return {name: st.get(source.oid) for name, source in tree["steps"]}
+        tree = read_json(st, link.oid)
+        return {name: read_json(st, source.oid) for name, source in tree["steps"]}
 
     def _read_environment(self, st: store.Store | None, oid: str) -> dict[str, Any]:
         if st is None:
             raise store.errors.ObjectNotFound(oid)
-        tree = st.get(oid)
-        return {name: st.get(link.oid) for name, link in tree["categories"].items()}
+        tree = read_json(st, oid)
+        return {name: read_json(st, link.oid) for name, link in tree["categories"].items()}
 
     def get_environment(self, trial_id: int | None = None, category: str | None = None) -> Any:
         """The environment of a trial (the current one if ``trial_id`` is None): a dict of

@@ -25,6 +25,8 @@ from typing import Any
 import store
 from store import Link
 
+from .ids import parse_trial_id
+from .reads import MALFORMED, read_json, read_record, read_trial
 from .trial import FAILED, RUNNING, SUCCESS, effective, trial_ref, trials_prefix
 
 CHUNK_SIZE = 256
@@ -78,6 +80,29 @@ def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
     }
 
 
+#: Status of a trial whose record is not a trial record (a malformed or hostile object).
+MALFORMED_STATUS = "malformed"
+
+
+def malformed_row(trial_id: int, record_oid: str, exc: Exception) -> dict[str, Any]:
+    """The row of a trial whose ref names something that is not a trial record."""
+    return {
+        "trial_id": trial_id,
+        "record": record_oid,
+        "status": MALFORMED_STATUS,
+        "interrupted": False,
+        "params": {},
+        "result": None,
+        "result_type": None,
+        "finished": None,
+        "process_time": None,
+        "description": f"malformed record (not loaded, nothing ran): {exc}",
+        "seed": None,
+        "digests": {"parameters": None, "code": None, "environment": None, "result": None},
+        "reused": [],
+    }
+
+
 def _oid(link: Any) -> str | None:
     return link.oid if isinstance(link, Link) else None
 
@@ -107,11 +132,11 @@ class HistoryReader:
         """Ids of every trial of the experiment, ascending (names only, no ref is read)."""
         prefix = trials_prefix(self.experiment_id)
         ids = [name[len(prefix) :] for name in st.refs.names(prefix)]
-        return sorted(int(tail) for tail in ids if tail.isdigit())
+        return sorted(n for n in map(parse_trial_id, ids) if n is not None)
 
     def remember(self, row: dict[str, Any]) -> None:
         """Keep the row of a final record this process just wrote."""
-        if row["status"] != RUNNING:
+        if row["status"] not in (RUNNING, MALFORMED_STATUS):
             self._final_rows[row["trial_id"]] = row
 
     def rows(self, st: store.Store, trial_ids: Iterable[int]) -> list[dict[str, Any]]:
@@ -142,7 +167,10 @@ class HistoryReader:
             oid = st.refs.get(trial_ref(self.experiment_id, trial_id))
         except store.errors.RefNotFound:
             return None
-        return row_of(st.get(oid), oid)
+        try:
+            return row_of(read_trial(st, oid, trial_id), oid)
+        except MALFORMED as exc:  # never decoded: shown as malformed, the others still read
+            return malformed_row(trial_id, oid, exc)
 
     def _load_index(self, st: store.Store) -> dict[int, dict[str, Any]]:
         try:
@@ -153,10 +181,10 @@ class HistoryReader:
             return self._indexed
         rows: dict[int, dict[str, Any]] = {}
         try:
-            for link in chunk_links(st.get(root_oid)).values():
+            for link in chunk_links(read_json(st, root_oid)).values():
                 chunk = self._chunks.get(link.oid)
                 if chunk is None:
-                    chunk = self._chunks[link.oid] = rows_of_chunk(st.get(link.oid))
+                    chunk = self._chunks[link.oid] = rows_of_chunk(read_json(st, link.oid))
                 rows.update(chunk)
         except (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError):
             # A damaged index is only slower: every row then comes from its record.
@@ -246,7 +274,7 @@ def _current_chunks(st: store.Store, root_oid: str | None) -> dict[str, Link]:
     if root_oid is None:
         return {}
     try:
-        return dict(chunk_links(st.get(root_oid)))
+        return dict(chunk_links(read_json(st, root_oid)))
     except (store.errors.StoreError, ValueError):
         return {}
 
@@ -255,7 +283,7 @@ def _chunk_rows(st: store.Store, link: Link | None) -> dict[int, dict[str, Any]]
     if link is None:
         return {}
     try:
-        return rows_of_chunk(st.get(link.oid))
+        return rows_of_chunk(read_json(st, link.oid))
     except (store.errors.StoreError, KeyError, TypeError, ValueError):
         return {}
 
@@ -359,15 +387,15 @@ def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
     by_id: dict[str, list[int]] = {}
     for name in st.refs.names("experiments/"):
         parts = name.split("/")
-        if len(parts) == 4 and parts[2] == "trials" and parts[3].isdigit():
+        if len(parts) == 4 and parts[2] == "trials" and parse_trial_id(parts[3]) is not None:
             by_id.setdefault(parts[1], []).append(int(parts[3]))
     out = []
     for experiment_id in sorted(by_id):
         ids = by_id[experiment_id]
         try:
-            last = st.get(st.refs.get(trial_ref(experiment_id, max(ids))))
+            last = read_record(st, st.refs.get(trial_ref(experiment_id, max(ids))))
             when = last.get("finished") or last.get("started")
-        except store.errors.StoreError:
+        except (store.errors.StoreError, *MALFORMED):
             when = None
         out.append(
             {

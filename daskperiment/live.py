@@ -259,18 +259,24 @@ def _live_oids(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, 
 
 
 def _reread(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, list[str]]:
+    from .reads import MALFORMED, read_record
     from .trial import trial_ref
 
     try:
-        record = st.get(st.refs.get(trial_ref(experiment_id, trial_id)))
-    except store.errors.StoreError:
+        record = read_record(st, st.refs.get(trial_ref(experiment_id, trial_id)))
+    except (store.errors.StoreError, *MALFORMED):
         return {}
     final = record.get("metrics") or {}
     return {key: [link.oid] for key, link in final.items()}
 
 
-def load_series(st: store.Store, oids: Iterable[str]) -> pd.Series:
-    """One metric's series from its parts (several when several steps saved the key)."""
-    from .metrics import merge_series
+def load_series(
+    st: store.Store, oids: Iterable[str], *, unpickle: bool = False, what: str = ""
+) -> pd.Series:
+    """One metric's series from its parts (several when several steps saved the key).
 
-    return merge_series(st.get(oid) for oid in oids)
+    Parts must be pandas/numpy objects unless ``unpickle`` (see reads.read_metric)."""
+    from .metrics import merge_series
+    from .reads import read_metric
+
+    return merge_series(read_metric(st, oid, unpickle=unpickle, what=what) for oid in oids)

@@ -24,6 +24,7 @@ import store
 
 from .log import logger
 from .provenance import inputs as input_files
+from .reads import MALFORMED, read_json
 
 PURITY_TYPE = "daskperiment.purity"
 
@@ -80,7 +81,10 @@ def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str 
     key = (oid, step, inputs)
     if key in _SEEN:
         return _SEEN[key]
-    obj = st.get(oid)
+    try:
+        obj: Any = read_json(st, oid)
+    except MALFORMED:  # not a record or marker: remembers nothing, and is never decoded
+        obj = None
     found = None
     if isinstance(obj, dict) and obj.get("type") == PURITY_TYPE:
         found = obj.get("output")

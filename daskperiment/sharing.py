@@ -15,6 +15,10 @@ Rules:
 - Nothing is ever overwritten; a trial already there with the same record is left as is, so
   importing a bundle twice or pushing twice changes nothing and copies nothing.
 - Trials still running (or interrupted: their record never finished) are not shared.
+- Only canonical trial refs (``trials/1``, never ``trials/01``) whose records are JSON trial
+  records are shared: import and pull check every record they bring before any ref is created
+  and refuse the whole transfer otherwise; export and push leave a malformed trial of the
+  sending store out and report it (docs/security.md). Nothing is ever unpickled.
 - Purity refs and the history index are *derived* data and never travel, so they can never
   conflict. When trials arrive, the receiver derives them from the new records: a purity ref
   (naming the record that holds the output) is created where none exists (an existing one,
@@ -37,12 +41,27 @@ from store import bundle as store_bundle
 from store import sync as store_sync
 
 from . import history, purity, trial
-from .errors import ConflictError, DaskperimentError, ExperimentNotFound, TrialNotFound
+from .errors import (
+    ConflictError,
+    DaskperimentError,
+    ExperimentNotFound,
+    InvalidTrialId,
+    TrialNotFound,
+)
+from .ids import (
+    EXPERIMENT_ID_RULE,
+    TRIAL_ID_RULE,
+    is_experiment_id,
+    parse_trial_id,
+    trial_id_of,
+    validate_trial_id,
+)
+from .reads import MALFORMED, read_trial, read_value
 
 #: Where ``backend="local"`` puts an experiment's store, relative to the current directory.
 DEFAULT_DIRECTORY = "daskperiment_cache"
 
-_TRIAL_REF = re.compile(r"^experiments/([A-Za-z0-9_-]+)/trials/([0-9]+)$")
+_TRIAL_REF = re.compile(r"^experiments/([^/]+)/trials/([^/]+)$")
 
 
 class TrialConflict(ConflictError):
@@ -81,6 +100,7 @@ class ShareReport:
     trials_added: list[int] = field(default_factory=list)
     trials_unchanged: list[int] = field(default_factory=list)
     trials_skipped: list[int] = field(default_factory=list)
+    trials_malformed: list[int] = field(default_factory=list)
     objects_copied: int = 0
     bytes_copied: int = 0
 
@@ -102,6 +122,11 @@ class ShareReport:
         if self.trials_skipped:
             parts.append(
                 f"{_count(self.trials_skipped, 'trial')} not shared (running or interrupted)"
+            )
+        if self.trials_malformed:
+            parts.append(
+                f"{_count(self.trials_malformed, 'trial')} left out: malformed record "
+                "(run 'daskperiment fsck')"
             )
         return "; ".join(parts)
 
@@ -217,9 +242,9 @@ def trial_refs(st: store.Store, experiment_id: str) -> dict[int, str]:
     prefix = trial.trials_prefix(experiment_id)
     out = {}
     for name, oid in st.refs.list(prefix).items():
-        tail = name[len(prefix) :]
-        if tail.isdigit():
-            out[int(tail)] = oid
+        trial_id = parse_trial_id(name[len(prefix) :])
+        if trial_id is not None:  # "01", "0", "2**63": not a trial id, never read
+            out[trial_id] = oid
     return dict(sorted(out.items()))
 
 
@@ -232,19 +257,39 @@ def _require(st: store.Store | None, experiment_id: str) -> tuple[store.Store, d
     return st, refs
 
 
-def _finished(
-    st: store.Store, refs: Mapping[int, str]
-) -> tuple[dict[int, tuple[str, dict]], list[int]]:
-    """Split trials into finished ``{id: (oid, record)}`` and running or interrupted ids."""
-    done: dict[int, tuple[str, dict]] = {}
-    skipped: list[int] = []
+@dataclass
+class _Sorted:
+    """Trials split by what can be shared: finished ``{id: (oid, record)}``, running or
+    interrupted ids, and ids whose record is malformed (never decoded) with the error."""
+
+    done: dict[int, tuple[str, dict]] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    malformed: dict[int, Exception] = field(default_factory=dict)
+
+
+def _finished(st: store.Store, refs: Mapping[int, str]) -> _Sorted:
+    """Read (typed: JSON trial records only) and sort the records of ``refs``."""
+    out = _Sorted()
     for trial_id, oid in refs.items():
-        record = st.get(oid)
+        try:
+            record = read_trial(st, oid, trial_id)
+        except MALFORMED as exc:
+            out.malformed[trial_id] = exc
+            continue
         if record.get("status") == trial.RUNNING:
-            skipped.append(trial_id)
+            out.skipped.append(trial_id)
         else:
-            done[trial_id] = (oid, record)
-    return done, skipped
+            out.done[trial_id] = (oid, record)
+    return out
+
+
+def _refuse_malformed(where: str, malformed: Mapping[int, Exception], what: str) -> None:
+    if malformed:
+        first, exc = next(iter(sorted(malformed.items())))
+        raise SharingError(
+            f"{where}: trial {first} is not a well-formed trial record ({exc}); "
+            f"{len(malformed)} malformed trial(s) in all; {what}"
+        )
 
 
 def _split(
@@ -334,13 +379,29 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
     report = ShareReport(action, experiment_id, src.url, dst.url, trials_unchanged=same)
     if conflicts:
         raise TrialConflict(experiment_id, conflicts, dst.url, _TRANSFER_HINT)
+    if action == "pull":
+        _refuse_odd_refs(src, experiment_id)
     # Only trials the destination lacks are read: a second push reads and copies nothing.
-    done, report.trials_skipped = _finished(src, create)
+    found = _finished(src, create)
+    if action == "pull":  # a record we bring must be a trial record before any ref is made
+        _refuse_malformed(src.url, found.malformed, "nothing was pulled")
+    done, report.trials_skipped = found.done, found.skipped
+    report.trials_malformed = sorted(found.malformed)
     if not done:
         return report
-    names = [trial.trial_ref(experiment_id, t) for t in done]
+    names = {trial.trial_ref(experiment_id, t): oid for t, (oid, _) in done.items()}
+
+    def unchanged(selected: Mapping[str, str]) -> None:
+        # Only what was checked above travels: a source whose refs moved since is refused.
+        moved = sorted(n for n, oid in names.items() if selected.get(n) != oid)
+        if moved:
+            raise SharingError(
+                f"trial refs of {src.url} changed while they were read ({', '.join(moved[:3])}"
+                f"); nothing was {action}ed, try again"
+            )
+
     try:
-        moved = store_sync.push(src, dst, names)
+        moved = store_sync.push(src, dst, list(names), check=unchanged)
     except store_sync.RefConflicts as exc:  # a writer raced us on the destination
         raise _conflict_from(exc, experiment_id, dst.url, _TRANSFER_HINT) from None
     report.objects_copied, report.bytes_copied = moved.objects_copied, moved.bytes_copied
@@ -349,6 +410,18 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
     report.trials_unchanged = sorted(same + _trial_ids(moved.refs_unchanged))
     derive(dst, experiment_id, {t: done[t] for t in added})
     return report
+
+
+def _refuse_odd_refs(src: store.Store, experiment_id: str) -> None:
+    """Refuse trial refs that are not canonical ids (``trials/01``): they would alias others."""
+    prefix = trial.trials_prefix(experiment_id)
+    odd = [n for n in src.refs.names(prefix) if parse_trial_id(n[len(prefix) :]) is None]
+    if odd:
+        raise SharingError(
+            f"{src.url} holds trial refs that are not canonical trial ids ({', '.join(odd[:3])}"
+            f"{', ...' if len(odd) > 3 else ''}; {TRIAL_ID_RULE}): nothing was pulled "
+            "(fix or remove those refs there)"
+        )
 
 
 _TRANSFER_HINT = (
@@ -410,7 +483,10 @@ def export_trials(
         if missing:
             raise TrialNotFound(missing[0], experiment_id, max(refs))
         refs = {t: refs[t] for t in sorted(set(wanted))}
-    done, skipped = _finished(st, refs)
+    found = _finished(st, refs)
+    done, skipped = found.done, found.skipped
+    if trials is not None and found.malformed:
+        _refuse_malformed(st.url, found.malformed, "nothing was exported")
     if trials is not None and skipped:
         raise SharingError(
             f"trial(s) {', '.join(map(str, skipped))} of {experiment_id!r} are running or were "
@@ -427,18 +503,18 @@ def export_trials(
         os.fspath(path),
         trials_added=sorted(done),
         trials_skipped=skipped,
+        trials_malformed=sorted(found.malformed),
         objects_copied=written.objects,
         bytes_copied=written.bytes,
     )
 
 
 def _trial_number(value: Any) -> int:
-    """A trial id given by a user: a positive int, or its decimal text."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if type(value) is not int or value < 1:
-        raise SharingError(f"trial ids are positive integers, got {value!r}")
-    return value
+    """A trial id given by a user: an int in range, or its canonical decimal text."""
+    try:
+        return trial_id_of(value) if isinstance(value, str) else validate_trial_id(value)
+    except InvalidTrialId as exc:
+        raise SharingError(str(exc)) from None
 
 
 def bundle_experiment(path: str | os.PathLike[str]) -> tuple[str, dict[int, str]]:
@@ -454,8 +530,14 @@ def bundle_experiment(path: str | os.PathLike[str]) -> tuple[str, dict[int, str]
         match = _TRIAL_REF.match(name)
         if match is None:
             others.append(name)
-        else:
-            by_experiment.setdefault(match.group(1), {})[int(match.group(2))] = oid
+            continue
+        experiment_id, trial_id = match.group(1), parse_trial_id(match.group(2))
+        if not is_experiment_id(experiment_id) or trial_id is None:
+            raise SharingError(
+                f"{os.fspath(path)} holds the ref {name!r}, which names no valid trial "
+                f"({TRIAL_ID_RULE}; {EXPERIMENT_ID_RULE}); nothing was imported"
+            )
+        by_experiment.setdefault(experiment_id, {})[trial_id] = oid
     if others:
         raise SharingError(
             f"{os.fspath(path)} holds refs that are not trials ({', '.join(sorted(others)[:3])}"
@@ -504,16 +586,21 @@ def import_bundle(
             "import", new_id, os.fspath(path), dst.url, trials_unchanged=sorted(same)
         )
     ref_map = {f"experiments/{old_id}/": f"experiments/{new_id}/"} if new_id != old_id else None
+    records: dict[int, tuple[str, dict]] = {}
+
+    def check(_: Mapping[str, str]) -> None:
+        # Objects are verified and written, no ref exists yet: a record that is not a JSON
+        # trial record (a pickle, say) refuses the whole import before any ref is created.
+        found = _finished(dst, create)
+        _refuse_malformed(os.fspath(path), found.malformed, "nothing was imported")
+        records.update(found.done)
+
     try:
-        moved = dst.import_bundle(path, ref_map)
+        moved = dst.import_bundle(path, ref_map, check=check)
     except store_sync.RefConflicts as exc:
         raise _conflict_from(exc, new_id, dst.url, _IMPORT_HINT) from None
     added = _trial_ids(moved.refs_updated)
-    arrived = {}
-    for trial_id in added:
-        oid = refs[trial_id]
-        arrived[trial_id] = (oid, dst.get(oid))
-    derive(dst, new_id, arrived)
+    derive(dst, new_id, {t: records[t] for t in added if t in records})
     return ShareReport(
         "import",
         new_id,
@@ -531,4 +618,4 @@ def load_object(st: store.Store | None, oid: str) -> Any:
     whoever stored it: only load from stores you trust."""
     if st is None:
         raise store.errors.ObjectNotFound(store.validate_oid(oid), "(no store yet)")
-    return st.get(oid)
+    return read_value(st, oid)

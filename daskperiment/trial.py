@@ -524,8 +524,10 @@ def _merge_metric(st: store.Store, oids: list[str]) -> str:
     if len(oids) == 1:
         return oids[0]
     from .metrics import merge_series
+    from .reads import read_metric
 
-    return st.put(merge_series(st.get(oid) for oid in oids))
+    # This trial's own parts, just written by its steps: a series only pickle holds is kept.
+    return st.put(merge_series(read_metric(st, oid, unpickle=True) for oid in oids))
 
 
 _SCALARS = (int, float, bool, str, type(None))

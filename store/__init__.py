@@ -41,6 +41,7 @@ from .errors import (
     RefNotFound,
     StoreError,
     StoreNotFound,
+    UnexpectedKind,
     UnsupportedFormat,
 )
 from .store import FsckReport, GcReport, ObjectInfo, Store, TransferReport
@@ -76,6 +77,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreNotFound",
+    "UnexpectedKind",
     "TransferReport",
     "UnsupportedFormat",
     "decode",

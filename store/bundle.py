@@ -22,7 +22,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -400,8 +400,13 @@ def import_bundle(
     store: Store,
     source: str | os.PathLike[str] | BinaryIO,
     ref_map: Mapping[str, str] | None = None,
+    check: Callable[[Mapping[str, Oid]], None] | None = None,
 ) -> TransferReport:
     """Import a bundle into ``store``: verify everything, write missing objects, then refs.
+
+    ``check`` is called with the (renamed) refs once every object is verified and written and
+    before any ref is created: whatever it raises refuses the import with no ref changed (a
+    caller's own validation of what the refs name, e.g. that a record is not a pickle).
 
     ``ref_map`` renames refs by prefix (``{"experiments/old/": "experiments/new/"}``; the
     longest matching prefix wins; other refs keep their names). Refs become visible only after
@@ -436,6 +441,8 @@ def import_bundle(
         if owned:
             f.close()
     _check_closure(store, links, {e.oid for e in header.objects}, name)
+    if check is not None:
+        check(refs)
     report.refs_updated, report.refs_unchanged = apply_refs(
         store, refs, workers=default_workers(store), plan=plan
     )

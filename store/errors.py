@@ -7,6 +7,8 @@ data as attributes so that callers never parse messages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class StoreError(Exception):
     """Root of every error the store raises."""
@@ -147,6 +149,27 @@ class CorruptObject(StoreError):
             + (f" (content hashes to {actual})" if actual else "")
             + "; run fsck, delete the damaged file, then restore it from another copy "
             "(pull or bundle import copy objects the store lacks) or gc it"
+        )
+
+
+class UnexpectedKind(StoreError, ValueError):
+    """An object read for one purpose has another kind: the store is malformed or hostile.
+
+    Raised by ``Store.get(oid, kinds=...)`` from the object's header, before anything is
+    decoded, so a ``pickle`` object where plain data belongs never runs.
+    """
+
+    def __init__(self, oid: str, kind: str, expected: Iterable[str], where: str = "") -> None:
+        self.oid = oid
+        self.kind = kind
+        self.expected = tuple(sorted(expected))
+        super().__init__(
+            f"object {oid}"
+            + (f" in {where}" if where else "")
+            + f" is malformed or hostile: it is a {kind!r} object where only "
+            + " or ".join(repr(k) for k in self.expected)
+            + " belongs; it was not loaded (nothing ran). Ask whoever wrote it, or remove the "
+            "ref that names it"
         )
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import codec, compress, objfile
 from .backends.base import Backend, Buffers, KeyInfo
 from .digest import Oid, hash_chunks, is_oid, validate_oid
-from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore
+from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore, UnexpectedKind
 
 if TYPE_CHECKING:
     from .bundle import BundleReport
@@ -344,14 +344,26 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------
 
-    def get(self, oid: str) -> Any:
+    def get(self, oid: str, *, kinds: Collection[str] | None = None) -> Any:
         """The value stored under ``oid``, verified against its digest.
+
+        ``kinds``: the codec kinds the caller accepts (e.g. ``{"json"}``); the header's kind
+        is checked before the payload is decompressed or decoded, and any other kind raises
+        :class:`UnexpectedKind` (a malformed or hostile object). ``None`` accepts every kind,
+        ``pickle`` included: only ``pickle`` objects can run code when decoded, so readers of
+        stores they do not trust always pass ``kinds``.
 
         Raises :class:`InvalidOid` for a malformed oid, :class:`ObjectNotFound` (a
         ``KeyError``) when absent, :class:`CorruptObject` when the stored bytes are damaged.
-        Only ``pickle`` objects can run code when decoded.
         """
-        kind, body = self.get_raw(oid)
+        oid = validate_oid(oid)
+        data = self.get_stored(oid)
+        if kinds is not None:
+            head = memoryview(data)[: objfile.MAX_HEADER_SIZE]
+            kind = self._parse_header(oid, head).kind
+            if kind not in kinds:
+                raise UnexpectedKind(oid, kind, kinds, self.url)
+        kind, body = verify_object(oid, data, self.path_of(oid))
         return codec.decode(kind, body)
 
     def get_raw(self, oid: str) -> tuple[str, memoryview]:
@@ -488,14 +500,17 @@ class Store:
         self,
         path: str | os.PathLike[str] | BinaryIO,
         ref_map: Mapping[str, str] | None = None,
+        *,
+        check: Callable[[Mapping[str, Oid]], None] | None = None,
     ) -> TransferReport:
         """Import a bundle: verify every object, then create its refs (store.bundle).
 
-        ``ref_map`` renames refs by prefix (``{"experiments/old/": "experiments/new/"}``).
+        ``ref_map`` renames refs by prefix (``{"experiments/old/": "experiments/new/"}``);
+        ``check(refs)`` runs before any ref is created and refuses the import by raising.
         """
         from .bundle import import_bundle
 
-        return import_bundle(self, path, ref_map)
+        return import_bundle(self, path, ref_map, check)
 
     def push(
         self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False

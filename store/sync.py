@@ -213,8 +213,13 @@ def push(
     *,
     force: bool = False,
     workers: int | None = None,
+    check: Callable[[Mapping[str, Oid]], None] | None = None,
 ) -> TransferReport:
     """Copy ``refs`` of ``src`` and every object they reach into ``dst``.
+
+    ``check(selected refs)`` runs once the refs of ``src`` are read and before anything is
+    copied: whatever it raises refuses the push with nothing written (a caller's check that
+    the refs still name what it validated).
 
     ``refs``: a name prefix ("" = every ref) or exact ref names. Only objects ``dst`` lacks
     are copied, as their stored bytes, each verified against its digest; then refs are
@@ -230,6 +235,8 @@ def push(
 
     workers = workers or default_workers(src, dst)
     selected = select_refs(src, refs)
+    if check is not None:
+        check(selected)
     plan = plan_refs(dst, selected, workers)
     if plan.conflicts and not force:
         raise RefConflicts(plan.conflicts, dst.backend.url)

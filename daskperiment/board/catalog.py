@@ -7,7 +7,6 @@ and its ``get_*`` methods) on stores opened read-only, so the dashboard can neve
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from typing import Any
 import pandas as pd
 import xxhash
 
+from daskperiment import ids
 from daskperiment.errors import ExperimentNotFound, TrialNotFound
+from daskperiment.ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id
 
 from .codediff import diff_text
 from .errors import BoardError, PageNotFound
@@ -26,24 +27,23 @@ from .query import HistoryQuery, run_query, statuses, text_cells
 
 logger = logging.getLogger("daskperiment.board")
 
-EXPERIMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-TRIAL_ID = re.compile(r"^[1-9][0-9]{0,11}$")
 #: How long a history snapshot is trusted before the trial refs are listed again (seconds).
 HISTORY_TTL = 1.5
 
 
 def parse_experiment_id(text: str) -> str:
-    """Validate an experiment id taken from a URL (letters, digits, ``_``, ``-``)."""
-    if not EXPERIMENT_ID.match(text):
-        raise PageNotFound(f"no experiment {text!r}: ids are letters, digits, '_' and '-'")
+    """Validate an experiment id taken from a URL (the one rule of daskperiment.ids)."""
+    if not is_experiment_id(text):
+        raise PageNotFound(f"no experiment {text!r}: {EXPERIMENT_ID_RULE}")
     return text
 
 
 def parse_trial_id(text: str) -> int:
-    """Validate a trial id taken from a URL: a positive decimal integer, nothing else."""
-    if not TRIAL_ID.match(text):
-        raise PageNotFound(f"no trial {text!r}: trial ids are positive integers like 1, 2, 3")
-    return int(text)
+    """Validate a trial id taken from a URL: a canonical trial id (daskperiment.ids)."""
+    trial_id = ids.parse_trial_id(text)
+    if trial_id is None:
+        raise PageNotFound(f"no trial {text!r}: {TRIAL_ID_RULE}, like 1, 2, 3")
+    return trial_id
 
 
 @dataclass
@@ -266,7 +266,7 @@ class Catalog:
         for location in self._locations():
             for entry in daskperiment.list_experiments(self._open(location)):
                 exp_id = str(entry["id"])
-                if not EXPERIMENT_ID.match(exp_id):
+                if not is_experiment_id(exp_id):
                     continue
                 if exp_id in found and _where(location).name != exp_id:
                     continue  # the store named after an experiment wins (as in view())
@@ -279,7 +279,7 @@ class Catalog:
         for location in self._locations():
             for name in self._open(location).refs.names("experiments/"):
                 parts = name.split("/")
-                if len(parts) == 4 and parts[2] == "trials" and EXPERIMENT_ID.match(parts[1]):
+                if len(parts) == 4 and parts[2] == "trials" and is_experiment_id(parts[1]):
                     found.add(parts[1])
         return sorted(found)
 

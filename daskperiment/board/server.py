@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from daskperiment.errors import NotFound
+from daskperiment.errors import NotFound, PickleRefused
+from daskperiment.reads import MALFORMED
 
 from . import pages, routes
 from .catalog import Catalog
@@ -160,6 +161,9 @@ class BoardHandler(BaseHTTPRequestHandler):
         except BadRequest as exc:
             return self._error(400, str(exc), is_api)
         except BoardError as exc:
+            return self._error(500, str(exc), is_api)
+        except (*MALFORMED, PickleRefused) as exc:  # never decoded: reported as it is
+            logger.warning("%s: %s", self.path, exc)
             return self._error(500, str(exc), is_api)
         except Exception as exc:  # a broken record must not take the server down
             logger.exception("error serving %s", self.path)

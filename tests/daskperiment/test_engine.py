@@ -25,6 +25,7 @@ from daskperiment.errors import (
     MetricNotFound,
     NotInTrial,
     ParameterUndefined,
+    PickleRefused,
     StepNotFound,
     TrialNotFound,
 )
@@ -453,7 +454,9 @@ def test_parameters_of_any_type_are_recorded_exactly() -> None:
     }
     ex.set_parameters(**values)
     assert count(*params).compute() == 4
-    got = ex.get_parameters(trial_id=1)
+    with pytest.raises(PickleRefused, match="parameter set of trial 1 is stored as a pickle"):
+        ex.get_parameters(trial_id=1)  # a set holding a set: only pickle holds it
+    got = ex.get_parameters(trial_id=1, unpickle=True)
     assert got["f"] == 0.5
     np.testing.assert_array_equal(got["arr"], np.arange(3))
     pd.testing.assert_frame_equal(got["frame"], values["frame"])
