@@ -61,6 +61,7 @@ from .cache_run import (
     write_entry,
 )
 from .log import logger
+from .provenance.record import dependency_key
 from .steps import StepCall, StepOutput, StepSpec, TrialContext
 
 __all__ = [
@@ -142,7 +143,8 @@ class Planner:
         ups = [self.decide(d) for d in upstream]
         spec = node.func.spec
         try:
-            key = make_key(spec, self._input_keys(node), self.trial.seed)
+            deps = dependency_key(spec, self.trial)
+            key = make_key(spec, self._input_keys(node), self.trial.seed, deps)
         except _Unresolved:
             key = None
         self.keys[k] = key

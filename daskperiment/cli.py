@@ -30,6 +30,7 @@ import store
 from . import __version__, sharing
 from .errors import DaskperimentError, ExperimentNotFound
 from .log import logger
+from .provenance import commands as provenance_commands
 
 DEFAULT_STORE = "daskperiment_cache"
 #: Failures the user can act on: shown as one line, exit status 1.
@@ -113,6 +114,7 @@ SUMMARIES = {
     "fsck": "verify every object and ref of the stores",
     "gc": "remove objects no trial reaches and leftover temp files",
     "run": "run a script, then one trial of its @ex.result",
+    **provenance_commands.SUMMARIES,
     "board": "serve the dashboard in a browser (options: daskperiment board --help)",
 }
 EXAMPLES = {
@@ -129,6 +131,7 @@ EXAMPLES = {
     "fsck": "fsck",
     "gc": "gc --dry-run",
     "run": "run my_experiment.py a=1 b=2 --seed 1",
+    **provenance_commands.EXAMPLES,
     "board": "board --port 5000",
 }
 COMMANDS = [(name, SUMMARIES[name], f"daskperiment {EXAMPLES[name]}") for name in SUMMARIES]
@@ -173,6 +176,7 @@ def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     _diff_arguments(subs["diff"])
     _sharing_arguments(subs)
     _maintenance_arguments(subs)
+    provenance_commands.add_arguments(subs, EXP_ARG, _trial_id)
 
 
 def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
@@ -545,6 +549,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for g, on in (("code", args.code), ("parameters", args.params), ("environment", args.env))
         if on
     ] or None
+    if groups and "code" in groups:
+        groups.append("source")  # the local files the steps' code came from
     if args.format == "json":
         _json(result.to_dict())
     else:
@@ -703,6 +709,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pull": cmd_pull,
     "fsck": cmd_fsck,
     "gc": cmd_gc,
+    "checkout": provenance_commands.cmd_checkout,
+    "reproduce": provenance_commands.cmd_reproduce,
 }
 
 

@@ -1,0 +1,1 @@
+"""What a trial depends on: source tree, code closure, input files, libraries."""
