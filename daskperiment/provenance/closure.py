@@ -147,7 +147,11 @@ class _Walker:
         for name in sorted(names):
             value = namespace.get(name, _MISSING)
             self._look(namespace, name, value)
-            if value is not _MISSING:
+            if value is _MISSING:
+                continue
+            if _is_constant(value):
+                self._constant(str(namespace.get("__name__", "__main__")), name, value)
+            else:
                 self.value(value, names, namespace)
 
     def value(self, value: Any, names: set[str], namespace: dict | None) -> None:
@@ -206,17 +210,6 @@ class _Walker:
         for base in cls.__bases__:
             self.klass(base)
 
-    def constants_of_globals(self, func: types.FunctionType) -> None:
-        """Module-level constants the root function names directly."""
-        namespace = func.__globals__
-        module = namespace.get("__name__", "__main__")
-        if not _libs.is_local_function(func):
-            return
-        for name in sorted(_code_names(func.__code__, set())):
-            value = namespace.get(name, _MISSING)
-            if value is not _MISSING and _is_constant(value):
-                self._constant(module, name, value)
-
 
 def compute(func: Callable[..., Any]) -> Closure:
     """The closure of the step function ``func`` (see the module docstring)."""
@@ -224,7 +217,6 @@ def compute(func: Callable[..., Any]) -> Closure:
     target = _unwrap_root(func)
     if isinstance(target, types.FunctionType):
         walker.function(target, root=True)
-        walker.constants_of_globals(target)
     else:
         walker.value(target, set(), None)
     closure = walker.closure
