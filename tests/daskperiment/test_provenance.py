@@ -273,3 +273,44 @@ def test_ex_checkout_and_reproduce_from_python(python: Any, workdir: Path) -> No
     report = ex.reproduce(1)
     assert report and report.identical and report.reproduction == 2
     assert report.to_dict()["divergence"] is None
+
+
+NOTEBOOK_CELLS = [
+    "import daskperiment\nex = daskperiment.Experiment(id='nb_pj')\na = ex.parameter('a')",
+    "def helper(x):\n    return x + 100",
+    "@ex.result\ndef score(a):\n    return helper(a)",
+    "ex.set_parameters(a=1)\nscore(a).compute(seed=1)",
+    "def helper(x):\n    return x + 200",
+    "score(a).compute(seed=1)",
+]
+
+
+def test_notebook_cells_are_the_source_and_helpers_are_followed(workdir: Path) -> None:
+    """A real Jupyter kernel: the cells run so far are the trial's source tree."""
+    try:
+        import nbclient
+        import nbformat
+    except ImportError as exc:
+        pytest.fail(f"needs nbclient and nbformat ({exc}): pip install -e '.[test]'")
+    from conftest import subprocess_env
+
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
+    )
+    client = nbclient.NotebookClient(
+        notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute(env=subprocess_env())
+    ex = daskperiment.Experiment(id="nb_pj")
+    out = ex.checkout(2, workdir / "co")
+    assert out.kind == "notebook" and out.files == ("notebook.py",)
+    text = (workdir / "co" / "notebook.py").read_text()
+    for cell in NOTEBOOK_CELLS[:-1]:
+        assert cell in text
+    assert "# In[5]:\ndef helper(x):\n    return x + 200" in text
+    diff = str(ex.diff(1, 2))
+    assert "diff --git a/__main__.helper b/__main__.helper" in diff
+    assert "+    return x + 200" in diff
+    assert "diff --git a/notebook.py b/notebook.py" in diff
+    with pytest.raises(daskperiment.errors.DaskperimentError, match="not run from a script"):
+        ex.reproduce(2)
