@@ -1,14 +1,16 @@
 """Which modules are the user's own and which come from installed distributions.
 
 *Local* code is what the user can edit in the project: a module whose file lies outside the
-standard library and every ``site-packages`` directory, and whose top-level package is not an
-installed distribution (an editable install counts as installed: its version names it). Code
-typed into a notebook or the main script (``__main__``) is always local.
+standard library and every ``site-packages`` directory (so a package installed in editable
+mode from a directory of its own counts as local: its source is what is being edited).
+Code typed into a notebook or the main script (``__main__``) is always local; this library
+itself never is.
 
 *Libraries* are the installed distributions the local code uses, by distribution name and
 version (``importlib.metadata``), e.g. ``{"numpy": "2.4.6", "scikit-learn": "1.7.0"}``.
-Everything is computed once per process and cached: the module-to-distribution map costs
-~0.1 s the first time.
+Everything is computed once per process and cached. The module-to-distribution map is read
+from ``top_level.txt`` files (cheap); only a module that map does not know makes
+``importlib.metadata.packages_distributions()`` (which reads every ``RECORD``) run, once.
 """
 
 from __future__ import annotations
@@ -53,11 +55,39 @@ def is_installed_path(path: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _distributions() -> dict[str, list[str]]:
+def _declared() -> dict[str, tuple[str, ...]]:
+    """Top-level module -> distributions, from ``top_level.txt`` files and dist names.
+
+    Cheap (one small file per distribution); :func:`_inferred` reads every ``RECORD`` file
+    and is used only for a module this map does not know.
+    """
+    found: dict[str, set[str]] = {}
     try:
-        return dict(metadata.packages_distributions())
+        dists = list(metadata.distributions())
     except Exception:  # noqa: BLE001 - broken metadata must not break a trial
         return {}
+    for dist in dists:
+        name = dist.metadata["Name"] if dist.metadata else None
+        if not name:
+            continue
+        found.setdefault(name.lower().replace("-", "_").replace(".", "_"), set()).add(name)
+        text = dist.read_text("top_level.txt") or ""
+        for line in text.split():
+            found.setdefault(line.strip(), set()).add(name)
+    return {top: tuple(sorted(names)) for top, names in found.items()}
+
+
+@lru_cache(maxsize=1)
+def _inferred() -> dict[str, tuple[str, ...]]:
+    try:
+        return {k: tuple(sorted(set(v))) for k, v in metadata.packages_distributions().items()}
+    except Exception:  # noqa: BLE001 - broken metadata must not break a trial
+        return {}
+
+
+def distributions_of(top: str) -> tuple[str, ...]:
+    """The installed distributions providing top-level module ``top``."""
+    return _declared().get(top) or _inferred().get(top, ())
 
 
 @lru_cache(maxsize=4096)
@@ -70,9 +100,7 @@ def is_local_module_name(name: str, file: str | None) -> bool:
         return False
     if file.startswith("<"):  # exec'd or frozen
         return False
-    if is_installed_path(file):
-        return False
-    return top not in _distributions()
+    return not is_installed_path(file)
 
 
 def is_local_module(module: types.ModuleType) -> bool:
@@ -106,8 +134,12 @@ def versions_of(top: str) -> tuple[tuple[str, str], ...]:
     """``((distribution, version), ...)`` providing top-level module ``top``; () if none."""
     if top in sys.stdlib_module_names or top in _OWN or not top or top.startswith("_"):
         return ()
+    try:  # the usual case, and cheap: the distribution is named as its module (numpy)
+        return ((top, metadata.version(top)),)
+    except (metadata.PackageNotFoundError, ValueError):
+        pass
     out = []
-    for dist in sorted(set(_distributions().get(top, ()))):
+    for dist in distributions_of(top):
         try:
             out.append((dist, metadata.version(dist)))
         except metadata.PackageNotFoundError:

@@ -7,7 +7,7 @@ alone and prove the re-run identical, step by step.
    script the way ``daskperiment run`` does, with the checkout first on ``sys.path`` and the
    *current* directory as its working directory (relative data paths resolve as in the
    original run), then computes one trial of its result with the original trial's parameters
-   and seed, without the step cache. The new trial is recorded with ``"reproduces": TRIAL``.
+   and seed, without the step cache, on dask's threaded scheduler. The new trial is recorded with ``"reproduces": TRIAL``.
 3. The two records are compared step by step in the order the original's steps ran; the
    first step that differs is named with what differs at it: an input file (path, old and new
    digests), a library version, the code closure, the step's inputs, or its output with
@@ -322,7 +322,10 @@ def _child(argv: list[str]) -> int:
         seed = int(seed_text) if seed_text.lstrip("-").isdigit() else None
         before = ex._last_trial_id
         try:
-            ex._run_trial(result, seed=seed, parameters=parameters, cache=False)
+            # dask's threaded scheduler, named so no distributed Client is looked for.
+            ex._run_trial(
+                result, seed=seed, parameters=parameters, cache=False, scheduler="threads"
+            )
         except Exception as exc:  # noqa: BLE001 - recorded as a failed trial; compared below
             answer["error"] = f"{type(exc).__name__}: {exc}"
         if ex._last_trial_id > before:
