@@ -314,3 +314,58 @@ def test_notebook_cells_are_the_source_and_helpers_are_followed(workdir: Path) -
     assert "diff --git a/notebook.py b/notebook.py" in diff
     with pytest.raises(daskperiment.errors.DaskperimentError, match="not run from a script"):
         ex.reproduce(2)
+
+
+def test_a_new_library_version_misses_only_the_steps_that_use_it(python: Any) -> None:
+    """A real (tiny) installed distribution, upgraded between two runs."""
+    site = python.directory / "env" / "site-packages"
+    (site / "fakelib").mkdir(parents=True)
+    (site / "fakelib" / "__init__.py").write_text("def double(x):\n    return 2 * x\n")
+    dist = site / "fakelib-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakelib\nVersion: 1.0\n")
+    python.write(
+        "lib.py",
+        """
+        import daskperiment
+        import fakelib
+
+        ex = daskperiment.Experiment(id="lib_pj")
+        a = ex.parameter("a")
+
+
+        @ex.persist(cache=True)
+        def load(a):
+            return a + 1
+
+
+        @ex.persist(cache=True)
+        def train(x):
+            return fakelib.double(x)
+
+
+        @ex.result
+        def score(y):
+            return y
+
+
+        s = score(train(load(a)))
+        """,
+        report=False,
+    )
+    run = ["run", "lib.py", "a=1", "--seed", "1"]
+    paths = [str(site)]
+    first = python.run_args([sys.executable, "-m", "daskperiment", *run], pythonpath=paths).check()
+    assert reused(first) == []
+    same = python.run_args([sys.executable, "-m", "daskperiment", *run], pythonpath=paths).check()
+    assert reused(same) == ["load", "train"]
+    dist.rename(site / "fakelib-2.0.dist-info")
+    metadata = site / "fakelib-2.0.dist-info" / "METADATA"
+    metadata.write_text(metadata.read_text().replace("1.0", "2.0"))
+    upgraded = python.run_args(
+        [sys.executable, "-m", "daskperiment", *run], pythonpath=paths
+    ).check()
+    assert reused(upgraded) == ["load"]
+    steps = daskperiment.Experiment(id="lib_pj").get_trial(3)["steps"]
+    assert steps["train"]["libraries"] == {"fakelib": "2.0"}
+    assert steps["load"]["libraries"] == {}
