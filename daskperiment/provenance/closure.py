@@ -73,6 +73,11 @@ class Closure:
         return codec.digest(["daskperiment.deps/1", self.tree(), self.libraries])
 
 
+def _module_label(module: str | None) -> str:
+    """The script is ``__main__`` whether run by ``python`` or by ``daskperiment run``."""
+    return "__main__" if module in (None, "__daskperiment__") else module
+
+
 def _is_constant(value: Any) -> bool:
     if isinstance(value, _CONSTANTS):
         return True
@@ -137,7 +142,7 @@ class _Walker:
     def _add(self, obj: Any, text: str | None = None) -> None:
         if len(self.closure.entries) >= _MAX_ENTRIES:
             return
-        name = f"{obj.__module__}.{obj.__qualname__}"
+        name = f"{_module_label(obj.__module__)}.{obj.__qualname__}"
         if text is None:
             text = _code.capture_source(obj).source
         self.closure.entries[name] = text
@@ -191,7 +196,7 @@ class _Walker:
                 self.value(value, names, namespace)
 
     def _constant(self, module: str, name: str, value: Any) -> None:
-        key = f"{module}.{name}"
+        key = f"{_module_label(module)}.{name}"
         if key not in self.closure.entries and len(self.closure.entries) < _MAX_ENTRIES:
             self.closure.entries[key] = f"{name} = {_code._stable_repr(value)}\n"
 

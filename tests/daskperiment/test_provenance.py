@@ -369,3 +369,36 @@ def test_a_new_library_version_misses_only_the_steps_that_use_it(python: Any) ->
     steps = daskperiment.Experiment(id="lib_pj").get_trial(3)["steps"]
     assert steps["train"]["libraries"] == {"fakelib": "2.0"}
     assert steps["load"]["libraries"] == {}
+
+
+def test_a_trial_run_by_python_reproduces_through_daskperiment_run(python: Any) -> None:
+    python.write(
+        "direct.py",
+        """
+        import daskperiment
+
+        ex = daskperiment.Experiment(id="direct_pj")
+        a = ex.parameter("a")
+        OFFSET = 3
+
+
+        def local_helper(x):
+            return x + OFFSET
+
+
+        @ex.result
+        def score(a):
+            return local_helper(a)
+
+
+        s = score(a)
+        ex.run_from_command_line()
+        """,
+        report=False,
+    )
+    python.run_args([sys.executable, "direct.py", "a=4"]).check()
+    record = daskperiment.Experiment(id="direct_pj").get_trial(1)
+    closure = daskperiment.Experiment(id="direct_pj").load(oid(record["steps"]["score"]["closure"]))
+    assert sorted(closure["entries"]) == ["__main__.OFFSET", "__main__.local_helper"]
+    run = dp(python, "reproduce", "direct_pj", "1")
+    assert run.returncode == 0, run.describe()
