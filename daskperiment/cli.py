@@ -498,6 +498,7 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     lines.append(f"record:       {r.get('record')}")
     lines.append("digests:")
     lines += [f"  {k:<12} {v or '-'}" for k, v in (r.get("digests") or {}).items()]
+    lines += provenance_commands.show_lines(r)
     lines += _show_steps(r.get("steps") or {})
     metrics = r.get("metrics") or {}
     if metrics:

@@ -37,6 +37,16 @@ def add_arguments(subs: dict[str, argparse.ArgumentParser], exp_arg: dict, trial
     )
 
 
+def show_lines(record: dict[str, Any]) -> list[str]:
+    """``daskperiment show`` lines for the source tree and the reproduced trial."""
+    source = record.get("source")
+    shown = "source" in (record.get("digests") or {})
+    lines = [f"  {'source':<12} {getattr(source, 'oid', source)}"] if source and not shown else []
+    if record.get("reproduces"):
+        lines.append(f"reproduces:   trial {record['reproduces']}")
+    return lines
+
+
 def cmd_checkout(args: argparse.Namespace) -> int:
     from ..cli import _experiment_store, _location
     from .checkout import checkout

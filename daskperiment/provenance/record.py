@@ -1,7 +1,6 @@
 """Provenance in the trial record: what :class:`daskperiment.trial.TrialRun` adds.
 
-Per trial: ``"source"`` (a link to the source tree, :mod:`.sourcetree`; also in
-``digests``) and, for a trial run by ``daskperiment reproduce``, ``"reproduces"`` (the
+Per trial: ``"source"`` (a link to the source tree, :mod:`.sourcetree`) and, for a trial run by ``daskperiment reproduce``, ``"reproduces"`` (the
 original trial id). Per step: ``"closure"`` (a link to the closure tree: helper name -> link
 to its source text, :mod:`.closure`) and ``"libraries"`` (``{distribution: version}``).
 
@@ -50,7 +49,6 @@ def apply(
     source = sourcetree.capture(st)
     if source is not None:
         base["source"] = Link(source)
-        base["digests"] = dict(base["digests"], source=source)
     marker = os.environ.get(REPRODUCES_ENV, "")
     exp, _, trial_id = marker.rpartition(":")
     if exp == experiment_id and trial_id.isdigit():
