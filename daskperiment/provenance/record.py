@@ -25,12 +25,15 @@ CLOSURE_TYPE = "daskperiment.closure"
 REPRODUCES_ENV = "DASKPERIMENT_REPRODUCES"
 
 _closure_oids: dict[int, tuple[_closure.Closure, str]] = {}
-_written: dict[int, set[str]] = {}
+_written: dict[int, tuple[store.Store, set[str]]] = {}
 
 
 def _closure_oid(st: store.Store, c: _closure.Closure) -> str:
     cached = _closure_oids.get(id(c))
-    written = _written.setdefault(id(st), set())
+    held = _written.get(id(st))
+    if held is None or held[0] is not st:  # a new store object, perhaps at an old id()
+        held = _written[id(st)] = (st, set())
+    written = held[1]
     if cached is not None and cached[0] is c and cached[1] in written:
         return cached[1]
     entries = {name: Link(st.put(text)) for name, text in sorted(c.entries.items())}

@@ -63,7 +63,7 @@ class SourceTree:
         self._module_files: list[str] = []
         self._root: str | None = None
         self._trees: dict[tuple, tuple[str, dict[str, Any]]] = {}
-        self._written: dict[int, set[str]] = {}
+        self._written: dict[int, tuple[store.Store, set[str]]] = {}
 
     def root_and_main(self) -> tuple[str, str | None, str]:
         """(root directory, main file path or None, kind: script, notebook or interactive)."""
@@ -155,7 +155,12 @@ class SourceTree:
     def _write(
         self, st: store.Store, oid: str, tree: dict, blobs: dict[str, tuple[str, bytes | None]]
     ) -> None:
-        written = self._written.setdefault(id(st), set())
+        # Keyed by the store object itself (held), so a new store never inherits the set
+        # of an old one that happened to have the same id().
+        held = self._written.get(id(st))
+        if held is None or held[0] is not st:
+            held = self._written[id(st)] = (st, set())
+        written = held[1]
         if oid in written:
             return
         for rel, (blob_oid, content) in blobs.items():

@@ -68,3 +68,23 @@ def test_a_vanished_module_file_is_left_out_not_an_error(project: Path) -> None:
     (project / "mod_st.py").unlink()
     oid = sourcetree.SourceTree().capture(st)
     assert sorted(tree_of(st, oid)) == ["main.py"]
+
+
+def test_each_store_gets_its_own_copy_of_the_tree(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trees written to one store are written again to the next, even at a reused id()."""
+    import daskperiment
+
+    for n in range(3):
+        ex = daskperiment.Experiment(f"tree_pj{n}", backend=store.MemoryBackend())
+
+        @ex.result
+        def score(x: int) -> int:
+            return x
+
+        score(n).compute(seed=1)
+        done = ex.checkout(1, tmp_path / f"co{n}")
+        assert sorted(done.files) == ["main.py", "mod_st.py"]
+        assert (tmp_path / f"co{n}" / "main.py").read_bytes() == b"print('main')\n"
+        del ex
