@@ -41,6 +41,7 @@ from typing import Any
 from store import codec
 
 from .. import code as _code
+from ..log import logger
 from . import libraries as _libs
 
 CLOSURE_TYPE = "daskperiment.closure"
@@ -243,9 +244,25 @@ def of(func: Callable[..., Any]) -> Closure:
     cached = _CACHE.get(id(func))
     if cached is not None and cached[0] is func and cached[1].still_valid():
         return cached[1]
-    closure = compute(func)
+    try:
+        closure = compute(func)
+    except Exception as exc:  # noqa: BLE001 - odd objects must not fail the trial
+        closure = _unavailable(func, exc)
     _CACHE[id(func)] = (func, closure)
     return closure
+
+
+def _unavailable(func: Any, exc: Exception) -> Closure:
+    """A closure that could not be computed: a fixed entry saying why (so the key is stable
+    and never equals a real closure's), and a warning."""
+    name = getattr(func, "__qualname__", None) or repr(type(func))
+    logger.warning(
+        "The code closure of %s cannot be followed (%s: %s); its helpers are not tracked",
+        name,
+        type(exc).__name__,
+        exc,
+    )
+    return Closure(entries={"<unavailable>": f"{type(exc).__name__}\n"})
 
 
 def disabled() -> bool:

@@ -84,7 +84,10 @@ class SourceTree:
         prefix = root.rstrip(os.sep) + os.sep
         files = set()
         for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
+            try:
+                file = getattr(module, "__file__", None)
+            except Exception:  # noqa: BLE001 - a lazy or proxy module: not a source file
+                continue
             if not isinstance(file, str) or not file.endswith(".py"):
                 continue
             real = os.path.realpath(file)

@@ -195,3 +195,19 @@ def test_the_key_is_the_same_in_another_interpreter(modules: Any, tmp_path: Path
         env={"PYTHONPATH": repo, "PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == closure.compute(main.class_step).key
+
+
+def test_an_object_that_cannot_be_followed_is_a_warning_not_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Hostile:
+        def __getattribute__(self, name: str) -> Any:
+            raise RuntimeError("no attributes here")
+
+    def step(x: int) -> int:
+        return x
+
+    step.__wrapped__ = Hostile()  # type: ignore[attr-defined]
+    found = closure.of(step)
+    assert list(found.entries) == ["<unavailable>"]
+    assert "cannot be followed" in caplog.text
