@@ -128,16 +128,44 @@ def _short(oid: Any) -> str:
     return str(oid)[:12] if oid else "none"
 
 
+def _pair_paths(old: list[str], new: list[str]) -> list[tuple[str | None, str | None]]:
+    """Old and new paths of the same input: equal paths, else the longest common tail of
+    path components (a trial reproduced in another directory reads ``/b/proj/data.csv``
+    where the original read ``/a/proj/data.csv``)."""
+    pairs: list[tuple[str | None, str | None]] = [(p, p) for p in old if p in new]
+    rest_new = [q for q in new if q not in old]
+    for p in (p for p in old if p not in new):
+        parts = p.replace("\\", "/").split("/")
+        best, score = None, 0
+        for q in rest_new:
+            other = q.replace("\\", "/").split("/")
+            n = 0
+            while n < min(len(parts), len(other)) and parts[-1 - n] == other[-1 - n]:
+                n += 1
+            if n > score:
+                best, score = q, n
+        if best is not None:
+            rest_new.remove(best)
+        pairs.append((p, best))
+    pairs += [(None, q) for q in rest_new]
+    return pairs
+
+
 def compare_step(label: str, old: dict, new: dict) -> Divergence | None:
     """The difference at one step, the most telling first (files, libraries, code, data)."""
     files_a, files_b = old.get("files") or {}, new.get("files") or {}
-    changed = [p for p in sorted(set(files_a) | set(files_b)) if files_a.get(p) != files_b.get(p)]
+    changed = [
+        (p, q, files_a.get(p), files_b.get(q))
+        for p, q in _pair_paths(list(files_a), list(files_b))
+        if files_a.get(p) != files_b.get(q)
+    ]
     if changed:
-        return Divergence(
-            label,
-            "input file",
-            tuple(f"{p}: {_short(files_a.get(p))} -> {_short(files_b.get(p))}" for p in changed),
+        details = tuple(
+            f"{p or q}: {_short(d_a)} -> {_short(d_b)}"
+            + (f" (now {q})" if p and q and p != q else "")
+            for p, q, d_a, d_b in changed
         )
+        return Divergence(label, "input file", details)
     libs_a, libs_b = old.get("libraries") or {}, new.get("libraries") or {}
     if libs_a != libs_b:
         names = sorted(n for n in set(libs_a) | set(libs_b) if libs_a.get(n) != libs_b.get(n))
