@@ -8,7 +8,8 @@ The tree is a flat, git-like tree object::
 Each file is a ``bytes`` blob of its exact content (so any encoding, and checkout is byte for
 byte); an unchanged file has the same digest and is stored once across trials. The root is
 the main script's directory (``daskperiment run`` and ``python script.py``), else the
-current directory (notebooks, the REPL). Files are the main script, or ``notebook.py`` (the
+current directory (notebooks, the REPL, and programs that are installed distributions
+themselves, such as ``python -m pytest``). Files are the main script, or ``notebook.py`` (the
 cells run so far, in order, each after an ``# In[n]:`` line) in a notebook, and every module
 in ``sys.modules`` whose file lies under the root and which is local (not the standard
 library, not an installed distribution: :mod:`.libraries`).
@@ -72,7 +73,8 @@ class SourceTree:
             main_module = sys.modules.get("__main__")
             file = getattr(main_module, "__file__", None)
             if isinstance(file, str) and file.endswith(".py") and os.path.isfile(file):
-                main = os.path.realpath(file)
+                # `python -m pytest`, a dask worker: an installed program is not the script.
+                main = None if _libs.is_installed_path(file) else os.path.realpath(file)
         if main is not None:
             return os.path.dirname(main), main, "script"
         kind = "notebook" if _notebook_cells() is not None else "interactive"
