@@ -6,6 +6,7 @@ Real scripts in the test's directory, run by fresh interpreters (``daskperiment 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -292,7 +293,6 @@ def test_notebook_cells_are_the_source_and_helpers_are_followed(workdir: Path) -
         import nbformat
     except ImportError as exc:
         pytest.fail(f"needs nbclient and nbformat ({exc}): pip install -e '.[test]'")
-    from conftest import subprocess_env
 
     notebook = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
@@ -300,7 +300,10 @@ def test_notebook_cells_are_the_source_and_helpers_are_followed(workdir: Path) -
     client = nbclient.NotebookClient(
         notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
     )
-    client.execute(env=subprocess_env())
+    repo = str(Path(__file__).resolve().parents[2])  # this checkout importable first
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
+    client.execute(env=env)
     ex = daskperiment.Experiment(id="nb_pj")
     out = ex.checkout(2, workdir / "co")
     assert out.kind == "notebook" and out.files == ("notebook.py",)
