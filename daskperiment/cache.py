@@ -63,6 +63,7 @@ from .cache_run import (
 )
 from .log import logger
 from .provenance import inputs as input_files
+from .provenance.record import dependency_key
 from .reads import read_value
 from .steps import StepCall, StepOutput, StepSpec, TrialContext
 
@@ -145,7 +146,8 @@ class Planner:
         ups = [self.decide(d) for d in upstream]
         spec = node.func.spec
         try:
-            key = make_key(spec, self._input_keys(node), self.trial.seed)
+            deps = dependency_key(spec, self.trial)
+            key = make_key(spec, self._input_keys(node), self.trial.seed, deps)
         except _Unresolved:
             key = None
         self.keys[k] = key

@@ -26,6 +26,7 @@ from store.store import object_key
 
 from .log import logger
 from .provenance import inputs as input_files
+from .provenance.record import dependency_key
 from .reads import read_json, read_value
 from .steps import (
     PERSIST,
@@ -60,17 +61,21 @@ def code_digest(source: str) -> str:
     return codec.digest(source)
 
 
-def make_key(spec: StepSpec, inputs: list, seed: int) -> str:
-    """The cache key of ``spec`` for input keys ``inputs`` (see the module docstring)."""
+def make_key(spec: StepSpec, inputs: list, seed: int, deps: str | None = None) -> str:
+    """The cache key of ``spec`` for input keys ``inputs`` (see the module docstring);
+    ``deps`` is the digest of the step's code closure and libraries."""
     parts: list[Any] = [KEY_TAG, spec.name, code_digest(spec.code.source), *inputs]
     if spec.cache == "seed":
         parts.append(["seed", seed])
+    if deps is not None:
+        parts.append(["deps", deps])
     return codec.digest(parts)
 
 
-def deferred_key(spec: StepSpec, inputs: str, seed: int) -> str:
+def deferred_key(spec: StepSpec, inputs: str, trial: TrialContext) -> str:
     """The key of a step whose inputs are known only where it runs: their digest decides."""
-    return make_key(spec, [["inputs", inputs]], seed)
+    deps = dependency_key(spec, trial)
+    return make_key(spec, [["inputs", inputs]], trial.seed, deps)
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,7 +238,7 @@ class CachedStepCall(StepCall):
         record = out.records[key]
         record["kind"] = self.spec.kind
         if cache_key is None and record.get("inputs"):
-            cache_key = deferred_key(self.spec, record["inputs"], trial.seed)
+            cache_key = deferred_key(self.spec, record["inputs"], trial)
         record["cache"] = cache_key
         self._remember(st, trial, record, out.value, repair, logs)
         return out
@@ -265,7 +270,7 @@ class CachedStepCall(StepCall):
                 f"Step {self.spec.name} runs without its cache: an input cannot be digested",
             )
             return None, self.key, None
-        cache_key = self.key or deferred_key(self.spec, inputs, trial.seed)
+        cache_key = self.key or deferred_key(self.spec, inputs, trial)
         if st is None or not trial.use_cache:
             return None, cache_key, None
         ref = cache_ref(trial.experiment_id, self.spec.name, cache_key)

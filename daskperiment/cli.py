@@ -30,6 +30,7 @@ import store
 from . import __version__, ids, sharing
 from .errors import DaskperimentError, ExperimentNotFound
 from .log import logger
+from .provenance import commands as provenance_commands
 from .provenance import inputs as input_files
 
 DEFAULT_STORE = "daskperiment_cache"
@@ -116,6 +117,7 @@ SUMMARIES = {
     "fsck": "verify every object and ref of the stores",
     "gc": "remove objects no trial reaches and leftover temp files",
     "run": "run a script, then one trial of its @ex.result",
+    **provenance_commands.SUMMARIES,
     "board": "serve the dashboard in a browser (options: daskperiment board --help)",
 }
 EXAMPLES = {
@@ -132,6 +134,7 @@ EXAMPLES = {
     "fsck": "fsck",
     "gc": "gc --dry-run",
     "run": "run my_experiment.py a=1 b=2 --seed 1",
+    **provenance_commands.EXAMPLES,
     "board": "board --port 5000",
 }
 COMMANDS = [(name, SUMMARIES[name], f"daskperiment {EXAMPLES[name]}") for name in SUMMARIES]
@@ -176,6 +179,7 @@ def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     _diff_arguments(subs["diff"])
     _sharing_arguments(subs)
     _maintenance_arguments(subs)
+    provenance_commands.add_arguments(subs, EXP_ARG, _trial_id)
 
 
 def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
@@ -519,6 +523,7 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     lines.append(f"record:       {r.get('record')}")
     lines.append("digests:")
     lines += [f"  {k:<12} {v or '-'}" for k, v in (r.get("digests") or {}).items()]
+    lines += provenance_commands.show_lines(r)
     lines += _show_steps(r.get("steps") or {})
     metrics = r.get("metrics") or {}
     if metrics:
@@ -571,6 +576,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for g, on in (("code", args.code), ("parameters", args.params), ("environment", args.env))
         if on
     ] or None
+    if groups and "code" in groups:
+        groups.append("source")  # the local files the steps' code came from
     if args.format == "json":
         _json(result.to_dict())
     else:
@@ -734,6 +741,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pull": cmd_pull,
     "fsck": cmd_fsck,
     "gc": cmd_gc,
+    "checkout": provenance_commands.cmd_checkout,
+    "reproduce": provenance_commands.cmd_reproduce,
 }
 
 

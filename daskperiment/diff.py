@@ -42,10 +42,11 @@ from . import environment, trial
 from .errors import TrialNotFound
 from .ids import parse_trial_id
 from .provenance import inputs as input_files
+from .provenance.diffparts import closure_part, source_part
 from .reads import read_json, read_trial
 
 #: Groups of files, in the order they are rendered (``render(groups=...)`` selects some).
-GROUPS = ("parameters", "trial", "code", "steps", "result", "metrics", "environment")
+GROUPS = ("parameters", "trial", "code", "source", "steps", "result", "metrics", "environment")
 #: Lines of context around each change, as ``git diff``.
 CONTEXT = 3
 NULL_OID = "0" * 7
@@ -183,6 +184,9 @@ class TrialDiff:
         self.result: tuple[Any, Any] | None = changes.get("result")
         self.metrics: dict[str, tuple[Any, Any]] = changes.get("metrics", {})
         self.environment: dict[str, tuple[Any, Any]] = changes.get("environment", {})
+        #: local file path -> text, and helper name -> source (daskperiment/provenance/)
+        self.source: dict[str, tuple[Any, Any]] = changes.get("source", {})
+        self.closure: dict[str, tuple[Any, Any]] = changes.get("closure", {})
 
     def __bool__(self) -> bool:
         return bool(self.files)
@@ -246,7 +250,7 @@ class TrialDiff:
     def to_dict(self) -> dict[str, Any]:
         """The diff as JSON-ready data: each change as ``{"a": old, "b": new}`` (a side is
         left out where that trial lacks the part)."""
-        return {
+        out = {
             "experiment": self.experiment,
             "a": self.a,
             "b": self.b,
@@ -264,6 +268,11 @@ class TrialDiff:
             ],
             "objects_read": self.objects_read,
         }
+        # Local files and helpers (daskperiment/provenance/), listed when they changed.
+        out.update(
+            {k: sorted(v) for k, v in (("source", self.source), ("closure", self.closure)) if v}
+        )
+        return out
 
 
 def _bar(n: int, scale: float, char: str) -> str:
@@ -356,7 +365,8 @@ def diff_trials(st: store.Store | None, experiment_id: str, a: int, b: int) -> T
     new = trial.effective(reader.record(oid_b, int(b)))
     changes: dict[str, Any] = {}
     files: list[DiffFile] = []
-    for part in (_parameters, _trial_fields, _code, _steps, _result, _metrics, _environment):
+    parts = (_parameters, _trial_fields, _code, closure_part, source_part, _steps, _result)
+    for part in (*parts, _metrics, _environment):
         part(reader, old, new, changes, files)
     return TrialDiff(experiment_id, int(a), int(b), files, objects_read=reader.count, **changes)
 

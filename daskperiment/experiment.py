@@ -634,6 +634,24 @@ class Experiment:
 
         return diff_trials(self._read_store(), self.id, a, b)
 
+    def checkout(self, trial_id: int, directory: Any, force: bool = False) -> Any:
+        """Write trial ``trial_id``'s source tree (script or notebook cells, local modules)
+        into ``directory``, byte for byte; a non-empty directory needs ``force=True``."""
+        from .provenance.checkout import checkout
+
+        return checkout(self._read_store(), self.id, trial_id, directory, force)
+
+    def reproduce(self, trial_id: int) -> Any:
+        """Re-run trial ``trial_id`` from the store alone (its source tree, parameters and
+        seed, in a fresh process) and compare step by step: a
+        :class:`daskperiment.provenance.reproduce.ReproduceReport`, true when identical."""
+        from .provenance.reproduce import reproduce
+
+        report = reproduce(self._read_store(), self.id, trial_id)
+        if report.reproduction:
+            self._last_trial_id = max(self._last_trial_id, report.reproduction)
+        return report
+
     def export(self, path: Any, trials: Iterable[int] | None = None) -> Any:
         """Write trials (default: every finished one) and every object they reference into
         one bundle file; returns a :class:`daskperiment.sharing.ShareReport`."""

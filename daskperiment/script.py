@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DaskperimentError
+from .provenance.sourcetree import note_script
 from .steps import ResultDelayed
 
 #: ``__name__`` a script sees when run by ``daskperiment run``.
@@ -99,6 +100,7 @@ def run_script(path: str | Path, argv: Sequence[str] = ()) -> Any:
     if not Path(path).is_file():
         raise ScriptError(f"no script at {path!r}")
     script_dir = str(Path(path).resolve().parent)
+    note_script(path)  # the trial's source tree starts from this script
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [path, *argv]
     sys.path.insert(0, script_dir)  # as `python script.py` would, for the script's imports

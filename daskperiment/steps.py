@@ -29,7 +29,7 @@ import reprlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,8 @@ class TrialContext:
     store: StoreHandle
     #: Whether cached steps may reuse earlier outputs (``compute(cache=False)`` turns it off).
     use_cache: bool = True
+    #: Step name -> closure-and-libraries digest, part of cached steps' keys.
+    deps: Mapping[str, str] | None = None
 
 
 class StepOutput:

@@ -265,7 +265,9 @@ class SweepTrial(TrialRun):
                 "Random seed is not provided, initialized with generated seed: %d", self.seed
             )
         ex._note_environment(self.base["environment"].oid, self._env)
-        context = TrialContext(ex.id, self.trial_id, self.seed, ex._handle, self.use_cache)
+        context = TrialContext(
+            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps
+        )
         graph, keys = self.graph.build(self.values, context)
         graph = guard(cache.prepare(st, ex.id, graph, keys, context), exclusive)
         last = f"trial-{self.trial_id}-{token}"

@@ -41,6 +41,7 @@ from . import cache, live, purity, seeding
 from .errors import RecordError
 from .log import logger
 from .parameter import KEY_PREFIX
+from .provenance import record as provenance
 from .steps import PERSIST, TRIAL_KEY, StepCall, StepOutput, TrialContext
 
 if TYPE_CHECKING:
@@ -304,6 +305,8 @@ class TrialRun:
         self.trial_id: int | None = None
         #: purity refs to point at the final record (see daskperiment/purity.py)
         self._purity_updates: list[str] = []
+        self._step_prov: dict[str, dict[str, Any]] = {}
+        self._deps: dict[str, str] = {}
 
     def run(self) -> Any:
         ex = self.ex
@@ -318,7 +321,9 @@ class TrialRun:
                 "Random seed is not provided, initialized with generated seed: %d", self.seed
             )
         ex._note_environment(base["environment"].oid, self._env)
-        context = TrialContext(ex.id, self.trial_id, self.seed, ex._handle, self.use_cache)
+        context = TrialContext(
+            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps
+        )
         graph, keys = self.graph.build(self.values, context)
         started = time.perf_counter()
         try:
@@ -368,7 +373,7 @@ class TrialRun:
         params, params_oid = _parameter_fields(st, self.values)
         code_oid = ex._code_tree(st, self.graph.specs())
         env_oid, self._env = ex._environment_tree(st)
-        return {
+        base = {
             "type": RECORD_TYPE,
             "version": RECORD_VERSION,
             "experiment": ex.id,
@@ -388,6 +393,9 @@ class TrialRun:
             "process": process_identity(),
             "started": time.time(),
         }
+        # Source tree, step closures and libraries: daskperiment/provenance/record.py
+        self._step_prov, self._deps = provenance.apply(base, st, ex.id, self.graph.specs())
+        return base
 
     def _allocate(self, st: store.Store, base: dict[str, Any]) -> tuple[int, str]:
         """Create the first free ``trials/<n>`` ref, pointing at the running record."""
@@ -511,6 +519,7 @@ class TrialRun:
             if entry.get("persisted"):
                 entry["persisted"] = Link(entry["persisted"])
             entry["metrics"] = {k: Link(v) for k, v in rec["metrics"].items()}
+            entry.update(self._step_prov.get(name, {}))
             steps[label] = entry
         metrics_out = {key: Link(_merge_metric(st, oids)) for key, oids in metric_parts.items()}
         return steps, metrics_out
