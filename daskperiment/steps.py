@@ -41,7 +41,7 @@ from dask.highlevelgraph import HighLevelGraph
 import store
 from store import codec
 
-from . import live, metrics, seeding
+from . import live, metrics, seeding, sysmetrics
 from .code import CodeSnapshot
 from .errors import NotInTrial
 
@@ -127,6 +127,8 @@ class TrialContext:
     store: StoreHandle
     #: Whether cached steps may reuse earlier outputs (``compute(cache=False)`` turns it off).
     use_cache: bool = True
+    #: Wall-clock start of the trial for system metrics; None: not sampled (sysmetrics.py).
+    sys_clock: float | None = None
 
 
 class StepOutput:
@@ -243,11 +245,13 @@ class StepCall:
         # a step saving none never registers with (or starts) the live thread.
         watching = _LiveStart(st, trial, key, ctx.metrics)
         token = _CURRENT.set(ctx)
+        sampling = sysmetrics.start(trial.sys_clock, ctx.metrics)
         started = time.perf_counter()
         try:
             seeding.apply_seed(trial.seed)
             value = spec.func(*args, **kwargs)
         finally:
+            sysmetrics.stop(sampling)
             _CURRENT.reset(token)
             ctx.metrics.on_first_point = None
             live.unwatch(watching.watch)
