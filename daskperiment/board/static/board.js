@@ -84,6 +84,7 @@
       ? figure.renderers.filter((r) => typeof r.name === "string" && r.name.startsWith("curve-")).length
       : 0;
     target.dataset.curves = String(curves);
+    target.dataset.root = item.root_id; // which Bokeh model the plot is (tests read it)
     return doc;
   }
 
