@@ -173,7 +173,9 @@ window.ParallelCoordinates = (function () {
         ctx.fillStyle = "#24292f";
         const labels = axis.kind === "category"
           ? axis.categories.map((c, k) => [c, this.unit(axis, k)])
-          : axis.min === null ? [] : [[fmt(axis.min), 0], [fmt(axis.max), 1]];
+          : axis.min === null ? []
+          : axis.min === axis.max ? [[fmt(axis.min), 0.5]]
+          : [[fmt(axis.min), 0], [fmt(axis.max), 1]];
         const step = Math.max(1, Math.ceil(labels.length / 12));
         labels.forEach(([text, t], k) => {
           if (k % step) return;
