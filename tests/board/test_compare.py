@@ -143,3 +143,22 @@ def test_changed_input_files_and_sources_from_records():
     ]
     assert source_change(a, b) == ("a" * 32, "b" * 32)
     assert source_change(a, a) is None and changed_files({}, {}) == []
+
+
+def test_tags_and_notes_are_shown_when_records_have_them():
+    import pandas as pd
+
+    from daskperiment.board.compare import comparison
+
+    frame = pd.DataFrame(
+        {"lr": [0.1, 0.2], "Result": [1.0, 2.0], "Success": [True, True]},
+        index=pd.Index([1, 2], name="Trial ID"),
+    )
+    records = {1: {"tags": ["baseline", "gpu"]}, 2: {"notes": "<b>rerun</b>"}}
+    table = comparison(frame, [1, 2], records)
+    assert table["annotations"] == ["tags", "notes"]
+    assert [row["annotations"] for row in table["rows"]] == [
+        ["baseline, gpu", ""],
+        ["", "<b>rerun</b>"],  # text: the template escapes it
+    ]
+    assert comparison(frame, [1, 2], {})["annotations"] == []
