@@ -231,30 +231,90 @@ def bench_sampling(repeat: int, busy_seconds: float) -> None:
         runs[on] = (ex, total(prepare(n)), spin(n))
     # the CPU-bound step: as many loop turns as take busy_seconds here, the same in every run
     spin_n = int(2_000_000 * busy_seconds / timed(lambda: _loop(2_000_000)))
-    small: dict[bool, list[float]] = {True: [], False: []}
-    busy: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(50):
-        for on in (True, False):
+    small: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    busy: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    orders = ((True, False), (False, True))  # alternate which runs first
+    for turn in range(50):
+        for on in orders[turn % 2]:
             ex, two_steps, _ = runs[on]
             ex.set_parameters(n=1000)
-            small[on].append(timed(lambda t=two_steps: t.compute(scheduler="sync")))
-    for _ in range(repeat):
-        for on in (True, False):
+            small[on].append(wall_and_cpu(lambda t=two_steps: t.compute(scheduler="sync")))
+    for turn in range(repeat):
+        for on in orders[turn % 2]:
             ex, _, spin_step = runs[on]
             ex.set_parameters(n=spin_n)
-            busy[on].append(timed(lambda s=spin_step: s.compute(scheduler="sync")))
+            busy[on].append(wall_and_cpu(lambda s=spin_step: s.compute(scheduler="sync")))
     sampled = runs[True][0]
     points = len(sampled.load_metric("sys/cpu", trial_id=sampled.trial_id))
     for label, values, key in [("2-step trial", small, "sys_two_step"),
                                (f"{busy_seconds:.0f} s CPU-bound step", busy, "sys_busy")]:  # fmt: skip
-        on, off = statistics.median(values[True]), statistics.median(values[False])
-        FIGURES[f"{key}_on_ms"] = round(on * 1000, 2)
-        FIGURES[f"{key}_off_ms"] = round(off * 1000, 2)
-        FIGURES[f"{key}_ratio"] = round(on / off, 4)
-        print(f"  {label:<28} sampling on {on * 1000:9.1f} ms   off {off * 1000:9.1f} ms"
-              f"   ratio {on / off:.4f}   ({len(values[True])} each)")  # fmt: skip
-    print(f"  points of sys/cpu in the last busy trial: {points}")
+        for index, clock in ((0, "wall"), (1, "cpu")):
+            on = statistics.median(v[index] for v in values[True])
+            off = statistics.median(v[index] for v in values[False])
+            FIGURES[f"{key}_{clock}_on_ms"] = round(on * 1000, 2)
+            FIGURES[f"{key}_{clock}_off_ms"] = round(off * 1000, 2)
+            FIGURES[f"{key}_{clock}_ratio"] = round(on / off, 4)
+            print(f"  {label:<26} {clock:<4} sampling on {on * 1000:9.1f} ms   off "
+                  f"{off * 1000:9.1f} ms   ratio {on / off:.4f}   ({len(values[True])} each)")  # fmt: skip
+    sampler_cpu = _sampler_thread_cpu()
+    busy_on = sum(v[0] for v in busy[True]) + sum(v[0] for v in small[True])
+    FIGURES["sys_sampler_thread_cpu_s"] = round(sampler_cpu, 4)
+    FIGURES["sys_sampler_share"] = round(sampler_cpu / busy_on, 6)
     FIGURES["sys_busy_points"] = points
+    print(f"  points of sys/cpu in the last busy trial: {points}")
+    micro_sampling()
+    print(f"  CPU used by the sampling thread: {sampler_cpu * 1000:.1f} ms over "
+          f"{busy_on:.0f} s of sampled trials = {100 * sampler_cpu / busy_on:.4f} %")  # fmt: skip
+
+
+def micro_sampling() -> None:
+    """The two costs sampling adds, measured directly: registering and unregistering a step
+    (every step pays it) and one sample (once a second per process running steps)."""
+    from daskperiment import sysmetrics
+    from daskperiment.metrics import MetricBuffer
+
+    buffer, clock = MetricBuffer(), time.time()
+    n = 20_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        sysmetrics.stop(sysmetrics.start(clock, buffer))
+    per_step = (time.perf_counter() - t0) / n
+    sampler = sysmetrics._sampler()
+    watch = sysmetrics.start(clock, buffer)
+    assert watch is not None
+    watch.since -= sysmetrics.INTERVAL  # old enough to be sampled
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        sampler._sample()
+    per_sample = (time.perf_counter() - t0) / 1000
+    sysmetrics.stop(watch)
+    FIGURES["sys_per_step_us"] = round(per_step * 1e6, 2)
+    FIGURES["sys_per_sample_us"] = round(per_sample * 1e6, 1)
+    print(f"  start+stop per step: {per_step * 1e6:.1f} us; one sample: {per_sample * 1e6:.0f} us"
+          f" = {100 * per_sample / sysmetrics.INTERVAL:.4f} % of a core at one per second")  # fmt: skip
+
+
+def wall_and_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``fn()`` (CPU time ignores waiting for a core,
+    so it is the steadier figure on a shared machine)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def _sampler_thread_cpu() -> float:
+    """CPU seconds the system-metrics thread of this process has used."""
+    import psutil
+
+    from daskperiment import sysmetrics
+
+    sampler = sysmetrics._SAMPLER
+    if sampler is None:
+        return 0.0
+    for thread in psutil.Process().threads():  # in clock ticks: 0 means under 10 ms
+        if thread.id == sampler.thread.native_id:
+            return thread.user_time + thread.system_time
+    return 0.0
 
 
 def bench_chromium(directory: Path, repeat: int) -> None:
