@@ -73,3 +73,11 @@ def _has_gpu_library() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_trials_of_a_sweep_are_sampled(tmp_path: Path) -> None:
+    ex, result = busy_experiment(tmp_path, "sys_sweep")
+    ex.sweep(result, grid={"seconds": [1.6, 1.7]}, scheduler="sync")
+    for trial_id in (1, 2):
+        assert {"sys/cpu", "sys/mem"} <= set(ex.get_metric_keys(trial_id))
+        assert len(ex.load_metric("sys/mem", trial_id=trial_id)[trial_id]) >= 1
