@@ -17,7 +17,7 @@ _PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
-#: Overlaying more curves than this makes a plot unreadable; the page asks for fewer.
+#: Beyond this many curves a legend would hide the plot: hovering names the trial instead.
 MAX_CURVES = 20
 
 
@@ -152,18 +152,18 @@ def metric_plot(
             name=f"trial-{trial_id}",
         )
         color = _PALETTE[index % len(_PALETTE)]
-        label = f"trial {trial_id}"
+        legend = {"legend_label": f"trial {trial_id}"} if len(series) <= MAX_CURVES else {}
         fig.line(
-            "epoch", "value", source=source, line_width=2, color=color, legend_label=label,
+            "epoch", "value", source=source, line_width=2, color=color, **legend,
             name=f"curve-{trial_id}",
         )  # fmt: skip
         # markers keep a curve of one point (or a few far apart) visible
         fig.scatter(
-            "epoch", "value", source=source, size=4, color=color, legend_label=label,
+            "epoch", "value", source=source, size=4, color=color, **legend,
             name=f"points-{trial_id}",
         )  # fmt: skip
     fig.add_tools(HoverTool(tooltips=[("trial", "@trial"), ("epoch", "@epoch"), (key, "@value")]))
-    if series:
+    if series and len(series) <= MAX_CURVES:
         fig.legend.location = "top_right"
         fig.legend.click_policy = "hide"
         fig.legend.label_text_font_size = "11px"

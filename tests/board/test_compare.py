@@ -162,3 +162,11 @@ def test_tags_and_notes_are_shown_when_records_have_them():
         ["", "<b>rerun</b>"],  # text: the template escapes it
     ]
     assert comparison(frame, [1, 2], {})["annotations"] == []
+
+
+def test_many_curves_have_no_legend(many_board, sweep_board):
+    ids = ",".join(str(i) for i in range(1, 26))
+    item = many_board.get(f"/api/experiments/many/plots/metric?key=x&trials={ids}").json()
+    assert item["curves"] == 25 and '"Legend"' not in json.dumps(item["item"])
+    few = sweep_board.get(f"{API}/plots/metric?key=loss&trials=1,2").json()["item"]
+    assert '"Legend"' in json.dumps(few)
