@@ -170,3 +170,17 @@ def test_many_curves_have_no_legend(many_board, sweep_board):
     assert item["curves"] == 25 and '"Legend"' not in json.dumps(item["item"])
     few = sweep_board.get(f"{API}/plots/metric?key=loss&trials=1,2").json()["item"]
     assert '"Legend"' in json.dumps(few)
+
+
+def test_the_diff_page_lists_changed_inputs_escaped():
+    from daskperiment.board.pages import diff_page
+
+    inputs = {
+        "files": [{"step": "load", "path": "/d/<script>.csv", "a": "1" * 32, "b": ""}],
+        "source": ("a" * 32, "b" * 32),
+    }
+    page = diff_page("exp", 1, 2, "", "store", inputs)
+    assert 'id="inputs"' in page and 'id="changed-files"' in page
+    assert "/d/&lt;script&gt;.csv" in page and "<script>.csv" not in page
+    assert "a" * 32 in page and "b" * 32 in page and "not read" in page
+    assert 'id="inputs"' not in diff_page("exp", 1, 2, "", "store", {"files": [], "source": None})
