@@ -85,9 +85,13 @@ class Experiment:
     or a ``store.Store``. The same id and store in one process give the same instance.
     Creating an experiment or reading from it never writes to the store; the store is
     created by the first trial. ``seed`` is the default seed of ``compute()``.
+    ``system_metrics=False`` stops sampling ``sys/cpu``, ``sys/mem``... while steps run.
     """
 
-    def __new__(cls, id: str, backend: Any = "local", seed: int | None = None) -> Experiment:  # noqa: A002
+    def __new__(  # noqa: A002
+        cls, id: str, backend: Any = "local", seed: int | None = None,
+        system_metrics: bool | None = None,
+    ) -> Experiment:  # fmt: skip
         experiment_id = _validate_id(id)
         target, location = _backend_of(experiment_id, backend)
         key = (experiment_id, location)
@@ -99,9 +103,14 @@ class Experiment:
                 _INSTANCES[key] = instance
         if seed is not None:
             instance._default_seed = seed
+        if system_metrics is not None:  # sys/cpu, sys/mem... while steps run: sysmetrics.py
+            instance._system_metrics = bool(system_metrics)
         return instance
 
-    def __init__(self, id: str, backend: Any = "local", seed: int | None = None) -> None:  # noqa: A002
+    def __init__(  # noqa: A002
+        self, id: str, backend: Any = "local", seed: int | None = None,
+        system_metrics: bool | None = None,
+    ) -> None:  # fmt: skip
         """Everything happens in ``__new__``, which may return an existing instance."""
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -112,6 +121,7 @@ class Experiment:
     def _setup(self, experiment_id: str, target: Any, load: bool = True) -> None:
         self.id = experiment_id
         self._default_seed: int | None = None
+        self._system_metrics = True
         self._lock = threading.RLock()
         self._target = target
         self._store: store.Store | None = target if isinstance(target, store.Store) else None

@@ -41,7 +41,7 @@ from dask.highlevelgraph import HighLevelGraph
 import store
 from store import codec
 
-from . import live, metrics, seeding
+from . import live, metrics, seeding, sysmetrics
 from .code import CodeSnapshot
 from .errors import NotInTrial
 from .provenance import inputs as input_files
@@ -130,6 +130,8 @@ class TrialContext:
     use_cache: bool = True
     #: Step name -> closure-and-libraries digest, part of cached steps' keys.
     deps: Mapping[str, str] | None = None
+    #: Wall-clock start of the trial for system metrics; None: not sampled (sysmetrics.py).
+    sys_clock: float | None = None
 
 
 class StepOutput:
@@ -250,12 +252,14 @@ class StepCall:
         watching = _LiveStart(st, trial, key, ctx.metrics)
         token = _CURRENT.set(ctx)
         reading, reading_token = input_files.start(input_files.ignored_for(trial.store.location))
+        sampling = sysmetrics.start(trial.sys_clock, ctx.metrics)
         started = time.perf_counter()
         try:
             seeding.apply_seed(trial.seed)
             value = spec.func(*args, **kwargs)
         finally:
             input_files.stop(reading_token)
+            sysmetrics.stop(sampling)
             _CURRENT.reset(token)
             ctx.metrics.on_first_point = None
             live.unwatch(watching.watch)

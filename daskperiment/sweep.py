@@ -52,7 +52,7 @@ from dask.delayed import Delayed
 
 import store
 
-from . import cache, seeding
+from . import cache, seeding, sysmetrics
 from .log import logger
 from .steps import StepOutput, TrialContext
 from .trial import FAILED, TrialRun, describe_exception
@@ -266,8 +266,9 @@ class SweepTrial(TrialRun):
             )
         ex._note_environment(self.base["environment"].oid, self._env)
         context = TrialContext(
-            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps
-        )
+            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps,
+            sys_clock=sysmetrics.trial_clock(ex._system_metrics),
+        )  # fmt: skip
         graph, keys = self.graph.build(self.values, context)
         graph = guard(cache.prepare(st, ex.id, graph, keys, context), exclusive)
         last = f"trial-{self.trial_id}-{token}"

@@ -37,7 +37,7 @@ from dask.delayed import Delayed
 import store
 from store import Link
 
-from . import cache, live, purity, seeding
+from . import cache, live, purity, seeding, sysmetrics
 from .errors import RecordError
 from .log import logger
 from .parameter import KEY_PREFIX
@@ -322,8 +322,9 @@ class TrialRun:
             )
         ex._note_environment(base["environment"].oid, self._env)
         context = TrialContext(
-            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps
-        )
+            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps,
+            sys_clock=sysmetrics.trial_clock(ex._system_metrics),
+        )  # fmt: skip
         graph, keys = self.graph.build(self.values, context)
         started = time.perf_counter()
         try:

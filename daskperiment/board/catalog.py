@@ -23,7 +23,8 @@ from daskperiment.ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id
 from .codediff import diff_text
 from .errors import BoardError, PageNotFound
 from .jsonable import jsonable
-from .query import HistoryQuery, run_query, statuses, text_cells
+from .parallel import brush_mask, parallel_data
+from .query import HistoryQuery, run_query, select, statuses, text_cells
 
 logger = logging.getLogger("daskperiment.board")
 
@@ -126,12 +127,26 @@ class ExperimentView:
             self._snapshot = Snapshot(version, frame, time.monotonic(), running)
             return self._snapshot
 
-    def query(self, query: HistoryQuery) -> dict[str, Any]:
-        """One page of the history as JSON-ready data."""
+    def query(self, query: HistoryQuery, brushes: tuple = ()) -> dict[str, Any]:
+        """One page of the history as JSON-ready data (inside ``brushes``, parallel.py)."""
         snap = self.snapshot()
-        page = run_query(snap.frame, snap.text, query)
+        keep = brush_mask(snap.frame, brushes) if brushes else None
+        page = run_query(snap.frame, snap.text, query, keep)
         page["version"] = snap.version
         return page
+
+    def matching(self, query: HistoryQuery, brushes: tuple = ()) -> list[int]:
+        """Ids of every trial the query (and ``brushes``) keeps, in the query's order."""
+        snap = self.snapshot()
+        keep = brush_mask(snap.frame, brushes) if brushes else None
+        return [int(i) for i in select(snap.frame, snap.text, query, keep).index]
+
+    def parallel(self, query: HistoryQuery) -> dict[str, Any]:
+        """Parallel-coordinates data of the trials the query's filter and status keep."""
+        snap = self.snapshot()
+        data = parallel_data(select(snap.frame, snap.text, query))
+        data["version"] = snap.version
+        return data
 
     # trials --------------------------------------------------------------------------
     def trial(self, trial_id: int) -> dict[str, Any]:

@@ -82,12 +82,23 @@ def trial_page(
     )
 
 
-def diff_page(experiment_id: str, a: int, b: int, text: str, store_label: str) -> str:
+def diff_page(
+    experiment_id: str,
+    a: int,
+    b: int,
+    text: str,
+    store_label: str,
+    inputs: dict[str, Any] | None = None,
+) -> str:
+    """The diff of trials ``a`` and ``b``; ``inputs``: their changed input files
+    (``files``) and source trees (``source``) when the records have them (compare.py)."""
     lines = classify(text)
     added, removed = diff_stat(lines)
+    inputs = inputs or {}
     return render(
         "diff.html",
         page="diff",
+        plots=True,
         experiment_id=experiment_id,
         store_label=store_label,
         a=a,
@@ -96,7 +107,23 @@ def diff_page(experiment_id: str, a: int, b: int, text: str, store_label: str) -
         files=split_files(lines),
         added=added,
         removed=removed,
-        data={"experiment": experiment_id},
+        changed_files=inputs.get("files") or [],
+        source=inputs.get("source"),
+        data={"experiment": experiment_id, "trials": f"{a},{b}"},
+    )
+
+
+def compare_page(experiment_id: str, table: dict[str, Any], store_label: str) -> str:
+    """N trials side by side: differing parameters, results, annotations, and curves."""
+    ids = ",".join(str(i) for i in table["ids"])
+    return render(
+        "compare.html",
+        page="compare",
+        plots=True,
+        experiment_id=experiment_id,
+        store_label=store_label,
+        table=table,
+        data={"experiment": experiment_id, "trials": ids},
     )
 
 

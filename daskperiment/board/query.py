@@ -225,18 +225,18 @@ def sort_frame(frame: pd.DataFrame, column: str, descending: bool) -> pd.DataFra
     return frame.loc[order.index]
 
 
-def run_query(
-    frame: pd.DataFrame, text: Callable[[], pd.DataFrame], query: HistoryQuery
-) -> dict[str, Any]:
-    """Apply ``query`` to the history ``frame``; return one JSON-ready page
-    (``text``: see :func:`filter_mask`)."""
-    if not 1 <= query.size <= MAX_PAGE_SIZE:
-        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {query.size}")
-    if query.page < 1:
-        raise QueryError(f"page must be 1 or more, got {query.page}")
-    selected = frame
+def select(
+    frame: pd.DataFrame,
+    text: Callable[[], pd.DataFrame],
+    query: HistoryQuery,
+    keep: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The rows of ``frame`` the query's filter and status (and ``keep``, a boolean mask over
+    ``frame`` such as the parallel-coordinates brushes) let through, in the query's order."""
+    mask = np.ones(len(frame), dtype=bool) if keep is None else keep
     if query.filter.strip():
-        selected = selected[filter_mask(frame, text, query.filter).to_numpy()]
+        mask = mask & filter_mask(frame, text, query.filter).to_numpy()
+    selected = frame[mask]
     if query.status != "all":
         if query.status not in ("success", "failed", "running"):
             raise QueryError(
@@ -244,7 +244,22 @@ def run_query(
             )
         statuses = _statuses(selected)
         selected = selected[(statuses == query.status).to_numpy()]
-    selected = sort_frame(selected, query.sort, query.descending)
+    return sort_frame(selected, query.sort, query.descending)
+
+
+def run_query(
+    frame: pd.DataFrame,
+    text: Callable[[], pd.DataFrame],
+    query: HistoryQuery,
+    keep: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Apply ``query`` to the history ``frame``; return one JSON-ready page
+    (``text``: see :func:`filter_mask`; ``keep``: see :func:`select`)."""
+    if not 1 <= query.size <= MAX_PAGE_SIZE:
+        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {query.size}")
+    if query.page < 1:
+        raise QueryError(f"page must be 1 or more, got {query.page}")
+    selected = select(frame, text, query, keep)
     pages = max(1, math.ceil(len(selected) / query.size))
     page = min(query.page, pages)
     chunk = selected.iloc[(page - 1) * query.size : page * query.size]

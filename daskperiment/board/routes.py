@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import pages
-from .catalog import Catalog, parse_trial_id
+from .catalog import Catalog, ExperimentView, parse_trial_id
 from .codediff import classify, diff_stat
+from .compare import MAX_COMPARE, changed_files, comparison, source_change
 from .errors import BadRequest
+from .parallel import parse_brushes
 from .query import HistoryQuery, QueryError
 
-MAX_SELECTED = 20
+#: Most trials one request may name (comparison, overlaid curves).
+MAX_SELECTED = MAX_COMPARE
 
 
 @dataclass
@@ -97,7 +100,19 @@ def page_diff(catalog: Catalog, path: dict[str, str], params: Params) -> Respons
     view = catalog.view(path["exp"])
     a = parse_trial_id(_required(params, "a"))
     b = parse_trial_id(_required(params, "b"))
-    return html_response(pages.diff_page(view.id, a, b, view.diff(a, b), catalog.label))
+    text = view.diff(a, b)
+    record_a, record_b = view.trial(a), view.trial(b)
+    inputs = {
+        "files": changed_files(record_a, record_b),
+        "source": source_change(record_a, record_b),
+    }
+    return html_response(pages.diff_page(view.id, a, b, text, catalog.label, inputs))
+
+
+def page_compare(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
+    view = catalog.view(path["exp"])
+    ids = _trial_list(params)
+    return html_response(pages.compare_page(view.id, _comparison(view, ids), catalog.label))
 
 
 # JSON endpoints ----------------------------------------------------------------------
@@ -105,12 +120,11 @@ def api_experiments(catalog: Catalog, path: dict[str, str], params: Params) -> R
     return json_response({"experiments": catalog.experiments()})
 
 
-def api_history(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
-    view = catalog.view(path["exp"])
+def _history_query(params: Params) -> HistoryQuery:
     order = params.get("order", "asc")
     if order not in ("asc", "desc"):
         raise BadRequest(f"parameter 'order' must be asc or desc, not {order!r}")
-    query = HistoryQuery(
+    return HistoryQuery(
         page=_int_param(params, "page", 1),
         size=_int_param(params, "size", 50),
         sort=params.get("sort") or "Trial ID",
@@ -118,10 +132,55 @@ def api_history(catalog: Catalog, path: dict[str, str], params: Params) -> Respo
         filter=params.get("q", ""),
         status=params.get("status", "all"),
     )
+
+
+def _flag(params: Params, name: str) -> bool:
+    value = params.get(name, "")
+    if value not in ("", "0", "1"):
+        raise BadRequest(f"parameter {name!r} must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
+def api_history(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
+    view = catalog.view(path["exp"])
     try:
-        return json_response(view.query(query))
+        brushes = parse_brushes(params.get("brush", ""))
+        return json_response(view.query(_history_query(params), brushes))
     except QueryError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def api_matching(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
+    """Ids of every trial the filter, status and brushes keep ("select all matching")."""
+    view = catalog.view(path["exp"])
+    try:
+        brushes = parse_brushes(params.get("brush", ""))
+        return json_response({"ids": view.matching(_history_query(params), brushes)})
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def api_parallel(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
+    view = catalog.view(path["exp"])
+    try:
+        return json_response(view.parallel(_history_query(params)))
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _comparison(view: ExperimentView, ids: list[int]) -> dict[str, Any]:
+    frame = view.snapshot().frame
+    missing = [t for t in ids if t not in frame.index]
+    if missing:
+        view.trial(missing[0])  # TrialNotFound (404) for an unknown id
+        frame = view.snapshot().frame  # a trial added since the table was read
+    records = {t: view.trial(t) for t in ids}
+    return comparison(frame, [t for t in ids if t in frame.index], records)
+
+
+def api_compare(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
+    view = catalog.view(path["exp"])
+    return json_response(_comparison(view, _trial_list(params)))
 
 
 def api_version(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
@@ -157,14 +216,20 @@ def api_metrics(catalog: Catalog, path: dict[str, str], params: Params) -> Respo
 
 
 def api_result_plot(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
-    from .plots import result_plot
+    from .plots import PlotError, result_plot
 
     view = catalog.view(path["exp"])
     param = _required(params, "param")
+    color = params.get("color") or None
     frame = view.snapshot().frame
-    if param not in frame.columns:
-        raise BadRequest(f"no column {param!r} in the history of {view.id!r}")
-    return json_response(result_plot(frame, param, view.id))
+    for name in (param, color):
+        if name is not None and name not in frame.columns:
+            raise BadRequest(f"no column {name!r} in the history of {view.id!r}")
+    logs = (_flag(params, "xlog"), _flag(params, "ylog"))
+    try:
+        return json_response(result_plot(frame, param, view.id, color=color, logs=logs))
+    except PlotError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def api_metric_plot(catalog: Catalog, path: dict[str, str], params: Params) -> Response:
@@ -174,9 +239,10 @@ def api_metric_plot(catalog: Catalog, path: dict[str, str], params: Params) -> R
     key = _required(params, "key")
     trials = _trial_list(params)
     series = {t: view.metric_series(key, t) for t in trials}
+    logs = (_flag(params, "xlog"), _flag(params, "ylog"))
     return json_response(
         {
-            "item": metric_plot(key, series),
+            "item": metric_plot(key, series, logs=logs),
             "curves": len(trials),
             "points": sum(len(points["epoch"]) for points in series.values()),
             "running": [t for t in trials if view.is_running(t)],
@@ -211,6 +277,7 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
         (rf"/experiments/{_EXP}/?", page_history),
         (rf"/experiments/{_EXP}/trials/{_TRIAL}", page_trial),
         (rf"/experiments/{_EXP}/diff", page_diff),
+        (rf"/experiments/{_EXP}/compare", page_compare),
         (r"/api/experiments", api_experiments),
         (rf"/api/experiments/{_EXP}/history", api_history),
         (rf"/api/experiments/{_EXP}/version", api_version),
@@ -221,6 +288,9 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
         (rf"/api/experiments/{_EXP}/plots/result", api_result_plot),
         (rf"/api/experiments/{_EXP}/plots/metric", api_metric_plot),
         (rf"/api/experiments/{_EXP}/diff", api_diff),
+        (rf"/api/experiments/{_EXP}/compare", api_compare),
+        (rf"/api/experiments/{_EXP}/parallel", api_parallel),
+        (rf"/api/experiments/{_EXP}/matching", api_matching),
     ]
 ]
 

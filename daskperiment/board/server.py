@@ -45,6 +45,7 @@ def _static_files() -> dict[str, tuple[Path, str]]:
     """The only files the server ever reads from disk, by URL name."""
     files = {
         "board.js": (STATIC / "board.js", "text/javascript; charset=utf-8"),
+        "parallel.js": (STATIC / "parallel.js", "text/javascript; charset=utf-8"),
         "board.css": (STATIC / "board.css", "text/css; charset=utf-8"),
         "favicon.svg": (STATIC / "favicon.svg", "image/svg+xml"),
     }

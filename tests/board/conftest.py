@@ -329,3 +329,66 @@ def open_page(chromium: Any) -> Iterator[Any]:
     for watched in opened:
         watched.page.close()
     assert [p for w in opened for p in w.problems] == []
+
+
+# comparison of many trials, parallel coordinates, system metrics ----------------------
+SWEEP = [  # (lr, depth, optimizer): trials 1-5 share the optimizer, every trial the batch
+    (0.0001, 2, "adam"),
+    (0.001, 4, "adam"),
+    (0.01, 2, "adam"),
+    (0.1, 8, "adam"),
+    (1.0, 4, "adam"),
+    (0.003, 2, "sgd"),
+    (0.03, 8, "sgd"),
+    (0.3, 4, "sgd"),
+]
+
+
+def record_sweep(cache: Path) -> None:
+    """Experiment ``sweep``: log-spaced ``lr``, ``depth``, a categorical ``optimizer`` and a
+    ``batch`` equal in every trial; each trial saves ``loss`` over 5 epochs."""
+    import daskperiment
+
+    ex = daskperiment.Experiment(id="sweep", backend=cache / "sweep")
+    lr, depth = ex.parameter("lr"), ex.parameter("depth")
+    optimizer, batch = ex.parameter("optimizer"), ex.parameter("batch")
+
+    @ex.result
+    def fit(lr, depth, optimizer, batch):
+        for epoch in range(5):
+            ex.save_metric("loss", epoch=epoch, value=(1 + depth) / (1 + epoch * lr * 10))
+        return float(np.log10(lr) + depth / 10 + (optimizer == "sgd"))
+
+    result = fit(lr, depth, optimizer, batch)
+    for lr_value, depth_value, opt in SWEEP:
+        ex.set_parameters(lr=lr_value, depth=depth_value, optimizer=opt, batch=32)
+        result.compute(scheduler="sync")
+
+
+def record_busy(cache: Path) -> None:
+    """Experiment ``busy``: one trial whose step keeps a core busy for 3 seconds."""
+    import time
+
+    import daskperiment
+
+    ex = daskperiment.Experiment(id="busy", backend=cache / "busy")
+
+    @ex.result
+    def spin():
+        end, n = time.perf_counter() + 3.0, 0
+        while time.perf_counter() < end:
+            n += 1
+        return n
+
+    spin().compute(scheduler="sync")
+
+
+@pytest.fixture(scope="session")
+def sweep_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A dashboard over ``sweep`` (8 trials) and ``busy`` (1 trial with system metrics)."""
+    cache = tmp_path_factory.mktemp("sweep") / "daskperiment_cache"
+    record_sweep(cache)
+    record_busy(cache)
+    running = RunningServer(str(cache))
+    yield running
+    running.stop()

@@ -95,6 +95,8 @@ def test_select_two_trials_and_see_the_coloured_diff(page, board, shot):
     green = added.first.evaluate("e => getComputedStyle(e).backgroundColor")
     red = removed.first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert green == "rgb(230, 255, 236)" and red == "rgb(255, 235, 233)"
+    # the two trials' curves overlaid below the diff (trial 2 saved no metric: one curve)
+    page.wait_for_selector("#compare-metrics .plot[data-key='dummy_score'][data-curves='2']")
     shot(page, "board-diff.png")
 
 

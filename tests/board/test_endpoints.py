@@ -203,8 +203,8 @@ def test_result_plot(board):
 
 
 def test_too_many_or_bad_trial_lists_are_rejected(board):
-    many = ",".join(str(i) for i in range(1, 30))
-    assert "at most 20 trials" in board.get(f"{EXP}/metrics?key=x&trials={many}").json()["error"]
+    many = ",".join(str(i) for i in range(1, 102))
+    assert "at most 100 trials" in board.get(f"{EXP}/metrics?key=x&trials={many}").json()["error"]
     assert board.get(f"{EXP}/metrics?key=x&trials=1,abc").status == 404
     assert board.get(f"{EXP}/metrics?key=x").status == 400
 

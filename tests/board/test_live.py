@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     import daskperiment
 
     here = pathlib.Path(sys.argv[1])
-    ex = daskperiment.Experiment(id="live", backend=here / "cache" / "live")
+    ex = daskperiment.Experiment(id="live", backend=here / "cache" / "live", system_metrics=False)
     epochs = ex.parameter("epochs")
 
     @ex.result

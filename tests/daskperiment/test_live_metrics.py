@@ -28,7 +28,7 @@ import time
 
 import daskperiment
 
-ex = daskperiment.Experiment("live_pj", backend="store")
+ex = daskperiment.Experiment("live_pj", backend="store", system_metrics=False)
 KEYS = {keys!r}
 
 
@@ -141,7 +141,7 @@ def test_points_are_written_in_batches_not_one_by_one(tmp_path: Path) -> None:
     """A step saving points quickly until its first live write is visible: at most one
     live write per key and interval, however many points it saved."""
     backend = CountingBackend(tmp_path / "store")
-    ex = daskperiment.Experiment("live_pj", backend=backend)
+    ex = daskperiment.Experiment("live_pj", backend=backend, system_metrics=False)
     seen: dict[str, Any] = {}
 
     @ex.result

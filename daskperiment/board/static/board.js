@@ -84,6 +84,7 @@
       ? figure.renderers.filter((r) => typeof r.name === "string" && r.name.startsWith("curve-")).length
       : 0;
     target.dataset.curves = String(curves);
+    target.dataset.root = item.root_id; // which Bokeh model the plot is (tests read it)
     return doc;
   }
 
@@ -104,21 +105,26 @@
 
   // A metric plot for a set of trials, refreshed while any of them is still running.
   class MetricPlot {
-    constructor(target, key, trials) {
+    constructor(target, key, trials, logs) {
       this.target = target;
       this.key = key;
       this.trials = trials;
+      this.logs = logs || { x: false, y: false };
       this.doc = null;
       this.timer = null;
       this.stopped = false;
     }
 
     async show() {
-      const params = { key: this.key, trials: this.trials.join(",") };
+      const params = {
+        key: this.key, trials: this.trials.join(","),
+        xlog: this.logs.x ? "1" : "0", ylog: this.logs.y ? "1" : "0",
+      };
       const data = await getJSON(apiUrl("plots/metric", params));
       if (this.stopped) return;
       this.doc = await embedPlot(this.target, data.item);
       this.target.dataset.key = this.key;
+      this.target.dataset.ylog = this.logs.y ? "1" : "0";
       this.target.dataset.points = String(data.points);
       if (data.running.length) this.schedule();
     }
@@ -148,25 +154,119 @@
     }
   }
 
+  // --- state in the URL -------------------------------------------------------------------
+  // Every choice a page offers is kept in its query string (history.replaceState), so a
+  // reload or a shared link shows the same view.
+  const urlState = new URLSearchParams(location.search);
+
+  function saveUrl(values) {
+    const params = new URLSearchParams(location.search);
+    for (const [name, value] of Object.entries(values)) {
+      if (value === "" || value === null || value === undefined || value === false) params.delete(name);
+      else params.set(name, value === true ? "1" : String(value));
+    }
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+  }
+
+  function checkbox(id, name, onChange) {
+    const box = document.getElementById(id);
+    box.checked = urlState.get(name) === "1";
+    box.addEventListener("change", () => {
+      saveUrl({ [name]: box.checked });
+      onChange();
+    });
+    return box;
+  }
+
+  function setOptions(select, values, keep, blank) {
+    const options = values.map((v) => el("option", { value: v, text: v }));
+    if (blank) options.unshift(el("option", { value: "", text: blank }));
+    select.replaceChildren(...options);
+    if (keep !== null && (values.includes(keep) || (blank && keep === ""))) select.value = keep;
+  }
+
   // --- history page ----------------------------------------------------------------------
+  const MAX_COMPARE = 100;
+
   function historyPage() {
     const state = {
-      page: 1, size: 50, sort: "Trial ID", order: "asc", q: "", status: "all",
+      page: Number(urlState.get("page")) || 1,
+      size: Number(urlState.get("size")) || 50,
+      sort: urlState.get("sort") || "Trial ID",
+      order: urlState.get("order") === "desc" ? "desc" : "asc",
+      q: urlState.get("q") || "",
+      status: urlState.get("status") || "all",
       version: null, columns: [], params: [],
     };
+    let brushes = [];
+    try {
+      brushes = JSON.parse(urlState.get("brush") || "[]");
+    } catch (error) {
+      brushes = [];
+    }
     const selected = new Map(); // trial id -> status
+    for (const id of (urlState.get("sel") || "").split(",")) {
+      if (/^[1-9][0-9]*$/.test(id)) selected.set(Number(id), "unknown");
+    }
     const table = document.getElementById("history");
     const thead = table.querySelector("thead");
     const tbody = table.querySelector("tbody");
     const errorLine = document.getElementById("query-error");
     const resultParam = document.getElementById("result-param");
+    const resultColor = document.getElementById("result-color");
     const metricKey = document.getElementById("metric-key");
     const metricTarget = document.getElementById("metric-plot");
+    const filterBox = document.getElementById("filter");
+    filterBox.value = state.q;
+    document.getElementById("status").value = state.status;
+    document.getElementById("size").value = String(state.size);
+    const resultX = checkbox("result-xlog", "rxlog", loadResultPlot);
+    const resultY = checkbox("result-ylog", "rylog", loadResultPlot);
+    const metricX = checkbox("metric-xlog", "mxlog", loadMetricPlot);
+    const metricY = checkbox("metric-ylog", "mylog", loadMetricPlot);
     let metricPlot = null;
     // Answers can arrive out of order (typing in the filter, a poll, clicks): only the
     // answer to the latest request is shown.
     let historySeq = 0;
     let metricSeq = 0;
+    let parallelSeq = 0;
+
+    const parallel = new ParallelCoordinates.Plot(
+      document.getElementById("parallel"),
+      document.getElementById("parallel-axes"),
+      (current, axesOnly) => {
+        brushes = current;
+        saveUrl({ brush: brushes.length ? JSON.stringify(brushes) : "", plog: [...parallel.logs].join(",") });
+        showBrushes();
+        if (!axesOnly) {
+          state.page = 1;
+          load();
+        }
+      }
+    );
+    parallel.brushes = brushes;
+    for (const name of (urlState.get("plog") || "").split(",")) if (name) parallel.logs.add(name);
+    parallel.selected = new Set(selected.keys());
+
+    function showBrushes() {
+      document.getElementById("brush-info").textContent = brushes.length
+        ? brushes.map((b) => b.axis).join(", ") + " limited"
+        : "";
+      document.getElementById("clear-brushes").disabled = !brushes.length;
+    }
+
+    function saveQuery() {
+      saveUrl({
+        q: state.q, status: state.status === "all" ? "" : state.status,
+        size: state.size === 50 ? "" : state.size, page: state.page === 1 ? "" : state.page,
+        sort: state.sort === "Trial ID" ? "" : state.sort, order: state.order === "asc" ? "" : state.order,
+      });
+    }
+
+    function queryParams() {
+      return { q: state.q, status: state.status, sort: state.sort, order: state.order };
+    }
 
     function renderHead(columns) {
       const row = el("tr", {}, el("th", { class: "pick", text: "" }));
@@ -195,6 +295,7 @@
       for (const row of rows) {
         const box = el("input", { type: "checkbox", title: "select trial " + row.id });
         box.checked = selected.has(row.id);
+        if (box.checked) selected.set(row.id, row.status);
         box.addEventListener("change", () => {
           if (box.checked) selected.set(row.id, row.status);
           else selected.delete(row.id);
@@ -231,19 +332,18 @@
 
     function renderParams(params) {
       if (params.join("\u0000") === state.params.join("\u0000")) return;
+      const first = !state.params.length;
       state.params = params;
-      const keep = resultParam.value;
-      resultParam.replaceChildren(...params.map((p) => el("option", { value: p, text: p })));
-      if (params.includes(keep)) resultParam.value = keep;
+      setOptions(resultParam, params, first ? urlState.get("param") : resultParam.value);
+      setOptions(resultColor, params, first ? urlState.get("color") || "" : resultColor.value, "(none)");
       loadResultPlot();
     }
 
     async function load() {
-      const params = {
-        page: state.page, size: state.size, sort: state.sort, order: state.order,
-        q: state.q, status: state.status,
-      };
+      const params = { ...queryParams(), page: state.page, size: state.size };
+      if (brushes.length) params.brush = JSON.stringify(brushes);
       const seq = ++historySeq;
+      saveQuery();
       try {
         const data = await getJSON(apiUrl("history", params));
         if (seq !== historySeq) return;
@@ -254,8 +354,10 @@
         renderRows(data.rows);
         if (!table.dataset.loaded) performance.mark("history-rows");
         renderPager(data);
+        saveQuery();
         renderParams(data.params);
         table.dataset.loaded = "true";
+        table.dataset.matched = String(data.matched);
       } catch (error) {
         if (seq !== historySeq) return;
         errorLine.textContent = error.message;
@@ -263,15 +365,34 @@
       }
     }
 
+    async function loadParallel() {
+      const seq = ++parallelSeq;
+      try {
+        const data = await getJSON(apiUrl("parallel", { q: state.q, status: state.status }));
+        if (seq !== parallelSeq) return;
+        parallel.set(data);
+        showBrushes();
+      } catch (error) {
+        // the table shows the filter's error
+      }
+    }
+
     async function loadResultPlot() {
       const target = document.getElementById("result-plot");
+      saveUrl({ param: resultParam.value, color: resultColor.value });
       if (!resultParam.value) {
         hint(target, "No parameters to plot the result against.");
         return;
       }
+      const params = {
+        param: resultParam.value, xlog: resultX.checked ? "1" : "0", ylog: resultY.checked ? "1" : "0",
+      };
+      if (resultColor.value) params.color = resultColor.value;
       try {
-        const item = await getJSON(apiUrl("plots/result", { param: resultParam.value }));
+        const item = await getJSON(apiUrl("plots/result", params));
         await embedPlot(target, item);
+        target.dataset.xlog = params.xlog;
+        target.dataset.ylog = params.ylog;
       } catch (error) {
         hint(target, error.message, "error-line");
       }
@@ -281,13 +402,17 @@
       return [...selected.keys()].sort((a, b) => a - b);
     }
 
-    function selectionChanged() {
+    function selectionChanged(note) {
       const ids = selectedIds();
       document.getElementById("selection").textContent = ids.length
-        ? "selected: " + ids.join(", ")
+        ? (ids.length > 12 ? ids.length + " trials selected" : "selected: " + ids.join(", ")) + (note || "")
         : "no trials selected";
       document.getElementById("compare").disabled = ids.length !== 2;
+      document.getElementById("compare-selected").disabled = ids.length < 2;
       document.getElementById("clear-selection").disabled = ids.length === 0;
+      saveUrl({ sel: ids.join(",") });
+      parallel.selected = new Set(ids);
+      parallel.draw();
       loadMetricKeys();
     }
 
@@ -305,9 +430,8 @@
       try {
         const data = await getJSON(apiUrl("metric-keys", { trials: ids.join(",") }));
         if (seq !== metricSeq) return;
-        const keep = metricKey.value;
-        metricKey.replaceChildren(...data.keys.map((k) => el("option", { value: k, text: k })));
-        if (data.keys.includes(keep)) metricKey.value = keep;
+        const keep = metricKey.value || urlState.get("key");
+        setOptions(metricKey, data.keys, keep);
         if (!data.keys.length) {
           hint(metricTarget, data.running.length
             ? "No metrics yet; waiting for the running trial\u2026"
@@ -325,7 +449,8 @@
       if (metricPlot) metricPlot.stop();
       const ids = selectedIds();
       if (!ids.length || !metricKey.value) return;
-      metricPlot = new MetricPlot(metricTarget, metricKey.value, ids);
+      saveUrl({ key: metricKey.value });
+      metricPlot = new MetricPlot(metricTarget, metricKey.value, ids, { x: metricX.checked, y: metricY.checked });
       try {
         await metricPlot.show();
       } catch (error) {
@@ -339,21 +464,43 @@
         if (state.version !== null && data.version !== state.version) {
           await load();
           await loadResultPlot();
+          await loadParallel();
         }
       } finally {
         setTimeout(pollVersion, POLL_VERSION_MS);
       }
     }
 
-    document.getElementById("filter").addEventListener("input", debounce((event) => {
+    async function selectMatching() {
+      const params = queryParams();
+      if (brushes.length) params.brush = JSON.stringify(brushes);
+      try {
+        const data = await getJSON(apiUrl("matching", params));
+        for (const id of data.ids.slice(0, MAX_COMPARE)) if (!selected.has(id)) selected.set(id, "unknown");
+        for (const box of tbody.querySelectorAll("tr")) {
+          const on = selected.has(Number(box.dataset.trial));
+          box.classList.toggle("selected", on);
+          box.querySelector("input").checked = on;
+        }
+        const note = data.ids.length > MAX_COMPARE ? " (the first " + MAX_COMPARE + " of " + data.ids.length + " matching)" : "";
+        selectionChanged(note);
+      } catch (error) {
+        errorLine.textContent = error.message;
+        errorLine.hidden = false;
+      }
+    }
+
+    filterBox.addEventListener("input", debounce((event) => {
       state.q = event.target.value;
       state.page = 1;
       load();
+      loadParallel();
     }, 250));
     document.getElementById("status").addEventListener("change", (event) => {
       state.status = event.target.value;
       state.page = 1;
       load();
+      loadParallel();
     });
     document.getElementById("size").addEventListener("change", (event) => {
       state.size = Number(event.target.value);
@@ -366,6 +513,15 @@
       const [a, b] = selectedIds();
       location.href = "/experiments/" + encodeURIComponent(experiment) + "/diff?a=" + a + "&b=" + b;
     });
+    document.getElementById("compare-selected").addEventListener("click", () => {
+      location.href = "/experiments/" + encodeURIComponent(experiment) + "/compare?trials=" + selectedIds().join(",");
+    });
+    document.getElementById("select-matching").addEventListener("click", selectMatching);
+    document.getElementById("clear-brushes").addEventListener("click", () => {
+      parallel.brushes = [];
+      parallel.draw();
+      parallel.onBrush([], false);
+    });
     document.getElementById("clear-selection").addEventListener("click", () => {
       selected.clear();
       for (const box of tbody.querySelectorAll("input[type=checkbox]")) box.checked = false;
@@ -373,52 +529,88 @@
       selectionChanged();
     });
     resultParam.addEventListener("change", loadResultPlot);
+    resultColor.addEventListener("change", loadResultPlot);
     metricKey.addEventListener("change", loadMetricPlot);
 
+    showBrushes();
     load();
+    loadParallel();
+    if (selected.size) selectionChanged();
     setTimeout(pollVersion, POLL_VERSION_MS);
   }
 
-  // --- trial page ------------------------------------------------------------------------
-  function trialPage() {
-    const trial = Number(body.dataset.trial);
-    const container = document.getElementById("trial-metrics");
+  // --- a grid of metric plots: one per key, one curve per trial (trial, compare, diff) ----
+  function metricGrid(container, trials, onFinished) {
     const plots = new Map(); // key -> MetricPlot
+    const tools = el("div", { class: "plot-tools" });
+    const logs = {};
+    for (const [axis, label] of [["x", "log x (epoch)"], ["y", "log y (value)"]]) {
+      const box = el("input", { type: "checkbox", id: "grid-" + axis + "log" });
+      box.checked = urlState.get(axis + "log") === "1";
+      logs[axis] = box;
+      box.addEventListener("change", () => {
+        saveUrl({ [axis + "log"]: box.checked });
+        for (const [key, plot] of plots) {
+          plot.stop();
+          const fresh = new MetricPlot(plot.target, key, trials, { x: logs.x.checked, y: logs.y.checked });
+          plots.set(key, fresh);
+          fresh.show().catch((error) => hint(plot.target, error.message, "error-line"));
+        }
+      });
+      tools.append(el("label", {}, box, " " + label));
+    }
+    container.before(tools);
 
     async function refresh() {
       let data;
       try {
-        data = await getJSON(apiUrl("metric-keys", { trials: String(trial) }));
+        data = await getJSON(apiUrl("metric-keys", { trials: trials.join(",") }));
       } catch (error) {
         hint(container, error.message, "error-line");
         return;
       }
-      const running = data.running.length > 0;
+      if (!data.keys.length && !data.running.length) {
+        hint(container, "No metrics recorded.");
+      }
       for (const key of data.keys) {
         if (plots.has(key)) continue;
         if (!plots.size) container.replaceChildren();
         const target = el("div", { class: "plot metric" });
         target.dataset.key = key;
         container.append(target);
-        const plot = new MetricPlot(target, key, [trial]);
+        const plot = new MetricPlot(target, key, trials, { x: logs.x.checked, y: logs.y.checked });
         plots.set(key, plot);
         plot.show().catch((error) => hint(target, error.message, "error-line"));
       }
       container.dataset.keys = String(plots.size);
-      if (running) {
-        setTimeout(refresh, POLL_METRICS_MS);
-      } else if (body.dataset.status === "running") {
-        const badge = document.getElementById("status");
-        badge.textContent = "finished";
-        badge.className = "badge status-success";
-        const reload = el("a", { href: location.pathname, text: "reload to see the result" });
-        badge.after(" ", reload);
-        body.dataset.status = "finished";
-      }
+      if (data.running.length) setTimeout(refresh, POLL_METRICS_MS);
+      else if (onFinished) onFinished();
     }
     refresh();
   }
 
+  // --- trial page ------------------------------------------------------------------------
+  function trialPage() {
+    const trial = Number(body.dataset.trial);
+    metricGrid(document.getElementById("trial-metrics"), [trial], () => {
+      if (body.dataset.status !== "running") return;
+      const badge = document.getElementById("status");
+      badge.textContent = "finished";
+      badge.className = "badge status-success";
+      const reload = el("a", { href: location.pathname, text: "reload to see the result" });
+      badge.after(" ", reload);
+      body.dataset.status = "finished";
+    });
+  }
+
+  // --- comparison and diff pages: the trials' curves overlaid -----------------------------
+  function comparePage() {
+    const trials = (body.dataset.trials || "").split(",").filter(Boolean).map(Number);
+    const container = document.getElementById("compare-metrics");
+    if (container && trials.length) metricGrid(container, trials);
+  }
+
   if (body.dataset.page === "history") historyPage();
   if (body.dataset.page === "trial") trialPage();
+  if (body.dataset.page === "compare" || body.dataset.page === "diff") comparePage();
 })();
