@@ -39,7 +39,7 @@ import store
 from store import Link
 
 from . import environment, trial
-from .errors import TrialNotFound
+from .errors import DamagedTrial, TrialNotFound
 
 #: Groups of files, in the order they are rendered (``render(groups=...)`` selects some).
 GROUPS = ("parameters", "trial", "code", "steps", "result", "metrics", "environment")
@@ -311,13 +311,27 @@ def _oid(value: Any) -> str | None:
     return value.oid if isinstance(value, Link) else None
 
 
+def _record(reader: _Reader, oid: str, experiment_id: str, trial_id: Any) -> dict[str, Any]:
+    """A trial's record; :class:`DamagedTrial` when it cannot be read."""
+    try:
+        record = reader.get(oid)
+    except store.errors.StoreError as exc:
+        reason = f"its record: {type(exc).__name__}: {exc}"
+        raise DamagedTrial(trial_id, experiment_id, reason) from None
+    if not isinstance(record, dict):
+        raise DamagedTrial(trial_id, experiment_id, f"its record {oid} is not a trial record")
+    return record
+
+
 def _record_oid(st: store.Store, experiment_id: str, trial_id: Any) -> str:
     try:
         return st.refs.get(trial.trial_ref(experiment_id, int(trial_id)))
+    except store.errors.CorruptRef as exc:
+        raise DamagedTrial(trial_id, experiment_id, f"its ref: CorruptRef: {exc}") from None
     except (store.errors.RefNotFound, store.errors.InvalidRefName, ValueError, TypeError):
         ids = [
             int(name.rsplit("/", 1)[1])
-            for name in st.refs.list(trial.trials_prefix(experiment_id))
+            for name in st.refs.names(trial.trials_prefix(experiment_id))
             if name.rsplit("/", 1)[1].isdigit()
         ]
         raise TrialNotFound(trial_id, experiment_id, max(ids, default=0)) from None
@@ -337,8 +351,8 @@ def diff_trials(st: store.Store | None, experiment_id: str, a: int, b: int) -> T
     if oid_a == oid_b:  # the same record: identical without reading anything
         return TrialDiff(experiment_id, int(a), int(b))
     reader = _Reader(st)
-    old = trial.effective(reader.get(oid_a))
-    new = trial.effective(reader.get(oid_b))
+    old = trial.effective(_record(reader, oid_a, experiment_id, a))
+    new = trial.effective(_record(reader, oid_b, experiment_id, b))
     changes: dict[str, Any] = {}
     files: list[DiffFile] = []
     for part in (_parameters, _trial_fields, _code, _steps, _result, _metrics, _environment):

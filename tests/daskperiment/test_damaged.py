@@ -117,6 +117,12 @@ def test_cli_shows_one_damaged_trial_and_reads_the_others(
     assert error in one.stdout and "daskperiment fsck" in one.stdout
     assert "Traceback" not in one.output
 
+    assert "result" in cli(python, damaged_store, "diff", EXPERIMENT, "2", "3").check().stdout
+    diff = cli(python, damaged_store, "diff", EXPERIMENT, "1", "2")
+    assert diff.returncode == 1
+    assert "trial 1" in diff.stderr and "damaged" in diff.stderr and "fsck" in diff.stderr
+    assert "Traceback" not in diff.output
+
 
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_api_reads_around_a_damaged_trial(damage: str, damaged_store: Path) -> None:
