@@ -540,8 +540,10 @@ def _show_steps(steps: dict[str, Any]) -> list[str]:
     width = max(len(s) for s in steps)
     for label in sorted(steps, key=lambda s: steps[s].get("started") or 0):
         s = steps[label]
-        flags = (" persisted" if s.get("persisted") else "") + (
-            " reused" if s.get("reused") else ""
+        flags = (
+            (" persisted" if s.get("persisted") else "")
+            + (" reused" if s.get("reused") else "")
+            + (f" failed: {s['failed']}" if s.get("failed") else "")
         )
         lines.append(
             f"  {label:<{width}}  {s.get('kind', '-'):<7}  inputs {s.get('inputs')}  "

@@ -152,6 +152,7 @@ def test_cli_and_diff_show_what_a_failed_trial_kept(python: Any) -> None:
     assert shown["steps"]["train"]["failed"] == "FloatingPointError(loss diverged)"
     text = cli("show", "keep_cli_pj", "2").stdout
     assert "metrics:" in text and "loss" in text
+    assert "failed: FloatingPointError(loss diverged)" in text
     log = json.loads(cli("log", "keep_cli_pj", "--format", "json").stdout)
     assert [row["Success"] for row in log] == [True, False]
     diff = cli("diff", "keep_cli_pj", "1", "2").stdout
