@@ -340,7 +340,11 @@ class TrialRun:
         elapsed = time.perf_counter() - started
         if type(outcome) is Failure:
             self._finish_failed(st, base, running_oid, outcome, elapsed)
-            raise outcome.exc if outcome.exc is not None else StepFailed(outcome.description)
+            if outcome.exc is None:
+                raise StepFailed(outcome.description)
+            # The records are in the store now: the user's exception need not hold them.
+            vars(outcome.exc).pop(RECORDS_ATTR, None)
+            raise outcome.exc
         outputs = outcome
         try:
             value = self._finish_success(st, base, running_oid, outputs, elapsed)
