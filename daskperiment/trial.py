@@ -340,14 +340,9 @@ class TrialRun:
         elapsed = time.perf_counter() - started
         if type(outcome) is Failure:
             self._finish_failed(st, base, running_oid, outcome, elapsed)
-            if outcome.exc is None:
-                raise StepFailed(outcome.description)
-            # The records are in the store now: the user's exception need not hold them.
-            vars(outcome.exc).pop(RECORDS_ATTR, None)
-            raise outcome.exc
-        outputs = outcome
+            raise _exception_of(outcome)
         try:
-            value = self._finish_success(st, base, running_oid, outputs, elapsed)
+            value = self._finish_success(st, base, running_oid, outcome, elapsed)
         except BaseException as exc:
             # The final record could not be written (a full disk, a lost connection): record
             # the trial as failed with that cause rather than leave it "running", then raise.
@@ -554,6 +549,16 @@ class TrialRun:
 
 
 _NOTHING = object()
+
+
+def _exception_of(failure: Failure) -> BaseException:
+    """The exception ``compute()`` raises for a failed step: the step's own when it could
+    travel back from its worker, else :class:`StepFailed` with its description."""
+    if failure.exc is None:
+        return StepFailed(failure.description)
+    # The records are in the store now: the user's exception need not hold them.
+    getattr(failure.exc, "__dict__", {}).pop(RECORDS_ATTR, None)
+    return failure.exc
 
 
 def _merge_metric(st: store.Store, oids: list[str]) -> str:

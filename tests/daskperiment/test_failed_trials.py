@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import daskperiment
+from daskperiment.errors import StepFailed
 
 SCHEDULERS = ["sync", "threads", "processes", "distributed"]
 LOSSES = [1.0, 0.5, 0.25, 8.0, float("inf")]
@@ -194,3 +195,24 @@ def test_points_flushed_live_survive_a_killed_worker(python: Any) -> None:
     ).check()
     assert "raised BrokenProcessPool" in run.stdout
     assert run.result() == {"status": "failed", "loss": [1.0, 0.5, 1 / 3], "live": []}
+
+
+def test_an_exception_that_cannot_travel_back_is_raised_as_step_failed(tmp_path: Path) -> None:
+    ex = daskperiment.Experiment("unpicklable_pj", backend=tmp_path / "store")
+
+    @ex.result
+    def bad():
+        import threading
+
+        ex.save_metric("loss", epoch=0, value=2.0)
+        error = RuntimeError("holding a lock")
+        error.lock = threading.Lock()  # an exception pickle cannot send back
+        raise error
+
+    with pytest.raises(StepFailed, match=r"RuntimeError\(holding a lock\)") as info:
+        bad().compute(scheduler="processes")
+    assert "daskperiment show" in str(info.value)
+    trial = ex.get_trial(1)
+    assert trial["description"] == "RuntimeError(holding a lock)"
+    assert "holding a lock" in trial["traceback"]
+    assert ex.load_metric("loss", 1)[1].tolist() == [2.0]
