@@ -247,3 +247,32 @@ def test_damaged_live_ref_is_skipped(damaged_store: Path) -> None:
     ref_file(damaged_store, f"experiments/{EXPERIMENT}/live/4/acc/step-a").write_text("junk\n")
     assert ex.get_metric_keys(4) == ["loss"]
     assert ex.load_metric("loss", 4)[4].tolist() == [1.0, 2.0]
+
+
+def test_damaged_cache_ref_is_a_miss_and_is_rebuilt(tmp_path: Path, dp_log: Any) -> None:
+    path = tmp_path / "store"
+    ex = daskperiment.Experiment("cache_damage_pj", backend=path)
+    a = ex.parameter("a")
+    calls = []
+
+    @ex.persist(cache=True)
+    def slow(a):
+        calls.append(a)
+        return a * 10
+
+    @ex.result
+    def total(x):
+        return x + 1
+
+    ex.set_parameters(a=4)
+    assert total(slow(a)).compute() == 41
+    refs = list((path / "refs" / "experiments" / "cache_damage_pj" / "cache" / "slow").iterdir())
+    assert len(refs) == 1
+    refs[0].write_text("garbage\n")
+
+    assert total(slow(a)).compute() == 41  # ran again instead of failing
+    assert calls == [4, 4]
+    assert any("Cache entry of slow cannot be read" in m for m in dp_log.messages("WARNING"))
+    assert store.open(path).refs.get(f"experiments/cache_damage_pj/cache/slow/{refs[0].name}")
+    assert total(slow(a)).compute() == 41  # and is reused from the rebuilt entry
+    assert calls == [4, 4]
