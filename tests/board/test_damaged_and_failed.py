@@ -69,6 +69,9 @@ def test_failed_trial_metrics_and_damaged_trial_page(serve: Any, robust_store: P
 
     history = board.get(f"{api}/history").json()
     assert history["total"] == 3
+    assert [row["status"] for row in history["rows"]] == ["success", "failed", "failed"]
+    failed_only = board.get(f"{api}/history?status=failed").json()
+    assert [row["id"] for row in failed_only["rows"]] == [2, 3]
     assert board.get(f"/experiments/{EXP}/trials/1").status == 200
 
 
