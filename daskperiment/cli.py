@@ -27,8 +27,9 @@ from typing import Any
 
 import store
 
-from . import __version__, ids, sharing
-from .errors import DaskperimentError, ExperimentNotFound
+from . import __version__, ids, sharing, trial
+from .errors import FSCK_ADVICE, DamagedTrial, DaskperimentError, ExperimentNotFound
+from .history import DAMAGED
 from .log import logger
 from .provenance import commands as provenance_commands
 from .provenance import inputs as input_files
@@ -309,7 +310,8 @@ def _experiment_store(
         st = sharing.open_store(location, experiment_id, read_only=not writable, directory=True)
     except ExperimentNotFound:
         raise _not_found(location, experiment_id) from None
-    if check_trials and not sharing.trial_refs(st, experiment_id):
+    # Names only: a damaged trial ref must not hide the experiment (it shows as damaged).
+    if check_trials and not st.refs.names(trial.trials_prefix(experiment_id)):
         raise _not_found(location, experiment_id)
     return st
 
@@ -495,13 +497,38 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .trial import trial_ref
 
     ex, st = _experiment(args)
-    record = ex.get_trial(args.trial)
+    try:
+        record = ex.get_trial(args.trial)
+    except DamagedTrial as exc:
+        return _show_damaged(args, exc)
     record["record"] = st.refs.get(trial_ref(args.experiment, args.trial))
     if args.format == "json":
         _json(record)
     else:
         _print(_show_text(args.experiment, record))
     return 0
+
+
+def _show_damaged(args: argparse.Namespace, exc: DamagedTrial) -> int:
+    """``show`` of a trial whose ref or record cannot be read: what is wrong, what to do
+    (exit status 1: nothing of the trial could be shown)."""
+    if args.format == "json":
+        _json(
+            {
+                "id": exc.trial_id,
+                "status": DAMAGED,
+                "description": exc.reason,
+                "advice": FSCK_ADVICE,
+            }
+        )
+    else:
+        _print(
+            f"trial {exc.trial_id} of {args.experiment}\n"
+            f"status:       {DAMAGED}\n"
+            f"description:  {exc.reason}\n"
+            f"advice:       {FSCK_ADVICE}"
+        )
+    return 1
 
 
 def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
@@ -543,8 +570,10 @@ def _show_steps(steps: dict[str, Any]) -> list[str]:
     width = max(len(s) for s in steps)
     for label in sorted(steps, key=lambda s: steps[s].get("started") or 0):
         s = steps[label]
-        flags = (" persisted" if s.get("persisted") else "") + (
-            " reused" if s.get("reused") else ""
+        flags = (
+            (" persisted" if s.get("persisted") else "")
+            + (" reused" if s.get("reused") else "")
+            + (f" failed: {s['failed']}" if s.get("failed") else "")
         )
         lines.append(
             f"  {label:<{width}}  {s.get('kind', '-'):<7}  inputs {s.get('inputs')}  "

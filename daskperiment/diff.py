@@ -39,11 +39,11 @@ import store
 from store import Link
 
 from . import environment, trial
-from .errors import TrialNotFound
+from .errors import DamagedTrial, TrialNotFound
 from .ids import parse_trial_id
 from .provenance import inputs as input_files
 from .provenance.diffparts import closure_part, source_part
-from .reads import read_json, read_trial
+from .reads import MALFORMED, read_json, read_trial
 
 #: Groups of files, in the order they are rendered (``render(groups=...)`` selects some).
 GROUPS = ("parameters", "trial", "code", "source", "steps", "result", "metrics", "environment")
@@ -335,9 +335,23 @@ def _oid(value: Any) -> str | None:
     return value.oid if isinstance(value, Link) else None
 
 
+def _record(reader: _Reader, oid: str, experiment_id: str, trial_id: Any) -> dict[str, Any]:
+    """A trial's record, read as JSON only: a malformed (hostile) record raises what
+    :func:`reads.read_trial` raises; :class:`DamagedTrial` when it cannot be read."""
+    try:
+        return reader.record(oid, int(trial_id))
+    except MALFORMED:
+        raise
+    except store.errors.StoreError as exc:
+        reason = f"its record: {type(exc).__name__}: {exc}"
+        raise DamagedTrial(trial_id, experiment_id, reason) from None
+
+
 def _record_oid(st: store.Store, experiment_id: str, trial_id: Any) -> str:
     try:
         return st.refs.get(trial.trial_ref(experiment_id, int(trial_id)))
+    except store.errors.CorruptRef as exc:
+        raise DamagedTrial(trial_id, experiment_id, f"its ref: CorruptRef: {exc}") from None
     except (store.errors.RefNotFound, store.errors.InvalidRefName, ValueError, TypeError):
         found = (
             parse_trial_id(n.rsplit("/", 1)[1])
@@ -361,8 +375,8 @@ def diff_trials(st: store.Store | None, experiment_id: str, a: int, b: int) -> T
     if oid_a == oid_b:  # the same record: identical without reading anything
         return TrialDiff(experiment_id, int(a), int(b))
     reader = _Reader(st)
-    old = trial.effective(reader.record(oid_a, int(a)))
-    new = trial.effective(reader.record(oid_b, int(b)))
+    old = trial.effective(_record(reader, oid_a, experiment_id, a))
+    new = trial.effective(_record(reader, oid_b, experiment_id, b))
     changes: dict[str, Any] = {}
     files: list[DiffFile] = []
     parts = (_parameters, _trial_fields, _code, closure_part, source_part, _steps, _result)

@@ -208,3 +208,34 @@ class PickleRefused(DaskperimentError, ValueError):
             "whoever wrote the store, so it was not loaded; pass unpickle=True to load it "
             "anyway (only for stores you trust)"
         )
+
+
+class StepFailed(DaskperimentError, RuntimeError):
+    """A step raised an exception that could not be sent back from the worker that ran it."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        super().__init__(
+            f"a step failed with {description}; the trial is recorded as failed with the "
+            "step's traceback (see get_trial(...)['traceback'] or `daskperiment show`)"
+        )
+
+
+#: What to run when a stored trial cannot be read.
+FSCK_ADVICE = (
+    "run `daskperiment fsck` to see what is damaged; restore the store from a copy "
+    "(`daskperiment pull` or `import` bring back only missing objects) after deleting the "
+    "damaged files fsck names"
+)
+
+
+class DamagedTrial(DaskperimentError, LookupError):
+    """A trial's ref or record exists but cannot be read (corrupt, missing or malformed)."""
+
+    def __init__(self, trial_id: object, experiment_id: str, reason: str) -> None:
+        self.trial_id = trial_id
+        self.experiment_id = experiment_id
+        self.reason = reason
+        super().__init__(
+            f"trial {trial_id} of experiment {experiment_id!r} is damaged ({reason}); {FSCK_ADVICE}"
+        )

@@ -18,6 +18,7 @@ from store import Link
 from . import cache as step_cache
 from . import code, environment, history, live, metrics, script, trial
 from .errors import (
+    DamagedTrial,
     MetricNotFound,
     NotInTrial,
     PersistedNotFound,
@@ -30,7 +31,7 @@ from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
 from .provenance import inputs as input_files
 from .provenance import lineage
-from .reads import MALFORMED, read_json, read_parameters, read_record, read_value
+from .reads import MALFORMED, read_json, read_parameters, read_value
 from .steps import (
     _CURRENT,
     PERSIST,
@@ -202,9 +203,15 @@ class Experiment:
             return
         self._last_trial_id = ids[-1]
         try:
-            self._last_record = read_record(st, st.refs.get(trial.trial_ref(self.id, ids[-1])))
+            self._last_record = history.load_trial(st, self.id, ids[-1])[1]
+        except store.errors.RefNotFound:  # deleted since the listing
+            pass
         except MALFORMED as exc:  # never run it; its trial reads as malformed, others work
             logger.warning("Trial %d of %s: %s", ids[-1], self.id, exc)
+        except DamagedTrial as exc:
+            # Only the code and environment diffs of the next trial need it: new trials
+            # still take fresh ids after the damaged one.
+            logger.warning("%s", exc)
         where = "path" if isinstance(self._backend, store.LocalBackend) else "url"
         logger.info(
             "Loaded Experiment(id: %s, trial_id: %d) from %s=%s",
@@ -497,19 +504,31 @@ class Experiment:
         st = self._need_store()
         # Only whole numbers name trials: int("3") or int(3.7) would silently pick another one.
         if not isinstance(trial_id, numbers.Integral) or isinstance(trial_id, bool):
-            raise TrialNotFound(trial_id, self.id, self._last_trial_id)
+            raise self._not_found(st, trial_id)
         try:
             return st.refs.get(trial.trial_ref(self.id, int(trial_id)))
+        except store.errors.CorruptRef as exc:
+            raise DamagedTrial(trial_id, self.id, f"its ref: CorruptRef: {exc}") from None
         except (store.errors.RefNotFound, ValueError, TypeError):
-            raise TrialNotFound(trial_id, self.id, self._last_trial_id) from None
+            raise self._not_found(st, trial_id) from None
+
+    def _not_found(self, st: store.Store, trial_id: object) -> TrialNotFound:
+        # The trials written since this instance last looked (by other processes) count.
+        self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
+        return TrialNotFound(trial_id, self.id, self._last_trial_id)
 
     def _record(self, trial_id: int | None) -> dict[str, Any]:
+        """The (effective) record of a trial; :class:`DamagedTrial` if it cannot be read."""
         if trial_id is None:
             if not self._last_trial_id:
                 self._last_trial_id = self._scan_last_trial_id(self._need_store())
             trial_id = self._last_trial_id
-        oid = self._record_oid(trial_id)
-        return trial.effective(read_record(self._need_store(), oid))
+        self._record_oid(trial_id)  # validates the id: TrialNotFound, DamagedTrial
+        try:
+            _, record = history.load_trial(self._need_store(), self.id, int(trial_id))
+        except store.errors.RefNotFound:  # deleted meanwhile
+            raise self._not_found(self._need_store(), trial_id) from None
+        return trial.effective(record)
 
     def get_history(self, verbose: bool = False) -> Any:
         """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,

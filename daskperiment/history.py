@@ -25,8 +25,10 @@ from typing import Any
 import store
 from store import Link
 
+from .errors import DamagedTrial
 from .ids import parse_trial_id
-from .reads import MALFORMED, read_json, read_record, read_trial
+from .log import logger
+from .reads import MALFORMED, read_json, read_trial
 from .trial import FAILED, RUNNING, SUCCESS, effective, trial_ref, trials_prefix
 
 CHUNK_SIZE = 256
@@ -46,8 +48,61 @@ VERBOSE_COLUMNS = [
 ]
 
 
+#: Status of a trial whose ref or record cannot be read (see :func:`load_trial`).
+DAMAGED = "damaged"
+
+#: What reading a damaged ref or object raises (a corrupt file, a malformed record).
+_DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
+
+
 def index_ref(experiment_id: str) -> str:
     return f"experiments/{experiment_id}/index"
+
+
+def load_trial(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str, dict[str, Any]]:
+    """``(oid, record)`` of a trial, read as JSON only. :class:`store.errors.RefNotFound` when
+    there is no such trial; a malformed (hostile) record raises what :func:`reads.read_trial`
+    raises (nothing is decoded); :class:`DamagedTrial` when its ref or record cannot be read
+    (corrupt or missing object, unparsable ref), so one damaged trial never hides the rest."""
+    try:
+        oid = st.refs.get(trial_ref(experiment_id, trial_id))
+    except store.errors.RefNotFound:
+        raise
+    except _DAMAGE as exc:
+        raise DamagedTrial(trial_id, experiment_id, f"its ref: {_reason(exc)}") from exc
+    try:
+        record = read_trial(st, oid, trial_id)
+    except MALFORMED:
+        raise
+    except _DAMAGE as exc:
+        raise DamagedTrial(trial_id, experiment_id, f"its record: {_reason(exc)}") from exc
+    if "status" not in record:
+        raise DamagedTrial(trial_id, experiment_id, f"its record {oid} lacks a status")
+    return oid, record
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def damaged_row(trial_id: int, reason: str) -> dict[str, Any]:
+    """The history row of a trial that cannot be read: status ``damaged``, and what to do."""
+    return {
+        "trial_id": trial_id,
+        "record": None,
+        "status": DAMAGED,
+        "interrupted": False,
+        "params": {},
+        "result": None,
+        "result_type": None,
+        "finished": None,
+        "process_time": None,
+        "description": f"Damaged: {reason}; run `daskperiment fsck`",
+        "seed": None,
+        "digests": {},
+        "reused": [],
+    }
 
 
 def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
@@ -149,6 +204,9 @@ class HistoryReader:
                 row = self._read_row(st, trial_id)
                 if row is None:  # deleted while we listed
                     continue
+                if row["status"] == DAMAGED:  # not remembered: it may be repaired
+                    rows.append(row)
+                    continue
                 self.remember(row)
                 if row["status"] != RUNNING and not row.get("interrupted"):
                     # final but not indexed (its writer died before flushing): a writer
@@ -164,18 +222,27 @@ class HistoryReader:
 
     def _read_row(self, st: store.Store, trial_id: int) -> dict[str, Any] | None:
         try:
-            oid = st.refs.get(trial_ref(self.experiment_id, trial_id))
+            oid, record = load_trial(st, self.experiment_id, trial_id)
+            return row_of(record, oid)
         except store.errors.RefNotFound:
             return None
-        try:
-            return row_of(read_trial(st, oid, trial_id), oid)
         except MALFORMED as exc:  # never decoded: shown as malformed, the others still read
-            return malformed_row(trial_id, oid, exc)
+            return malformed_row(trial_id, getattr(exc, "oid", None), exc)
+        except DamagedTrial as exc:  # the row says so: no log line on every read
+            logger.debug("%s", exc)
+            return damaged_row(trial_id, exc.reason)
+        except _DAMAGE as exc:  # fields of an unexpected type in the record
+            logger.debug("Trial %s cannot be shown: %s", trial_id, _reason(exc))
+            return damaged_row(trial_id, f"its record: {_reason(exc)}")
 
     def _load_index(self, st: store.Store) -> dict[int, dict[str, Any]]:
         try:
             root_oid = st.refs.get(index_ref(self.experiment_id))
         except store.errors.RefNotFound:
+            return {}
+        except store.errors.StoreError as exc:
+            # Derived data: every row then comes from its record; a writer rebuilds it.
+            logger.debug("history index of %s ignored: %s", self.experiment_id, exc)
             return {}
         if root_oid == self._root_oid:
             return self._indexed
@@ -186,8 +253,9 @@ class HistoryReader:
                 if chunk is None:
                     chunk = self._chunks[link.oid] = rows_of_chunk(read_json(st, link.oid))
                 rows.update(chunk)
-        except (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError):
+        except _DAMAGE as exc:
             # A damaged index is only slower: every row then comes from its record.
+            logger.debug("history index of %s ignored: %s", self.experiment_id, exc)
             return {}
         self._root_oid, self._indexed = root_oid, rows
         return rows
@@ -253,15 +321,24 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
         by_chunk.setdefault(str(row["trial_id"] // CHUNK_SIZE), {})[row["trial_id"]] = row
     name = index_ref(experiment_id)
     for _ in range(50):
+        damaged = False
         try:
             current: str | None = st.refs.get(name)
         except store.errors.RefNotFound:
             current = None
+        except store.errors.CorruptRef as exc:
+            logger.warning("History index ref of %s is damaged; rebuilding it (%s)", name, exc)
+            current, damaged = None, True
         chunks = _current_chunks(st, current)
         for k, new_rows in by_chunk.items():
             old = _chunk_rows(st, chunks.get(k))
             chunks[k] = Link(st.put(chunk_of({**old, **new_rows}.values())))
         new_root = st.put({"type": INDEX_TYPE, "version": 1, "chunks": chunks})
+        if damaged:
+            # Nothing to compare a damaged ref with: replace it (the index is derived data,
+            # a concurrent writer's rows are read from their records until its next flush).
+            st.refs.set(name, new_root)
+            return
         try:
             st.refs.swap(name, current, new_root)
             return
@@ -275,7 +352,8 @@ def _current_chunks(st: store.Store, root_oid: str | None) -> dict[str, Link]:
         return {}
     try:
         return dict(chunk_links(read_json(st, root_oid)))
-    except (store.errors.StoreError, ValueError):
+    except (store.errors.StoreError, ValueError) as exc:
+        logger.warning("History index %s is damaged; rebuilding it (%s)", root_oid, exc)
         return {}
 
 
@@ -360,10 +438,19 @@ def _column(values: list) -> Any:
     import pandas as pd
 
     if all(type(v) in (int, float) for v in values) and values:
+        if any(type(v) is float for v in values) and any(
+            type(v) is int and abs(v) > _EXACT_IN_FLOAT for v in values
+        ):
+            # A float column (NaN for a failed trial) would round these: keep them exact.
+            return pd.Series(values, dtype=object)
         return pd.Series(values)
     if all(type(v) is bool for v in values) and values:
         return pd.Series(values, dtype=bool)
     return pd.Series(values, dtype=object)
+
+
+#: Largest int magnitude every float represents exactly (2**53).
+_EXACT_IN_FLOAT = 2**53
 
 
 def _local_time(epoch: float | None) -> datetime.datetime | None:
@@ -393,9 +480,9 @@ def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
     for experiment_id in sorted(by_id):
         ids = by_id[experiment_id]
         try:
-            last = read_record(st, st.refs.get(trial_ref(experiment_id, max(ids))))
+            _, last = load_trial(st, experiment_id, max(ids))
             when = last.get("finished") or last.get("started")
-        except (store.errors.StoreError, *MALFORMED):
+        except (store.errors.StoreError, DamagedTrial, *MALFORMED):
             when = None
         out.append(
             {

@@ -214,6 +214,20 @@ def take_flags(record: Mapping[str, Any]) -> bool:
     return written or record.get("status") != "success"
 
 
+def parts_without_records(
+    st: store.Store, experiment_id: str, trial_id: int, records: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """``{key: [oid, ...]}`` of the live series of a failed trial's steps whose records never
+    came back (their worker died): the points they flushed are kept in the record."""
+    prefix = live_prefix(experiment_id, trial_id)
+    found: dict[str, list[str]] = {}
+    for name, oid in _readable_refs(st, prefix).items():
+        component, _, part = name[len(prefix) :].partition("/")
+        if unquote(part) not in records:
+            found.setdefault(unquote(component), []).append(oid)
+    return found
+
+
 def cleanup(st: store.Store, experiment_id: str, trial_id: int, needed: bool) -> None:
     """Delete the live refs of a trial whose final record is in place."""
     if not needed:
@@ -252,7 +266,7 @@ def metrics_of(
 def _live_oids(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, list[str]]:
     prefix = live_prefix(experiment_id, trial_id)
     found: dict[str, list[str]] = {}
-    for name, oid in st.refs.list(prefix).items():
+    for name, oid in _readable_refs(st, prefix).items():
         component, _, _ = name[len(prefix) :].partition("/")
         found.setdefault(unquote(component), []).append(oid)
     return found
@@ -280,3 +294,19 @@ def load_series(
     from .reads import read_metric
 
     return merge_series(read_metric(st, oid, unpickle=unpickle, what=what) for oid in oids)
+
+
+def _readable_refs(st: store.Store, prefix: str) -> dict[str, str]:
+    """The live refs under ``prefix``; a damaged one is skipped (they are derived data: its
+    points are lost, the others still read)."""
+    try:
+        return dict(st.refs.list(prefix))
+    except store.errors.CorruptRef:
+        pass
+    out = {}
+    for name in st.refs.names(prefix):
+        try:
+            out[name] = st.refs.get(name)
+        except store.errors.StoreError as exc:
+            logger.debug("live ref %s ignored: %s", name, exc)
+    return out

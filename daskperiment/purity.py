@@ -54,10 +54,16 @@ def check(st: store.Store, experiment_id: str, steps: Mapping[str, Mapping[str, 
         name = purity_ref(experiment_id, entry["step"], inputs)
         try:
             previous = st.refs.get(name)
+            remembered = remembered_output(st, previous, entry["step"], inputs)
         except store.errors.RefNotFound:
             updates.append(name)
             continue
-        if remembered_output(st, previous, entry["step"], inputs) == output:
+        except (store.errors.StoreError, AttributeError, TypeError) as exc:
+            # Derived data: a damaged purity ref (or the record it names) is rebuilt.
+            logger.debug("purity ref %s ignored and rebuilt: %s", name, exc)
+            updates.append(name)
+            continue
+        if remembered == output:
             continue
         logger.warning(
             "Experiment step result is changed with the same input: "

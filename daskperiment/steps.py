@@ -25,7 +25,6 @@ import contextvars
 import functools
 import itertools
 import os
-import reprlib
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from store import codec
 
 from . import live, metrics, seeding, sysmetrics
 from .code import CodeSnapshot
+from .display import SafeRepr
 from .errors import NotInTrial
 from .provenance import inputs as input_files
 
@@ -52,7 +52,7 @@ TRIAL_KEY = "daskperiment-trial"
 #: Step kinds, as recorded.
 STEP, PERSIST, RESULT = "step", "persist", "result"
 
-_repr = reprlib.Repr()
+_repr = SafeRepr()
 _repr.maxstring = 80
 _repr.maxother = 80
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = 8
@@ -257,6 +257,10 @@ class StepCall:
         try:
             seeding.apply_seed(trial.seed)
             value = spec.func(*args, **kwargs)
+        except Exception as exc:
+            live.unwatch(watching.watch)
+            _keep_failed_step(exc, record, ctx, st, watching.watch, started, records, key)
+            raise
         finally:
             input_files.stop(reading_token)
             sysmetrics.stop(sampling)
@@ -271,6 +275,41 @@ class StepCall:
         # Records are keyed by task key: the same step may be called several times in a graph.
         records[key] = record
         return StepOutput(value, record["output"], records)
+
+
+#: Attribute set on a step's exception: the records of the steps it knew of (upstream ones
+#: and its own partial record), picked up by daskperiment/guard.py.
+RECORDS_ATTR = "_daskperiment_records"
+
+
+def _keep_failed_step(
+    exc: Exception,
+    record: dict[str, Any],
+    ctx: StepContext,
+    st: store.Store | None,
+    watch: live.Watch | None,
+    started: float,
+    records: dict[str, dict],
+    key: str,
+) -> None:
+    """Store the metric points a failing step saved before raising, and attach its partial
+    record (with those of its inputs' steps) to the exception, so the failed trial keeps
+    them. Never replaces the step's own exception."""
+    record["duration"] = time.perf_counter() - started
+    record["output"] = record["persisted"] = None
+    record["failed"] = f"{type(exc).__name__}({exc})"
+    try:
+        record["metrics"] = ctx.metrics.flush(st, record)
+        live.settle(watch, record)
+    except Exception as again:  # noqa: BLE001 - the step's own error is what matters
+        record["metrics"] = {}
+        record.pop("_deferred_metrics", None)
+        record["metrics_error"] = f"{type(again).__name__}: {again}"
+    records[key] = record
+    try:
+        setattr(exc, RECORDS_ATTR, {**(getattr(exc, RECORDS_ATTR, None) or {}), **records})
+    except Exception:  # noqa: BLE001 - an exception type refusing attributes keeps none
+        pass
 
 
 class _LiveStart:

@@ -40,19 +40,19 @@ import itertools
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dask.threaded
-from dask._task_spec import GraphNode, Task, TaskRef
+from dask._task_spec import GraphNode
 from dask.base import get_scheduler
 from dask.delayed import Delayed
 
 import store
 
 from . import cache, seeding, sysmetrics
+from .guard import HOLDING, Failure, add_gather, guard
 from .log import logger
 from .steps import StepOutput, TrialContext
 from .trial import FAILED, TrialRun, describe_exception
@@ -130,92 +130,6 @@ def trial_seeds(
 
 
 # ---------------------------------------------------------------------------------------
-# Guarded tasks: a failing step fails its trial, not the sweep
-# ---------------------------------------------------------------------------------------
-
-
-class Failure:
-    """What a guarded task returns instead of raising: the error, as text (picklable)."""
-
-    __slots__ = ("description", "traceback", "at")
-
-    def __init__(self, description: str, traceback: str, at: float) -> None:
-        self.description = description
-        self.traceback = traceback
-        self.at = at
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Failure, (self.description, self.traceback, self.at))
-
-    def __repr__(self) -> str:
-        return f"Failure({self.description})"
-
-
-#: Held while a guarded task runs, when the sweep asks for one step at a time per process.
-_STEP_LOCK = threading.Lock()
-_HOLDING = threading.local()
-
-
-class Guarded:
-    """Task function running one original task; an exception becomes a :class:`Failure`,
-    and a Failure among the inputs is passed on without running anything.
-
-    ``exclusive``: run under this process's step lock. Python's ``random`` and numpy's global
-    generator are one per process; a step seeds them and then draws, so two steps running at
-    once in one process's threads would draw from each other's seeds.
-    """
-
-    __slots__ = ("task", "deps", "exclusive")
-
-    def __init__(self, task: Task, exclusive: bool = False) -> None:
-        self.task = task
-        self.deps = sorted(task.dependencies, key=str)
-        self.exclusive = exclusive
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Guarded, (self.task, self.exclusive))
-
-    def __repr__(self) -> str:
-        return f"Guarded({self.task.key!r})"
-
-    def __call__(self, *values: Any) -> Any:
-        for value in values:
-            if type(value) is Failure:
-                return value
-        try:
-            if not self.exclusive:
-                return self.task(dict(zip(self.deps, values, strict=True)))
-            with _STEP_LOCK:
-                _HOLDING.active = True
-                try:
-                    return self.task(dict(zip(self.deps, values, strict=True)))
-                finally:
-                    _HOLDING.active = False
-        except Exception as exc:  # noqa: BLE001 - recorded as the trial's failure
-            text = "".join(traceback.format_exception(exc))
-            return Failure(describe_exception(exc), text, time.time())
-
-
-def guard(graph: Mapping[Any, GraphNode], exclusive: bool = False) -> dict[Any, GraphNode]:
-    """``graph`` with every task guarded (data nodes and aliases pass values through)."""
-    out: dict[Any, GraphNode] = {}
-    for key, node in graph.items():
-        if isinstance(node, Task):
-            wrapped = Guarded(node, exclusive)
-            node = Task(key, wrapped, *(TaskRef(d) for d in wrapped.deps))
-        out[key] = node
-    return out
-
-
-def _gather(*outputs: Any) -> Any:
-    """Task function of a trial's last task: all its outputs in one value, or its failure."""
-    for output in outputs:
-        if type(output) is Failure:
-            return output
-    return list(outputs)
-
-
-# ---------------------------------------------------------------------------------------
 # One trial of a sweep
 # ---------------------------------------------------------------------------------------
 
@@ -272,7 +186,7 @@ class SweepTrial(TrialRun):
         graph, keys = self.graph.build(self.values, context)
         graph = guard(cache.prepare(st, ex.id, graph, keys, context), exclusive)
         last = f"trial-{self.trial_id}-{token}"
-        graph[last] = Task(last, _gather, *(TaskRef(k) for k in keys))
+        add_gather(graph, keys, last)
         return graph, last
 
     def succeed(self, st: store.Store, outputs: list[Any]) -> None:
@@ -286,16 +200,15 @@ class SweepTrial(TrialRun):
         its steps (a dead worker, an interrupt, the scheduler)."""
         if isinstance(failure, Failure):
             self._failure = failure
-            exc: BaseException = RuntimeError(failure.description)
             elapsed = max(failure.at - self.started_at, 0.0)
         else:
-            exc, elapsed = failure, time.time() - self.started_at
-        self._finish_failed(st, self.base, self.running_oid, exc, elapsed)
+            elapsed = time.time() - self.started_at
+        self._finish_failed(st, self.base, self.running_oid, failure, elapsed)
         self.done = True
         logger.warning(
             "Failed Experiment (trial id=%d): %s",
             self.trial_id,
-            self._failure.description if self._failure else describe_exception(exc),
+            self._failure.description if self._failure else describe_exception(failure),
         )
 
     def _finalize(
@@ -341,7 +254,7 @@ class Sweep:
     ) -> None:
         self.ex = ex
         # A sweep started from inside a step already holds its process's step lock.
-        self.exclusive = one_step_per_process and not getattr(_HOLDING, "active", False)
+        self.exclusive = one_step_per_process and not getattr(HOLDING, "active", False)
         self.token = uuid.uuid4().hex[:12]
         n = len(param_sets)
         # Every trial resolves its parameters here, before any of them is allocated.

@@ -37,8 +37,9 @@ from dask.delayed import Delayed
 import store
 from store import Link
 
-from . import cache, live, purity, seeding, sysmetrics
-from .errors import RecordError
+from . import cache, display, live, purity, seeding, sysmetrics
+from .errors import RecordError, StepFailed
+from .guard import RECORDS_ATTR, Failure, add_gather, describe_exception, guard
 from .log import logger
 from .parameter import KEY_PREFIX
 from .provenance import record as provenance
@@ -332,15 +333,22 @@ class TrialRun:
             schedule, kwargs = resolve_scheduler(self.dask_kwargs)
             started = time.perf_counter()
             # Cached steps: reused outputs are loaded or left out (daskperiment/cache.py).
-            graph = cache.prepare(st, ex.id, graph, keys, context)
-            outputs = list(schedule(graph, keys, **kwargs))
+            graph = guard(cache.prepare(st, ex.id, graph, keys, context))
+            # Guarded: a failing step's Failure reaches the end with the records of every
+            # step that finished (daskperiment/guard.py).
+            last = _suffixed(keys[0], "~trial")
+            add_gather(graph, keys, last)
+            (outcome,) = schedule(graph, [last], **kwargs)
         except BaseException as exc:
             elapsed = time.perf_counter() - started
             self._finish_failed(st, base, running_oid, exc, elapsed)
             raise
         elapsed = time.perf_counter() - started
+        if type(outcome) is Failure:
+            self._finish_failed(st, base, running_oid, outcome, elapsed)
+            raise _exception_of(outcome)
         try:
-            value = self._finish_success(st, base, running_oid, outputs, elapsed)
+            value = self._finish_success(st, base, running_oid, outcome, elapsed)
         except BaseException as exc:
             # The final record could not be written (a full disk, a lost connection): record
             # the trial as failed with that cause rather than leave it "running", then raise.
@@ -449,10 +457,19 @@ class TrialRun:
         st: store.Store,
         base: dict[str, Any],
         running_oid: str,
-        exc: BaseException,
+        exc: BaseException | Failure,
         elapsed: float,
     ) -> None:
+        """Record the trial as failed, keeping what its finished steps saved: their records
+        (persisted outputs, metrics), the points the failing step saved before raising and
+        live points of steps whose records never came back (a worker that died)."""
         record = dict(base, trial_id=self.trial_id, status=FAILED)
+        if isinstance(exc, Failure):
+            description, text, records = exc.description, exc.traceback, exc.records
+        else:
+            description = describe_exception(exc)
+            text = "".join(traceback.format_exception(exc))
+            records = dict(getattr(exc, RECORDS_ATTR, None) or {})
         record.update(
             steps={},
             metrics={},
@@ -460,9 +477,20 @@ class TrialRun:
             result_value=None,
             result_repr=None,
             result_type=None,
-            description=describe_exception(exc),
-            traceback="".join(traceback.format_exception(exc)),
+            description=description,
+            traceback=text,
         )
+        try:
+            extra = live.parts_without_records(st, self.ex.id, self.trial_id, records)
+            record["steps"], record["metrics"] = self._steps_and_metrics(st, records, extra)
+        except (store.errors.StoreError, OSError, KeyError, TypeError, ValueError) as exc2:
+            # What the steps saved is a bonus here: the failure itself must be recorded.
+            logger.warning(
+                "Trial %s is recorded as failed without its steps' outputs and metrics: %s",
+                self.trial_id,
+                exc2,
+            )
+            record["steps"], record["metrics"] = {}, {}
         self._finalize(st, record, running_oid, elapsed)
 
     def _finalize(
@@ -491,11 +519,15 @@ class TrialRun:
             logger.warning("Purity refs of trial %s not updated: %s", self.trial_id, exc)
 
     def _steps_and_metrics(
-        self, st: store.Store, records: dict[str, dict]
+        self,
+        st: store.Store,
+        records: dict[str, dict],
+        extra_metrics: Mapping[str, list[str]] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The record's ``steps`` (by name; ``name#2`` for a second call) and ``metrics``."""
+        """The record's ``steps`` (by name; ``name#2`` for a second call) and ``metrics``
+        (``extra_metrics``: series parts of steps without a record, by key)."""
         steps: dict[str, Any] = {}
-        metric_parts: dict[str, list] = {}
+        metric_parts: dict[str, list] = {k: list(v) for k, v in (extra_metrics or {}).items()}
         for rec in sorted(records.values(), key=lambda r: r["started"]):
             name = rec["step"]
             label, n = name, 2
@@ -527,6 +559,16 @@ class TrialRun:
 
 
 _NOTHING = object()
+
+
+def _exception_of(failure: Failure) -> BaseException:
+    """The exception ``compute()`` raises for a failed step: the step's own when it could
+    travel back from its worker, else :class:`StepFailed` with its description."""
+    if failure.exc is None:
+        return StepFailed(failure.description)
+    # The records are in the store now: the user's exception need not hold them.
+    getattr(failure.exc, "__dict__", {}).pop(RECORDS_ATTR, None)
+    return failure.exc
 
 
 def _merge_metric(st: store.Store, oids: list[str]) -> str:
@@ -588,7 +630,7 @@ def _parameter_fields(
         enc = store.codec.encode(values)
     except store.errors.EncodeError:
         return {"params": inline_parameters(values)}, None
-    if enc.kind == "json":
+    if enc.kind == "json" and not any(display.is_wide_int(v) for v in values.values()):
         return {"params": values}, enc.oid
     return {"params": inline_parameters(values), "parameters": Link(st.put(values))}, enc.oid
 
@@ -602,7 +644,9 @@ def inline_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
     """
     out = {}
     for name, value in values.items():
-        if type(value) not in _SCALARS:
+        if _unprintable(value):
+            value = _short_repr(value)  # a lone surrogate, a wide int: shown by repr
+        elif type(value) not in _SCALARS:
             scalar = _inline(value)
             value = scalar if scalar is not None else value
             try:
@@ -614,9 +658,23 @@ def inline_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unprintable(value: Any) -> bool:
+    """A str with a lone surrogate or an int too wide for ``str()``."""
+    if type(value) is str:
+        return not display.is_utf8(value)
+    return display.is_wide_int(value)
+
+
 def _inline(value: Any) -> Any:
+    """``value`` as a plain JSON scalar kept in the record, or None if it is not one.
+
+    Strings longer than 1,000 characters or holding a lone surrogate, and ints too wide for
+    ``str()``, are not inlined: they are stored exactly as objects and shown by their repr
+    (daskperiment/display.py), so records stay printable."""
     if type(value) in _SCALARS:
-        return value if not isinstance(value, str) or len(value) <= 1000 else None
+        if isinstance(value, str):
+            return value if len(value) <= 1000 and display.is_utf8(value) else None
+        return None if display.is_wide_int(value) else value
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item) and getattr(value, "shape", None) == ():
         try:
@@ -628,13 +686,4 @@ def _inline(value: Any) -> Any:
 
 
 def _short_repr(value: Any) -> str:
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxstring = r.maxother = 200
-    return r.repr(value)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``ZeroDivisionError(division by zero)``: the history's Description of a failure."""
-    return f"{type(exc).__name__}({exc})"
+    return display.short_repr(value, 200)

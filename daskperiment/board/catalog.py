@@ -17,7 +17,8 @@ import pandas as pd
 import xxhash
 
 from daskperiment import ids
-from daskperiment.errors import ExperimentNotFound, TrialNotFound
+from daskperiment.errors import FSCK_ADVICE, DamagedTrial, ExperimentNotFound, TrialNotFound
+from daskperiment.history import DAMAGED
 from daskperiment.ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id
 
 from .codediff import diff_text
@@ -105,6 +106,8 @@ class ExperimentView:
                 hasher.update(f"{trial_id}={self.store.refs.get(f'{prefix}{trial_id}')};".encode())
             except KeyError:
                 hasher.update(f"{trial_id}=gone;".encode())
+            except ValueError:  # a corrupt ref: the trial shows as damaged
+                hasher.update(f"{trial_id}=damaged;".encode())
         return hasher.hexdigest()
 
     def snapshot(self) -> Snapshot:
@@ -157,8 +160,13 @@ class ExperimentView:
         with self._lock:
             try:
                 record = jsonable(self.experiment.get_trial(trial_id))
+            except DamagedTrial as exc:
+                # Shown as damaged (never cached: it may be repaired), like the history row.
+                return damaged_record(exc)
+            except TrialNotFound:
+                raise  # it names the ids that exist
             except KeyError:
-                raise TrialNotFound(trial_id, self.id) from None
+                raise TrialNotFound(trial_id, self.id, self.experiment.trial_id) from None
         if record.get("status") not in ("running", None):
             self._records[trial_id] = record
         return record
@@ -171,6 +179,8 @@ class ExperimentView:
         return self.trial(trial_id).get("status") == "running"
 
     def code(self, trial_id: int) -> str:
+        if self.trial(trial_id).get("status") == DAMAGED:
+            return ""
         with self._lock:
             return str(self.experiment.get_code(trial_id=trial_id))
 
@@ -184,7 +194,8 @@ class ExperimentView:
         """Metric keys recorded by any of ``trial_ids``, sorted."""
         keys: set[str] = set()
         for trial_id in trial_ids:
-            self.trial(trial_id)
+            if self.trial(trial_id).get("status") == DAMAGED:
+                continue
             with self._lock:
                 keys.update(self.experiment.get_metric_keys(trial_id=trial_id))
         return sorted(keys)
@@ -195,6 +206,8 @@ class ExperimentView:
         if cached is not None:
             return cached
         running = self.is_running(trial_id)
+        if self.trial(trial_id).get("status") == DAMAGED:
+            return {"epoch": [], "value": []}
         with self._lock:
             if key not in self.experiment.get_metric_keys(trial_id=trial_id):
                 return {"epoch": [], "value": []}
@@ -361,3 +374,13 @@ def _experiment_store(experiment: Any) -> Any:
         return backend.root
     # a remote store may need options (credentials, endpoint) only its object carries
     return experiment.store
+
+
+def damaged_record(exc: DamagedTrial) -> dict[str, Any]:
+    """What the trial page and API show for a trial whose ref or record cannot be read."""
+    return {
+        "id": exc.trial_id,
+        "status": DAMAGED,
+        "description": f"Damaged: {exc.reason}; {FSCK_ADVICE}",
+        "params": {},
+    }

@@ -74,7 +74,7 @@ def trial_page(
         steps=_steps(record.get("steps") or {}, code),
         files=_files(record.get("steps")),
         digests=sorted((str(k), str(v)) for k, v in (record.get("digests") or {}).items()),
-        error=record.get("description") if status == "failed" else None,
+        error=record.get("description") if status in ("failed", "damaged") else None,
         traceback=record.get("traceback"),
         code_lines=code.splitlines(),
         environment=_environment_rows(record),

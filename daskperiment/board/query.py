@@ -280,8 +280,10 @@ def run_query(
 
 def _statuses(frame: pd.DataFrame) -> pd.Series:
     if "Status" in frame.columns:
-        # an interrupted trial (its process died) is a failure to whoever filters
-        return frame["Status"].astype(str).str.lower().replace({"interrupted": "failed"})
+        # an interrupted trial (its process died) or a damaged one (its record cannot be
+        # read) is a failure to whoever filters
+        statuses = frame["Status"].astype(str).str.lower()
+        return statuses.replace({"interrupted": "failed", "damaged": "failed"})
     if "Success" not in frame.columns:
         return pd.Series("success", index=frame.index)
     return frame["Success"].map(status_of)

@@ -186,9 +186,9 @@ def test_short_steps_write_nothing_live(tmp_path: Path) -> None:
     assert ex.load_metric("loss", 20)[20].iloc[-1] == 19 * 99
 
 
-def test_a_failed_trial_leaves_no_live_refs(tmp_path: Path) -> None:
+def test_a_failed_trial_keeps_its_points_and_leaves_no_live_refs(tmp_path: Path) -> None:
     backend = CountingBackend(tmp_path / "store")
-    ex = daskperiment.Experiment("live_pj", backend=backend)
+    ex = daskperiment.Experiment("live_pj", backend=backend, system_metrics=False)
 
     @ex.result
     def crash():
@@ -206,4 +206,6 @@ def test_a_failed_trial_leaves_no_live_refs(tmp_path: Path) -> None:
     assert backend.live_writes()  # it was visible while the step ran
     assert store.open(backend).refs.names("experiments/live_pj/live/") == []
     assert ex.get_trial(1)["status"] == "failed"
-    assert ex.get_metric_keys(1) == []
+    # the points saved before the failure are the record's, not live refs' any more
+    assert ex.get_metric_keys(1) == ["loss"]
+    assert ex.load_metric("loss", 1)[1].tolist() == [1.0]

@@ -1,0 +1,78 @@
+"""Showing values that Python itself refuses to show: huge ints and lone surrogates.
+
+- An ``int`` wider than Python's int-to-str digit limit (4,300 digits by default,
+  ``sys.set_int_max_str_digits``) makes ``str()``/``repr()`` raise ``ValueError``. Such a value
+  is stored exactly (the store writes wide ints in hexadecimal) and *shown* as an
+  approximation naming its size: ``int ≈ 1.000000e+100000 (100001 digits)``.
+- A ``str`` holding a lone surrogate (``"\\ud800"``) cannot be UTF-8: it is stored exactly (as
+  a pickle object) and shown by its ``repr`` (``'\\ud800'``), which escapes the surrogate.
+
+Records, history rows and every line the CLI prints stay plain, printable JSON data.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from typing import Any
+
+
+def is_wide_int(value: Any) -> bool:
+    """Whether ``value`` is an int that ``str()`` refuses (wider than the digit limit)."""
+    if type(value) is not int or value.bit_length() < 14_000:  # < 4,215 digits: always fine
+        return False
+    try:
+        str(value)
+    except ValueError:
+        return True
+    return False
+
+
+def int_text(value: int) -> str:
+    """``repr(value)``, or for an int too wide for that, its approximation and size."""
+    try:
+        return repr(value)
+    except ValueError:
+        magnitude = math.log10(abs(value))
+        exponent = math.floor(magnitude)
+        mantissa = 10 ** (magnitude - exponent)
+        sign = "-" if value < 0 else ""
+        return f"int ≈ {sign}{mantissa:.6f}e+{exponent} ({exponent + 1} digits)"
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (False for a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class SafeRepr(reprlib.Repr):
+    """``reprlib.Repr`` that never raises: wide ints are approximated, and an object whose
+    own ``__repr__`` fails is shown by its type."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        s = int_text(x)
+        if len(s) > self.maxlong:
+            i = max(0, (self.maxlong - 3) // 2)
+            j = max(0, self.maxlong - 3 - i)
+            s = s[:i] + "..." + s[len(s) - j :]
+        return s
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            return super().repr_instance(x, level)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not fail a trial
+            return f"<{type(x).__name__} object>"
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """A ``repr`` of at most about ``limit`` characters that never raises."""
+    r = SafeRepr()
+    r.maxstring = r.maxother = limit
+    try:
+        return r.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. a container whose __len__ fails
+        return f"<{type(value).__name__} object>"
