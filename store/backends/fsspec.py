@@ -119,6 +119,9 @@ class FsspecBackend(Backend):
             raise ValueError(f"durability must be 'atomic' or 'fsync', not {durability!r}")
         if isinstance(url_or_fs, str):
             options = {**(storage_options or {}), **more_storage_options}
+            if url_or_fs.split("://", 1)[0] in ("s3", "s3a"):
+                # Other processes write the store: a cached listing would hide their keys.
+                options.setdefault("use_listings_cache", False)
             fs, path = fsspec.core.url_to_fs(url_or_fs, **options)
             if root:
                 path = path.rstrip("/") + "/" + root.strip("/")
@@ -217,6 +220,8 @@ class FsspecBackend(Backend):
     def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
+            if self._mode == "s3":
+                return _s3.get(self.fs, path)
             return self.fs.cat_file(path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFound(key, self._url) from None
@@ -312,6 +317,9 @@ class FsspecBackend(Backend):
             found = self.fs.find(base, detail=True, **kwargs)
         except (FileNotFoundError, NotADirectoryError):
             return {}
+        finally:
+            if self._mode == "s3":  # the listing must not outlive this call
+                _s3.forget_listings(self.fs, base)
         n = len(self._prefix)
         listed = {p[n:]: info for p, info in found.items() if p.startswith(self._prefix)}
         return {
