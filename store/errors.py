@@ -150,6 +150,26 @@ class CorruptObject(StoreError):
         )
 
 
+class ObjectTooLarge(StoreError):
+    """An object's header declares a body larger than the store's object size limit.
+
+    Checked before anything is decompressed, so a hostile or damaged header cannot make a
+    reader allocate more than the limit.
+    """
+
+    def __init__(self, oid: str, path: str, size: int, limit: int) -> None:
+        self.oid = oid
+        self.path = path
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"object {oid} at {path} declares a {size}-byte body, over the object size limit "
+            f"of {limit} bytes; if you trust it, raise the limit with "
+            f"store.open(..., max_object_size=N) or the environment variable "
+            f"DASKPERIMENT_STORE_MAX_OBJECT_SIZE=N (bytes)"
+        )
+
+
 class ReadOnlyStore(StoreError, PermissionError):
     """A write was attempted on a store opened read-only or on a read-only filesystem."""
 

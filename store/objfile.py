@@ -27,14 +27,19 @@ which the store reports as :class:`store.errors.CorruptObject` with the object's
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import xxhash
+import zstandard
+
 from . import codec, compress
 from .digest import Oid, hash_chunks
-from .errors import StoreError
+from .errors import CorruptObject, ObjectTooLarge, StoreError
 
 MAGIC = b"DPSO"
 VERSION = 1
@@ -166,4 +171,166 @@ def decode_object(
         actual = hash_chunks(header.kind, [body])
         if actual != expected_oid:
             raise HashMismatch(expected_oid, actual)
+    return header.kind, body
+
+
+# -- verification with bounded memory -------------------------------------------------------
+
+#: Bodies are decompressed and hashed in pieces of this size when verified as a stream.
+STREAM_CHUNK = 1 << 20
+#: Default limit on an object's declared body size (4 GiB); see :func:`max_object_size`.
+DEFAULT_MAX_OBJECT_SIZE = 4 << 30
+#: Environment variable overriding :data:`DEFAULT_MAX_OBJECT_SIZE` (a number of bytes).
+MAX_OBJECT_SIZE_ENV = "DASKPERIMENT_STORE_MAX_OBJECT_SIZE"
+#: No valid payload expands more than this; a header claiming more is refused unread.
+MAX_EXPANSION = compress.MAX_EXPANSION
+_LINK_MARKER = b'"$link"'
+
+
+def max_object_size(value: int | None = None) -> int:
+    """The object size limit to use: ``value`` if given, else the environment variable
+    :data:`MAX_OBJECT_SIZE_ENV`, else :data:`DEFAULT_MAX_OBJECT_SIZE`."""
+    if value is None:
+        raw = os.environ.get(MAX_OBJECT_SIZE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_MAX_OBJECT_SIZE
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(
+                f"{MAX_OBJECT_SIZE_ENV}={raw!r} is not a whole number of bytes"
+            ) from None
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"the object size limit must be a positive int (bytes), not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What streaming verification learned: the header, and whether the body contains the
+    marker of a link (only JSON bodies with it need to be parsed to find links)."""
+
+    header: Header
+    may_link: bool
+
+
+def _as_view(data: Any) -> memoryview:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return memoryview(data).cast("B")
+    return memoryview(b"".join(data))  # several chunks: parsed as one piece
+
+
+def header_of(oid: str, data: Any, where: str, limit: int | None = None) -> Header:
+    """The checked header of the object file ``data``: :class:`CorruptObject` if damaged or
+    claiming an impossible expansion, :class:`ObjectTooLarge` if its body is over ``limit``."""
+    view = _as_view(data)
+    try:
+        header = parse_header(view)
+    except ObjectFormatError as exc:
+        raise CorruptObject(oid, where, f"bad object header: {exc}") from None
+    stored = view.nbytes - header.header_len
+    if header.body_size > max(stored, 1) * MAX_EXPANSION:
+        raise CorruptObject(
+            oid, where, f"header claims {header.body_size} bytes from {stored} stored"
+        )
+    if limit is not None and header.body_size > limit:
+        raise ObjectTooLarge(oid, where, header.body_size, limit)
+    return header
+
+
+def _body_pieces(header: Header, payload: memoryview) -> Iterator[bytes | memoryview]:
+    """The body in pieces of at most :data:`STREAM_CHUNK` bytes, never more than one piece
+    past the declared size (so a payload that holds more cannot inflate memory)."""
+    if header.compression == compress.NONE:
+        for start in range(0, payload.nbytes, STREAM_CHUNK):
+            yield payload[start : start + STREAM_CHUNK]
+        return
+    declared = zstandard.frame_content_size(payload)
+    if declared not in (header.body_size, -1):
+        raise compress.DecompressError(
+            f"zstd frame holds {declared} bytes, header says {header.body_size}"
+        )
+    reader = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False)
+    produced = 0
+    while piece := reader.read(STREAM_CHUNK):
+        produced += len(piece)
+        yield piece
+        if produced > header.body_size:
+            return
+
+
+def verify_stream(oid: str, data: Any, where: str, limit: int | None = None) -> Verified:
+    """Check that ``data`` is a well-formed object file whose body hashes to ``oid``, holding
+    at most :data:`STREAM_CHUNK` bytes of decompressed body at a time.
+
+    Raises :class:`CorruptObject` (damaged header or payload, wrong size, wrong digest) and
+    :class:`ObjectTooLarge` (declared body over ``limit``, checked before decompressing).
+    """
+    view = _as_view(data)
+    header = header_of(oid, view, where, limit)
+    digest = xxhash.xxh3_128(header.kind.encode("ascii") + b"\0")
+    size, tail, may_link = 0, b"", False
+    try:
+        for piece in _body_pieces(header, view[header.header_len :]):
+            digest.update(piece)
+            size += len(piece)
+            if size > header.body_size:
+                break
+            if not may_link and header.kind == "json":
+                text = bytes(piece)  # JSON bodies only; a marker may straddle two pieces
+                may_link = _LINK_MARKER in tail + text
+                tail = text[-(len(_LINK_MARKER) - 1) :]
+    except (zstandard.ZstdError, compress.DecompressError) as exc:
+        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
+    if size != header.body_size:
+        raise CorruptObject(
+            oid,
+            where,
+            f"body is {size} bytes or more, header says {header.body_size}"
+            if size > header.body_size
+            else f"body is {size} bytes, header says {header.body_size}",
+        )
+    actual = digest.hexdigest()
+    if actual != oid:
+        raise CorruptObject(oid, where, "content does not match its digest", actual)
+    return Verified(header, may_link)
+
+
+def check_limit(oid: str, data: Any, where: str, limit: int) -> None:
+    """Raise :class:`ObjectTooLarge` if the object file ``data`` declares a body over
+    ``limit``; a damaged header is left for verification to report."""
+    view = _as_view(data)
+    try:
+        header = parse_header(view[:MAX_HEADER_LEN])
+    except ObjectFormatError:
+        return
+    if header.body_size > max(view.nbytes - header.header_len, 1) * MAX_EXPANSION:
+        return  # no payload expands that much: a damaged header, which verify reports
+    if header.body_size > limit:
+        raise ObjectTooLarge(oid, where, header.body_size, limit)
+
+
+def verify(oid: str, data: Any, where: str, limit: int | None = None) -> tuple[str, memoryview]:
+    """``(kind, canonical body)`` of the object file ``data``, checked against ``oid``.
+
+    The body shares memory with ``data`` when stored uncompressed. Raises
+    :class:`CorruptObject` naming ``oid`` and ``where`` for a damaged header, a payload that
+    does not decompress to the declared size, or content that hashes to another digest, and
+    :class:`ObjectTooLarge` before decompressing a body over ``limit``. Nothing is decoded,
+    so no code can run.
+    """
+    view = _as_view(data)
+    header = header_of(oid, view, where, limit)
+    try:
+        body = compress.decompress(header.compression, view[header.header_len :], header.body_size)
+    except ValueError as exc:  # compress.DecompressError: zstd errors, wrong sizes
+        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
+    body = body.cast("B") if body.format != "B" else body
+    if len(body) != header.body_size:
+        raise CorruptObject(
+            oid, where, f"body is {len(body)} bytes, header says {header.body_size}"
+        )
+    actual = hash_chunks(header.kind, [body])
+    if actual != oid:
+        raise CorruptObject(oid, where, "content does not match its digest", actual)
     return header.kind, body

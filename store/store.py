@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 LINK_KINDS = frozenset({"json"})
 #: Names of the compression ids of the object file header.
 COMPRESSION_NAMES = {0: "none", 1: "zstd"}
-#: zstd needs at least 4 bytes per 128 KiB block, so no valid payload expands more than
-#: 32768x; a header claiming more is damaged and is refused before anything is allocated.
-MAX_EXPANSION = 1 << 16
 #: An object confirmed present (written or found) is trusted for this long without asking the
 #: backend again; an object found with an older mtime is freshened. Keep gc grace above it.
 FRESH_SECONDS = 600.0
@@ -129,40 +126,8 @@ def oid_from_key(key: str) -> Oid | None:
     return Oid(oid) if is_oid(oid) else None
 
 
-def verify_object(oid: str, data: Buffers, where: str) -> tuple[str, memoryview]:
-    """Check that ``data`` is a well-formed object file whose content hashes to ``oid``.
-
-    Returns ``(kind, canonical body)``; the body shares memory with ``data`` when it is
-    stored uncompressed. Raises :class:`CorruptObject` naming ``oid`` and ``where`` for a
-    damaged header, a payload that does not decompress to the declared size, or content that
-    hashes to another digest. Nothing is decoded, so no code can run.
-    """
-    if isinstance(data, bytes | bytearray | memoryview):
-        view = memoryview(data).cast("B")
-    else:  # several chunks: an object file must be parsed as one piece
-        view = memoryview(b"".join(data))
-    try:
-        header = objfile.parse_header(view)
-    except ValueError as exc:  # objfile.ObjectFormatError: the header is damaged
-        raise CorruptObject(oid, where, f"bad object header: {exc}") from None
-    payload = view[header.header_size :]
-    if header.body_size > max(len(payload), 1) * MAX_EXPANSION:
-        raise CorruptObject(
-            oid, where, f"header claims {header.body_size} bytes from {len(payload)} stored"
-        )
-    try:
-        body = memoryview(compress.decompress(header.compression, payload, header.body_size))
-    except ValueError as exc:  # compress.DecompressError: zstd errors, wrong sizes
-        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
-    body = body.cast("B") if body.format != "B" else body
-    if len(body) != header.body_size:
-        raise CorruptObject(
-            oid, where, f"body is {len(body)} bytes, header says {header.body_size}"
-        )
-    actual = hash_chunks(header.kind, [body])
-    if actual != oid:
-        raise CorruptObject(oid, where, "content does not match its digest", actual)
-    return header.kind, body
+#: Check an object file against its oid and return ``(kind, body)`` (see objfile.verify).
+verify_object = objfile.verify
 
 
 class Store:
@@ -187,8 +152,14 @@ class Store:
         *,
         compression_level: int = 3,
         compression_threads: int = 0,
+        max_object_size: int | None = None,
     ) -> None:
-        """Use the store on ``backend``; ``config`` is read from it unless given."""
+        """Use the store on ``backend``; ``config`` is read from it unless given.
+
+        ``max_object_size``: the largest body (uncompressed, in bytes) an object may declare
+        to be read or accepted (imports, pulls); None takes the environment variable
+        ``DASKPERIMENT_STORE_MAX_OBJECT_SIZE`` or else 4 GiB (store.objfile).
+        """
         from .config import load_config
         from .refs import RefStore
 
@@ -196,6 +167,7 @@ class Store:
         self.config = config if config is not None else load_config(backend, create=False)
         self.compression_level = compression_level
         self.compression_threads = compression_threads
+        self.max_object_size = objfile.max_object_size(max_object_size)
         self.refs: RefStore = RefStore(backend)
         # oid -> time.monotonic() when it was last confirmed present (see FRESH_SECONDS).
         self._known: dict[str, float] = {}
@@ -335,7 +307,8 @@ class Store:
         oid = validate_oid(oid)
         self._check_writable("put objects")
         if verify:
-            verify_object(oid, data, f"object {oid} being written to {self.url}")
+            where = f"object {oid} being written to {self.url}"
+            objfile.verify_stream(oid, data, where, self.max_object_size)
         if self.has_fresh(oid):
             return False
         written = self.backend.put_if_absent(object_key(oid), data)
@@ -361,7 +334,17 @@ class Store:
         return verify_object(oid, data, self.path_of(oid))
 
     def get_stored(self, oid: str) -> bytes | bytearray | memoryview:
-        """The object file of ``oid`` exactly as stored (header + payload), NOT verified."""
+        """The object file of ``oid`` exactly as stored (header + payload), NOT verified.
+
+        Raises :class:`ObjectTooLarge` if its header declares a body over
+        :attr:`max_object_size` (before anything is decompressed).
+        """
+        data = self._read_stored(oid)
+        objfile.check_limit(oid, data, self.path_of(oid), self.max_object_size)
+        return data
+
+    def _read_stored(self, oid: str) -> bytes | bytearray | memoryview:
+        """The object file of ``oid`` as stored, whatever its size (for verbatim copies)."""
         oid = validate_oid(oid)
         try:
             return self.backend.get(object_key(oid))

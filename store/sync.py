@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .digest import Oid, validate_oid
 from .errors import RefConflict, RefConflicts, RefExists, RefNotFound
-from .store import object_key, verify_object
+from .objfile import verify_stream
+from .store import object_key
 
 if TYPE_CHECKING:
     from .store import Store, TransferReport
@@ -200,9 +201,11 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[Oid], workers: int = 1) 
 
 def _copy_one(src: Store, dst: Store, oid: Oid) -> int:
     """Copy one object; return the bytes written (0 if another writer stored it meanwhile)."""
-    data = src.get_stored(oid)
-    # Verified here, naming the source, rather than by put_stored naming the destination.
-    verify_object(oid, data, f"{src.backend.url}/{object_key(oid)}")
+    data = src._read_stored(oid)
+    # Verified here, naming the source, rather than by put_stored naming the destination;
+    # as a stream, so memory stays bounded whatever the object's size, and against the
+    # destination's object size limit.
+    verify_stream(oid, data, f"{src.backend.url}/{object_key(oid)}", dst.max_object_size)
     return len(data) if dst.put_stored(oid, data, verify=False) else 0
 
 
