@@ -41,6 +41,7 @@ from .errors import (
     RefExists,
     RefNotFound,
     StoreError,
+    StoreGone,
     StoreNotFound,
     UnsupportedFormat,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "RefNotFound",
     "Store",
     "StoreError",
+    "StoreGone",
     "StoreNotFound",
     "TransferReport",
     "UnsupportedFormat",

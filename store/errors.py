@@ -186,6 +186,22 @@ class StoreNotFound(StoreError, FileNotFoundError):
         super().__init__(f"no store at {where}; pass create=True to make one there")
 
 
+class StoreGone(StoreNotFound):
+    """A write to a store whose root was removed while it was open (e.g. ``rm -rf``).
+
+    Writes never recreate a deleted store: that would leave a store without its ``config``,
+    which no later open could read.
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        FileNotFoundError.__init__(
+            self,
+            f"the store at {where} is gone (its directory was removed while it was open); "
+            "nothing was written. Open it again with store.open() to create a new store there",
+        )
+
+
 class UnsupportedFormat(StoreError):
     """The store's config names a format version or hash algorithm this version cannot read."""
 

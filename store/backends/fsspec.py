@@ -67,7 +67,14 @@ from typing import Any
 
 import xxhash
 
-from ..errors import KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
+from ..errors import (
+    KeyNotFound,
+    LockTimeout,
+    NotAtomic,
+    ReadOnlyStore,
+    StoreGone,
+    StoreNotFound,
+)
 from . import _s3
 from .base import (
     READ_ONLY_ERRNOS,
@@ -435,10 +442,10 @@ class FsspecBackend(Backend):
             try:
                 self._write_file(tmp, views)
             except FileNotFoundError:
-                self.fs.makedirs(self._prefix + "tmp", exist_ok=True)
+                self._makedirs(self._prefix + "tmp")
                 self._write_file(tmp, views)
             for _ in range(20):
-                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                self._makedirs(path.rpartition("/")[0])
                 try:
                     self.fs.mv(tmp, path)
                     return
@@ -453,6 +460,13 @@ class FsspecBackend(Backend):
             except (FileNotFoundError, OSError):
                 pass
             raise
+
+    def _makedirs(self, path: str) -> None:
+        """Create a directory below the root; a write never recreates a removed root."""
+        self._fresh(self.root)
+        if not self.fs.isdir(self.root):
+            raise StoreGone(self._url)
+        self.fs.makedirs(path, exist_ok=True)
 
     def _write_file(self, path: str, views: _Views) -> None:
         with self.fs.open(path, "wb") as f:
@@ -522,7 +536,7 @@ class FsspecBackend(Backend):
             except FileExistsError:
                 pass
             except FileNotFoundError:
-                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                self._makedirs(path.rpartition("/")[0])
                 continue
             self._fresh(path)
             current = self._get_or_none(path)

@@ -52,7 +52,14 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from ..errors import InvalidKey, KeyNotFound, LockTimeout, ReadOnlyStore, StoreNotFound
+from ..errors import (
+    InvalidKey,
+    KeyNotFound,
+    LockTimeout,
+    ReadOnlyStore,
+    StoreGone,
+    StoreNotFound,
+)
 from .base import (
     READ_ONLY_ERRNOS,
     RESERVED_TOP_LEVEL,
@@ -113,7 +120,7 @@ class LocalBackend(Backend):
             if not create or read_only:
                 raise StoreNotFound(self._url)
             with self._writing("", "the store directory"):
-                self._makedirs(self.root)
+                self._makedirs(self.root, root_too=True)
 
     @property
     def url(self) -> str:
@@ -159,12 +166,18 @@ class LocalBackend(Backend):
         for prefix in prefixes:
             self._makedirs(self._path(prefix.rstrip("/")))
 
-    def _makedirs(self, path: str) -> None:
+    def _makedirs(self, path: str, root_too: bool = False) -> None:
         """Create ``path`` and missing parents; with fsync durability, make the new directory
-        entries durable too (a renamed file in a directory that vanishes on power loss is lost)."""
+        entries durable too (a renamed file in a directory that vanishes on power loss is lost).
+
+        Only opening a store creates its root (``root_too``): a write finding the root gone
+        raises :class:`StoreGone` instead of recreating a store without its config.
+        """
         missing = []
         p = path
         while not os.path.isdir(p):
+            if p == self.root and not root_too:
+                raise StoreGone(self._url)
             missing.append(p)
             parent = os.path.dirname(p)
             if parent == p:
@@ -175,6 +188,10 @@ class LocalBackend(Backend):
                 os.mkdir(d)
             except FileExistsError:
                 continue
+            except FileNotFoundError:
+                if not root_too and not os.path.isdir(self.root):
+                    raise StoreGone(self._url) from None
+                raise
             if self._fsync:
                 _fsync_dir(os.path.dirname(d))
 
