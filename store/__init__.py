@@ -45,7 +45,8 @@ from .errors import (
     StoreNotFound,
     UnsupportedFormat,
 )
-from .store import FsckReport, GcReport, ObjectInfo, Store, TransferReport
+from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
+from .store import Store
 
 __all__ = [
     "ALGORITHM",

@@ -32,12 +32,13 @@ import xxhash
 from . import codec
 from .digest import ALGORITHM, Oid, is_oid
 from .errors import BundleError, CorruptObject, InvalidRefName, ObjectTooLarge, RefConflicts
-from .objfile import Verified, verify, verify_stream
-from .store import object_key
+from .objfile import Verified, object_key, verify, verify_stream
+from .refs import validate_ref_name
+from .reports import TransferReport
 from .sync import apply_refs, bounded_map, default_workers, plan_refs, select_refs
 
 if TYPE_CHECKING:
-    from .store import Store, TransferReport
+    from .store import Store
 
 MAGIC = b"DPSB"
 VERSION = 1
@@ -346,8 +347,6 @@ def _parse_objects(value: Any, name: str) -> list[ObjectEntry]:
 
 
 def _parse_refs(value: Any, name: str, contained: set[str]) -> dict[str, Oid]:
-    from .refs import validate_ref_name
-
     if not isinstance(value, dict):
         raise BundleError(f"{name} header: 'refs' must be an object mapping names to oids")
     refs: dict[str, Oid] = {}
@@ -415,8 +414,6 @@ def import_bundle(
     with the same oid is left as is, so importing twice changes nothing. Malformed, truncated
     or hostile input raises :class:`BundleError`.
     """
-    from .store import TransferReport
-
     f, name, owned = _open(source)
     try:
         reader = _Reader(f, name)
@@ -523,8 +520,6 @@ def _check_closure(
 
 def _rename(refs: Mapping[str, Oid], ref_map: Mapping[str, str], name: str) -> dict[str, Oid]:
     """Apply a prefix map to ref names, validating the results."""
-    from .refs import validate_ref_name
-
     prefixes = sorted(ref_map, key=len, reverse=True)
     out: dict[str, Oid] = {}
     for ref, oid in refs.items():

@@ -107,6 +107,8 @@ from .framing import (  # noqa: F401
 
 #: Every kind this version reads and writes.
 KINDS = ("json", "ndarray", "pandas", "bytes", "pickle")
+#: Kinds whose objects can hold links to other objects (see :func:`find_links`).
+LINK_KINDS = frozenset({"json"})
 
 
 def _encode_json(value: Any) -> Encoded | None:

@@ -19,10 +19,12 @@ in place, without a copy. The object's digest is
 ``xxh3_128(kind + b"\\0" + body)`` (:func:`store.digest.hash_chunks`); compression never
 changes it. Readers must reject a version they do not know.
 
-:func:`decode_object` verifies the digest when given the expected oid; errors are
-:class:`ObjectFormatError` (damaged or truncated header or payload) and its subclass
-:class:`HashMismatch` (content does not hash to the expected oid), both ``ValueError``\\ s,
-which the store reports as :class:`store.errors.CorruptObject` with the object's path.
+This module owns the format: :func:`build` makes every object file, :func:`verify` (body
+kept) and :func:`verify_stream` (body hashed in pieces, memory bounded) check one against its
+oid, both through :func:`header_of`, raising :class:`store.errors.CorruptObject` with the
+object's path, or :class:`store.errors.ObjectTooLarge` for a body over the size limit.
+:func:`parse_header` alone raises :class:`ObjectFormatError` (a ``ValueError``). Object files
+live under the keys of :func:`object_key`.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from typing import Any
 import xxhash
 import zstandard
 
-from . import codec, compress
-from .digest import Oid, hash_chunks
+from . import compress
+from .digest import Oid, hash_chunks, is_oid
 from .errors import CorruptObject, ObjectTooLarge, StoreError
 
 MAGIC = b"DPSO"
@@ -52,17 +54,22 @@ MAX_HEADER_LEN = -(-(_FIXED.size + 255 + _SIZE.size) // ALIGN) * ALIGN
 MAX_HEADER_SIZE = MAX_HEADER_LEN  # alias used by store.py
 
 
+def object_key(oid: str) -> str:
+    """Backend key of the object file of ``oid``: ``objects/<2 hex>/<30 hex>``."""
+    return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def oid_from_key(key: str) -> Oid | None:
+    """The oid an object key names, or None for a key that is not an object file name."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "objects" or len(parts[1]) != 2:
+        return None
+    oid = parts[1] + parts[2]
+    return Oid(oid) if is_oid(oid) else None
+
+
 class ObjectFormatError(StoreError, ValueError):
     """An object file's header or payload is damaged, truncated or of an unknown version."""
-
-
-class HashMismatch(ObjectFormatError):
-    """An object's content does not hash to the oid it is stored under."""
-
-    def __init__(self, expected: str, actual: str) -> None:
-        self.expected = expected
-        self.actual = actual
-        super().__init__(f"content hashes to {actual}, expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -128,50 +135,15 @@ def parse_header(buf: bytes | bytearray | memoryview) -> Header:
     return Header(raw_kind.decode("ascii"), compression, body_size, header_len)
 
 
-def build_object(
-    enc: codec.Encoded, level: int = 3, threads: int = 0
-) -> tuple[bytes, list[codec.Chunk], int]:
-    """Compress an encoded value: ``(header, payload_chunks, stored_size)``.
+def build(kind: str, chunks: list[Any], size: int, level: int = 3, threads: int = 0) -> list[Any]:
+    """The object file of a body of ``kind`` given as ``chunks`` totalling ``size`` bytes:
+    ``[header, *payload_chunks]``, compressed as :func:`store.compress.compress` decides.
 
-    Split from :func:`encode_object` so a store can hash first and skip compressing an object
-    it already holds.
+    The only way object files are made; hash the body first (:func:`store.digest.hash_chunks`)
+    to skip building an object that is already stored.
     """
-    compression, payload = compress.compress(enc.chunks, enc.size, level, threads)
-    header = pack_header(enc.kind, compression, enc.size)
-    return header, payload, len(header) + sum(codec.nbytes(p) for p in payload)
-
-
-def encode_object(
-    value: Any, level: int = 3, threads: int = 0
-) -> tuple[Oid, bytes, list[codec.Chunk], int, str, int]:
-    """Encode, hash and compress ``value``:
-    ``(oid, header, payload_chunks, stored_size, kind, body_size)``."""
-    enc = codec.encode(value)
-    oid = hash_chunks(enc.kind, enc.chunks)
-    header, payload, stored_size = build_object(enc, level, threads)
-    return oid, header, payload, stored_size, enc.kind, enc.size
-
-
-def decode_object(
-    buf: bytes | bytearray | memoryview, expected_oid: str | None = None
-) -> tuple[str, memoryview]:
-    """``(kind, body)`` of a whole object file, decompressed; when ``expected_oid`` is given
-    the body is verified against it (:class:`HashMismatch`).
-
-    A raw body is a view into ``buf`` (writable if ``buf`` is); a decompressed one is a fresh
-    writable buffer.
-    """
-    header = parse_header(buf)
-    payload = memoryview(buf).cast("B")[header.header_len :]
-    try:
-        body = compress.decompress(header.compression, payload, header.body_size)
-    except compress.DecompressError as exc:
-        raise ObjectFormatError(str(exc)) from None
-    if expected_oid is not None:
-        actual = hash_chunks(header.kind, [body])
-        if actual != expected_oid:
-            raise HashMismatch(expected_oid, actual)
-    return header.kind, body
+    compression, payload = compress.compress(chunks, size, level, threads)
+    return [pack_header(kind, compression, size), *payload]
 
 
 # -- verification with bounded memory -------------------------------------------------------

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .digest import Oid, validate_oid
 from .errors import RefConflict, RefConflicts, RefExists, RefNotFound
-from .objfile import verify_stream
-from .store import object_key
+from .objfile import object_key, verify_stream
+from .reports import TransferReport
 
 if TYPE_CHECKING:
-    from .store import Store, TransferReport
+    from .store import Store
 
 #: Objects whose existence is checked per round trip to the destination.
 HAS_BATCH = 256
@@ -229,8 +229,6 @@ def push(
     existence checks, copies and ref writes (default 1 between local/memory stores, 8
     otherwise).
     """
-    from .store import TransferReport
-
     workers = workers or default_workers(src, dst)
     selected = select_refs(src, refs)
     plan = plan_refs(dst, selected, workers)
