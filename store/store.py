@@ -53,7 +53,7 @@ def _location(backend: Backend) -> str:
     root = getattr(backend, "root", None)  # LocalBackend: its absolute path
     if isinstance(root, str):
         return os.path.realpath(root)
-    if type(backend).__name__ == "MemoryBackend":  # every instance is a store of its own
+    if backend.url.startswith("memory-backend:"):  # an unnamed MemoryBackend: its own store
         return f"{backend.url}#{id(backend)}"
     return backend.url
 
