@@ -72,6 +72,11 @@ from .base import (
 _Views = list[memoryview]
 
 
+#: Backend classes of URL schemes (and filesystem protocols) that need their own, registered
+#: by their modules (store.backends.s3 registers "s3" and "s3a"), so this module imports none.
+SCHEMES: dict[str, type[FsspecBackend]] = {}
+
+
 class FsspecBackend(Backend):
     """Keys as files on an fsspec filesystem (see the module docstring for atomicity).
 
@@ -88,11 +93,8 @@ class FsspecBackend(Backend):
 
             name = url_or_fs.split("://", 1)[1].strip("/")
             return MemoryBackend.named(name, read_only=kwargs.get("read_only", False))
-        if cls is FsspecBackend and _is_s3(url_or_fs):
-            from .s3 import S3Backend
-
-            return super().__new__(S3Backend)
-        return super().__new__(cls)
+        special = SCHEMES.get(_scheme(url_or_fs)) if cls is FsspecBackend else None
+        return super().__new__(special or cls)
 
     def __init__(
         self,
@@ -491,10 +493,13 @@ def _is_memory(target: Any) -> bool:
     return isinstance(target, str) and target.startswith("memory://")
 
 
-def _is_s3(target: Any) -> bool:
+def _scheme(target: Any) -> str:
+    """The URL scheme of a URL, or the first protocol of a filesystem with its own class."""
     if isinstance(target, str):
-        return target.split("://", 1)[0] in ("s3", "s3a")
-    return target is not None and bool({"s3", "s3a"} & set(_protocols(target)))
+        return target.split("://", 1)[0] if "://" in target else ""
+    if target is None:
+        return ""
+    return next((p for p in _protocols(target) if p in SCHEMES), "")
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ from typing import Any
 from ..errors import KeyNotFound, NotAtomic
 from . import _s3
 from .base import RECENT_VALUES, Buffers, KeyInfo, as_views
-from .fsspec import FsspecBackend
+from .fsspec import SCHEMES, FsspecBackend
 
 
 class S3Backend(FsspecBackend):
@@ -181,3 +181,6 @@ class S3Backend(FsspecBackend):
     def list_temp(self) -> Iterator[KeyInfo]:
         """Nothing: S3 writes are single requests and leave no temp files."""
         return iter(())
+
+
+SCHEMES.update(s3=S3Backend, s3a=S3Backend)
