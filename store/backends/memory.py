@@ -55,6 +55,13 @@ class MemoryBackend(Backend):
             shared = _NAMED.setdefault(name, _Shared())
         return cls(read_only, _shared=shared, _name=name)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # A named store pickles by name (another process then reaches its own store of that
+        # name, as with any memory:// URL); an unnamed one holds a lock and cannot travel.
+        if not self._name:
+            raise TypeError("an unnamed MemoryBackend cannot be pickled; use memory://name")
+        return (MemoryBackend.named, (self._name, self.read_only))
+
     @property
     def url(self) -> str:
         if self._name:

@@ -331,6 +331,10 @@ def test_memory_urls_are_named_memory_backends_shared_in_the_process():
     with pytest.raises(ReadOnlyStore):
         reader.put("k", b"w")
     assert MemoryBackend.named(f"other-{name}").exists("k") is False
+    import pickle
+
+    again = pickle.loads(pickle.dumps(reader))  # by name: the same store in this process
+    assert again.get("k") == b"v" and again.read_only
 
 
 @pytest.mark.s3
