@@ -91,9 +91,16 @@ def bomb() -> tuple[str, bytes]:
     return _bomb_record(GIB)
 
 
+# Linux carries a process's peak RSS over fork and exec: a child started straight from a
+# large pytest process would report pytest's peak. A small launcher in between starts the
+# measured process from its own small memory.
+_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
 def _import_in_subprocess(target: Path, bundle: Path, *read: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", IMPORT, str(target), str(bundle), *read],
+        [sys.executable, "-c", _LAUNCHER, sys.executable, "-c", IMPORT, str(target), str(bundle)]
+        + list(read),
         capture_output=True,
         text=True,
         timeout=300,
