@@ -21,8 +21,7 @@ import dask.local
 from dask._task_spec import GraphNode
 
 import store
-from store import Link, codec, objfile
-from store.store import object_key
+from store import Link, codec
 
 from .log import logger
 from .provenance import inputs as input_files
@@ -172,20 +171,6 @@ def reuse_message(name: str, trial: int | None) -> str:
     return f"Reused cached result of {name} from trial {trial}"
 
 
-def rewrite_object(st: store.Store, value: Any, oid: str) -> bool:
-    """Replace the object file of ``oid`` by ``value``'s encoding, if ``value`` has that oid.
-
-    ``Store.put`` skips objects that exist, so a damaged object is only repaired this way.
-    The backend's ``put`` is an atomic replace: readers see the old or the new file.
-    """
-    enc = codec.encode(value)
-    if enc.oid != oid:
-        return False
-    header, payload, _ = objfile.build_object(enc, st.compression_level, st.compression_threads)
-    st.backend.put(object_key(oid), [header, *payload])
-    return True
-
-
 # ---------------------------------------------------------------------------------------
 # Running cached steps (on workers)
 # ---------------------------------------------------------------------------------------
@@ -318,7 +303,7 @@ class CachedStepCall(StepCall):
         else:
             try:
                 if repair is not None and repair == record["output"]:
-                    rewrite_object(st, value, repair)
+                    st.repair(repair, value)
                 write_entry(
                     st, trial.experiment_id, record["cache"], entry_of(record, trial.trial_id)
                 )

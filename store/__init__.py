@@ -35,16 +35,19 @@ from .errors import (
     NotAtomic,
     NotFound,
     ObjectNotFound,
+    ObjectTooLarge,
     ReadOnlyStore,
     RefConflict,
     RefExists,
     RefNotFound,
     StoreError,
+    StoreGone,
     StoreNotFound,
     UnexpectedKind,
     UnsupportedFormat,
 )
-from .store import FsckReport, GcReport, ObjectInfo, Store, TransferReport
+from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
+from .store import Store
 
 __all__ = [
     "ALGORITHM",
@@ -69,6 +72,7 @@ __all__ = [
     "NotFound",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectTooLarge",
     "Oid",
     "ReadOnlyStore",
     "RefConflict",
@@ -76,6 +80,7 @@ __all__ = [
     "RefNotFound",
     "Store",
     "StoreError",
+    "StoreGone",
     "StoreNotFound",
     "UnexpectedKind",
     "TransferReport",
@@ -100,6 +105,7 @@ def open(  # noqa: A001 - the natural name, like io.open; used as store.open
     durability: str = "atomic",
     compression_level: int = 3,
     compression_threads: int = 0,
+    max_object_size: int | None = None,
 ) -> Store:
     """Open the store at ``target``, creating it if it does not exist and ``create`` is true.
 
@@ -111,6 +117,10 @@ def open(  # noqa: A001 - the natural name, like io.open; used as store.open
     (also flush file and directory to disk before a write returns).
     ``compression_level``: zstd level for new objects (does not change any digest);
     ``compression_threads``: zstd worker threads for large objects (0: chosen automatically).
+    ``max_object_size``: the largest object body (bytes, uncompressed) this Store reads or
+    accepts from a bundle or another store, checked against the object's header before
+    anything is decompressed (:class:`ObjectTooLarge`); None means the environment variable
+    ``DASKPERIMENT_STORE_MAX_OBJECT_SIZE``, else 4 GiB.
 
     Raises :class:`StoreNotFound` if there is no store and ``create`` is false (or
     ``read_only``), :class:`UnsupportedFormat` if the location holds something else or a
@@ -131,6 +141,7 @@ def open(  # noqa: A001 - the natural name, like io.open; used as store.open
         config,
         compression_level=compression_level,
         compression_threads=compression_threads,
+        max_object_size=max_object_size,
     )
 
 

@@ -31,12 +31,14 @@ import xxhash
 
 from . import codec
 from .digest import ALGORITHM, Oid, is_oid
-from .errors import BundleError, CorruptObject, InvalidRefName, RefConflicts
-from .store import object_key, verify_object
+from .errors import BundleError, CorruptObject, InvalidRefName, ObjectTooLarge, RefConflicts
+from .objfile import Verified, object_key, verify, verify_stream
+from .refs import validate_ref_name
+from .reports import TransferReport
 from .sync import apply_refs, bounded_map, default_workers, plan_refs, select_refs
 
 if TYPE_CHECKING:
-    from .store import Store, TransferReport
+    from .store import Store
 
 MAGIC = b"DPSB"
 VERSION = 1
@@ -49,6 +51,9 @@ MAX_HEADER_SIZE = 64 * 1024 * 1024
 #: Reads are done in slices of at most this size, so a hostile length never makes us
 #: allocate more than the file actually holds.
 _READ_CHUNK = 16 * 1024 * 1024
+#: JSON objects that link to others (records, trees) are parsed whole on import to find
+#: their links; larger ones are refused, so parsing stays bounded. Real ones are far smaller.
+MAX_LINKED_JSON = 64 * 1024 * 1024
 
 
 @dataclass
@@ -155,8 +160,8 @@ def _write_body(store: Store, f: BinaryIO, header: bytes, entries: list[list[Any
     emit(_PREFIX.pack(MAGIC, VERSION, len(header)))
     emit(header)
     for oid, _, size in entries:
-        data = store.get_stored(oid)
-        verify_object(oid, data, f"{store.backend.url}/{object_key(oid)}")
+        data = store._read_stored(oid)
+        verify_stream(oid, data, f"{store.backend.url}/{object_key(oid)}")
         if len(data) != size:  # objects are immutable; a change means someone rewrote it
             raise BundleError(f"object {oid} changed size during export ({size} -> {len(data)})")
         emit(data)
@@ -342,8 +347,6 @@ def _parse_objects(value: Any, name: str) -> list[ObjectEntry]:
 
 
 def _parse_refs(value: Any, name: str, contained: set[str]) -> dict[str, Oid]:
-    from .refs import validate_ref_name
-
     if not isinstance(value, dict):
         raise BundleError(f"{name} header: 'refs' must be an object mapping names to oids")
     refs: dict[str, Oid] = {}
@@ -416,8 +419,6 @@ def import_bundle(
     with the same oid is left as is, so importing twice changes nothing. Malformed, truncated
     or hostile input raises :class:`BundleError`.
     """
-    from .store import TransferReport
-
     f, name, owned = _open(source)
     try:
         reader = _Reader(f, name)
@@ -479,21 +480,36 @@ def _store_record(
     entry, data = record
     where = f"{name} (record at offset {data_start + entry.offset})"
     try:
-        kind, body = verify_object(entry.oid, data, where)
+        # Streamed: a small record that decompresses to gigabytes (a zstd bomb) is hashed
+        # piece by piece, never held whole; only a JSON body that may link is read whole.
+        checked = verify_stream(entry.oid, data, where, store.max_object_size)
     except CorruptObject as exc:
         raise BundleError(
             f"{exc.path}: object {entry.oid} does not verify: "
             f"{exc.reason}{f' (hashes to {exc.actual})' if exc.actual else ''}"
             "; no ref was imported"
         ) from None
-    try:
-        found = codec.find_links(kind, body) if kind == "json" else []
-    except (ValueError, RecursionError) as exc:  # hashes fine, yet is no valid JSON
-        raise BundleError(f"{where}: object {entry.oid} is malformed JSON: {exc}") from None
+    except ObjectTooLarge as exc:
+        raise BundleError(f"{where}: {exc}; no ref was imported") from None
+    found = _links_of(entry.oid, data, where, checked) if checked.may_link else []
     # put_stored, not has() first: it also freshens an old object found present, so a
     # concurrent gc cannot collect it before our refs make it reachable.
     written = store.put_stored(entry.oid, data, verify=False)
     return entry.oid, found, len(data) if written else 0
+
+
+def _links_of(oid: Oid, data: bytearray, where: str, checked: Verified) -> list[Oid]:
+    """The links of a verified JSON record that may hold some (its body is read whole)."""
+    if checked.header.body_size > MAX_LINKED_JSON:
+        raise BundleError(
+            f"{where}: JSON object {oid} declares {checked.header.body_size} bytes; objects "
+            f"that link to others must be at most {MAX_LINKED_JSON} bytes to be imported"
+        )
+    kind, body = verify(oid, data, where)
+    try:
+        return codec.find_links(kind, body)
+    except (ValueError, RecursionError) as exc:  # hashes fine, yet is no valid JSON
+        raise BundleError(f"{where}: object {oid} is malformed JSON: {exc}") from None
 
 
 def _check_closure(
@@ -511,8 +527,6 @@ def _check_closure(
 
 def _rename(refs: Mapping[str, Oid], ref_map: Mapping[str, str], name: str) -> dict[str, Oid]:
     """Apply a prefix map to ref names, validating the results."""
-    from .refs import validate_ref_name
-
     prefixes = sorted(ref_map, key=len, reverse=True)
     out: dict[str, Oid] = {}
     for ref, oid in refs.items():

@@ -74,219 +74,41 @@ import io
 import json
 import math
 import pickle
-import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 import numpy as np
 
-from .digest import Oid, hash_chunks, validate_oid
-from .errors import EncodeError, StoreError
+from .digest import Oid, hash_chunks
+from .errors import EncodeError
 
-Chunk = bytes | bytearray | memoryview
+# Re-exported: store.codec is where users of the codecs look for these names.
+from .framing import (  # noqa: F401
+    ALIGN,
+    Chunk,
+    DecodeError,
+    Encoded,
+    Link,
+    _canonical_json,
+    _NotJson,
+    array_buffer,
+    array_from_buffer,
+    canonical_dtype,
+    check_shape,
+    frame,
+    json_hook,
+    nbytes,
+    parse_dtype,
+    split_buffers,
+    to_tree,
+    unframe,
+)
 
 #: Every kind this version reads and writes.
 KINDS = ("json", "ndarray", "pandas", "bytes", "pickle")
-
-#: Buffers inside framed bodies start at multiples of this many bytes (so arrays are aligned).
-ALIGN = 64
-_MAX_DECIMAL_BITS = 2048  # ints wider than this are written in hex (see module docstring)
-_HEX_INT = re.compile(r"-?[0-9a-f]+")
-
-
-class DecodeError(StoreError, ValueError):
-    """A body is not a well-formed encoding of its kind (or the kind is unknown)."""
-
-
-@dataclass(frozen=True)
-class Link:
-    """A reference to another object, placed inside a JSON value (like a git tree entry).
-
-    The store follows links to compute reachability (gc, bundles, push/pull). Links compare and
-    hash by their oid.
-    """
-
-    oid: Oid
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "oid", validate_oid(self.oid))
-
-
-@dataclass
-class Encoded:
-    """An encoded value: its kind and its body as a list of chunks totalling ``size`` bytes.
-
-    Chunks may be views of the original value's memory; write or hash them before the value
-    changes.
-    """
-
-    kind: str
-    chunks: list[Chunk]
-    size: int
-
-    @property
-    def oid(self) -> Oid:
-        """The digest of this encoding (hashes the chunks; not cached)."""
-        return hash_chunks(self.kind, self.chunks)
-
-
-class _NotJson(Exception):
-    """Internal: the value is not plain JSON data."""
-
-
-# --- framing ---------------------------------------------------------------------------------
-
-
-def nbytes(chunk: Chunk) -> int:
-    """Length in bytes of a chunk (``len`` of a memoryview counts items, not bytes)."""
-    return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
-
-
-def _canonical_json(tree: Any) -> bytes:
-    return json.dumps(
-        tree,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        check_circular=False,
-    ).encode("utf-8")
-
-
-def frame(kind: str, header: dict[str, Any], buffers: list[Chunk]) -> Encoded:
-    """Frame a canonical JSON ``header`` and ``buffers`` into a body (see the module doc)."""
-    head = _canonical_json(header)
-    pad = -(len(head) + 1) % ALIGN
-    chunks: list[Chunk] = [head + b" " * pad + b"\n"]
-    size = len(chunks[0])
-    for i, buf in enumerate(buffers):
-        n = nbytes(buf)
-        if i and size % ALIGN:
-            gap = -size % ALIGN
-            chunks.append(bytes(gap))
-            size += gap
-        if n:
-            chunks.append(buf)
-            size += n
-    return Encoded(kind, chunks, size)
-
-
-def unframe(body: Chunk) -> tuple[dict[str, Any], int]:
-    """Parse a framed header; return it and the offset where its buffers start."""
-    view = memoryview(body).cast("B")
-    scan = 4096  # headers are short; look further only for unusual ones (many columns)
-    while (end := bytes(view[:scan]).find(b"\n")) < 0:
-        if scan >= view.nbytes:
-            raise DecodeError("framed body has no header line")
-        scan *= 16
-    try:
-        header = json.loads(str(view[:end], "utf-8"), object_hook=json_hook)
-    except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
-        raise DecodeError(f"framed body header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise DecodeError("framed body header is not a JSON object")
-    return header, end + 1
-
-
-def split_buffers(body: Chunk, start: int, lengths: list[int]) -> list[memoryview]:
-    """Slice the buffers of the given ``lengths`` out of a framed body, checking its size."""
-    view = memoryview(body).cast("B")
-    out = []
-    offset = start
-    for i, n in enumerate(lengths):
-        if type(n) is not int or n < 0:
-            raise DecodeError(f"bad buffer length {n!r}")
-        if i:
-            offset += -offset % ALIGN
-        out.append(view[offset : offset + n])
-        offset += n
-    if offset != view.nbytes:
-        raise DecodeError(f"body is {view.nbytes} bytes but its header describes {offset}")
-    return out
-
-
-# --- json ------------------------------------------------------------------------------------
-
-
-def _tree_dict(value: dict) -> dict | dict[str, list]:
-    out = {}
-    for key, item in value.items():
-        if type(key) is not str:
-            raise _NotJson
-        out[key] = to_tree(item)
-    if len(out) == 1:
-        ((key, item),) = out.items()
-        if key.startswith("$"):
-            return {"$dict": [key, item]}
-    return out
-
-
-def _tree_int(value: int) -> int | dict[str, str]:
-    if value.bit_length() > _MAX_DECIMAL_BITS:
-        return {"$int": format(value, "x")}
-    return value
-
-
-def _tree_float(value: float) -> float | dict[str, str]:
-    if math.isfinite(value):
-        return value
-    return {"$float": "nan" if value != value else ("inf" if value > 0 else "-inf")}
-
-
-_TREE: dict[type, Callable[[Any], Any]] = {
-    str: lambda v: v,
-    bool: lambda v: v,
-    type(None): lambda v: v,
-    int: _tree_int,
-    float: _tree_float,
-    list: lambda v: [to_tree(x) for x in v],
-    tuple: lambda v: {"$tuple": [to_tree(x) for x in v]},
-    dict: _tree_dict,
-}
-
-
-def to_tree(value: Any) -> Any:
-    """Translate plain data into the JSON tree that is dumped canonically (escapes applied).
-
-    Raises an internal ``_NotJson`` for anything that is not plain data.
-    """
-    convert = _TREE.get(type(value))
-    if convert is not None:
-        return convert(value)
-    if type(value) is Link:
-        return {"$link": value.oid}
-    raise _NotJson
-
-
-def _escape(key: str, value: Any) -> Any:
-    if key == "$tuple" and type(value) is list:
-        return tuple(value)
-    if key == "$float" and value in ("nan", "inf", "-inf"):
-        return float(value)
-    if key == "$link" and type(value) is str:
-        return Link(Oid(value))
-    if key == "$int" and type(value) is str and _HEX_INT.fullmatch(value):
-        return int(value, 16)
-    if key == "$dict" and type(value) is list and len(value) == 2 and type(value[0]) is str:
-        return {value[0]: value[1]}
-    raise DecodeError(
-        f"unknown or malformed escape {{{key!r}: ...}} in a json object; "
-        "it may have been written by a newer version"
-    )
-
-
-def json_hook(obj: dict[str, Any]) -> Any:
-    """``object_hook`` for ``json.loads`` that undoes the escapes (applied bottom-up)."""
-    if len(obj) == 1:
-        ((key, value),) = obj.items()
-        if key.startswith("$"):
-            return _escape(key, value)
-    return obj
+#: Kinds whose objects can hold links to other objects (see :func:`find_links`).
+LINK_KINDS = frozenset({"json"})
 
 
 def _encode_json(value: Any) -> Encoded | None:
@@ -330,31 +152,6 @@ def find_links(kind: str, body: Chunk) -> list[Oid]:
 
 # --- ndarray ---------------------------------------------------------------------------------
 
-_ARRAY_KINDS = frozenset("biufcmMUS")
-_DTYPE_STR = re.compile(r"[<|][biufcmMUS]\d{1,9}(\[\d*[a-zA-Z]+\])?")
-
-
-def canonical_dtype(dtype: np.dtype) -> np.dtype | None:
-    """The little-endian dtype an array of ``dtype`` is stored as, or None if unsupported."""
-    if (
-        dtype.kind not in _ARRAY_KINDS
-        or dtype.fields is not None
-        or dtype.subdtype is not None
-        or dtype.metadata
-        or dtype.itemsize == 0
-        or (dtype.kind == "f" and dtype.itemsize > 8)
-        or (dtype.kind == "c" and dtype.itemsize > 16)
-    ):
-        return None
-    return dtype.newbyteorder("<")
-
-
-def array_buffer(array: np.ndarray, dtype: np.dtype) -> memoryview:
-    """The C-order little-endian bytes of ``array`` as a flat byte view; copies only when the
-    array is not already C-contiguous little-endian."""
-    contiguous = array.astype(dtype, order="C", copy=False)
-    return contiguous.reshape(-1).view(np.uint8).data
-
 
 def _encode_ndarray(array: np.ndarray) -> Encoded | None:
     dtype = canonical_dtype(array.dtype)
@@ -362,40 +159,6 @@ def _encode_ndarray(array: np.ndarray) -> Encoded | None:
         return None
     header = {"dtype": dtype.str, "shape": list(array.shape)}
     return frame("ndarray", header, [array_buffer(array, dtype)])
-
-
-def parse_dtype(text: object) -> np.dtype:
-    """The dtype written as ``text`` in a header, refusing anything but supported kinds."""
-    if type(text) is not str or not _DTYPE_STR.fullmatch(text):
-        raise DecodeError(f"unsupported array dtype {text!r}")
-    try:
-        dtype = np.dtype(text)
-    except TypeError as exc:
-        raise DecodeError(f"unsupported array dtype {text!r}: {exc}") from None
-    if canonical_dtype(dtype) is None:
-        raise DecodeError(f"unsupported array dtype {text!r}")
-    return dtype
-
-
-def check_shape(shape: object) -> list[int]:
-    """``shape`` from a header, if it is a list of non-negative ints."""
-    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
-        raise DecodeError(f"bad array shape {shape!r}")
-    return shape
-
-
-def array_from_buffer(buf: memoryview, dtype: np.dtype, shape: list[int]) -> np.ndarray:
-    """Wrap ``buf`` as an array (no copy unless misaligned), checking its size."""
-    count = math.prod(shape)
-    if count * dtype.itemsize != buf.nbytes:
-        raise DecodeError(
-            f"array of shape {shape} and dtype {dtype.str} needs {count * dtype.itemsize} "
-            f"bytes, body holds {buf.nbytes}"
-        )
-    array = np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
-    if not array.flags.aligned:
-        array = array.copy()
-    return array
 
 
 def _decode_ndarray(body: Chunk) -> np.ndarray:

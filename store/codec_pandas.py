@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .codec import (
+from .framing import (
     Chunk,
     DecodeError,
     Encoded,
@@ -63,6 +63,7 @@ from .codec import (
     canonical_dtype,
     frame,
     json_hook,
+    nbytes,
     parse_dtype,
     split_buffers,
     to_tree,
@@ -239,7 +240,6 @@ def encode(value: Any) -> Encoded | None:
         spec = writer.obj(value)
     except _Unsupported:
         return None
-    from .codec import nbytes
 
     header = {"buffers": [nbytes(b) for b in writer.buffers], "object": spec}
     return frame("pandas", header, writer.buffers)

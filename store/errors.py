@@ -173,6 +173,26 @@ class UnexpectedKind(StoreError, ValueError):
         )
 
 
+class ObjectTooLarge(StoreError):
+    """An object's header declares a body larger than the store's object size limit.
+
+    Checked before anything is decompressed, so a hostile or damaged header cannot make a
+    reader allocate more than the limit.
+    """
+
+    def __init__(self, oid: str, path: str, size: int, limit: int) -> None:
+        self.oid = oid
+        self.path = path
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"object {oid} at {path} declares a {size}-byte body, over the object size limit "
+            f"of {limit} bytes; if you trust it, raise the limit with "
+            f"store.open(..., max_object_size=N) or the environment variable "
+            f"DASKPERIMENT_STORE_MAX_OBJECT_SIZE=N (bytes)"
+        )
+
+
 class ReadOnlyStore(StoreError, PermissionError):
     """A write was attempted on a store opened read-only or on a read-only filesystem."""
 
@@ -187,6 +207,22 @@ class StoreNotFound(StoreError, FileNotFoundError):
     def __init__(self, where: str) -> None:
         self.where = where
         super().__init__(f"no store at {where}; pass create=True to make one there")
+
+
+class StoreGone(StoreNotFound):
+    """A write to a store whose root was removed while it was open (e.g. ``rm -rf``).
+
+    Writes never recreate a deleted store: that would leave a store without its ``config``,
+    which no later open could read.
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        FileNotFoundError.__init__(
+            self,
+            f"the store at {where} is gone (its directory was removed while it was open); "
+            "nothing was written. Open it again with store.open() to create a new store there",
+        )
 
 
 class UnsupportedFormat(StoreError):

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from .digest import Oid
 from .errors import KeyNotFound
-from .store import GcReport, object_key
+from .objfile import object_key
+from .reports import GcReport
 
 if TYPE_CHECKING:
     from .store import Store

@@ -19,22 +19,29 @@ in place, without a copy. The object's digest is
 ``xxh3_128(kind + b"\\0" + body)`` (:func:`store.digest.hash_chunks`); compression never
 changes it. Readers must reject a version they do not know.
 
-:func:`decode_object` verifies the digest when given the expected oid; errors are
-:class:`ObjectFormatError` (damaged or truncated header or payload) and its subclass
-:class:`HashMismatch` (content does not hash to the expected oid), both ``ValueError``\\ s,
-which the store reports as :class:`store.errors.CorruptObject` with the object's path.
+This module owns the format: :func:`build` makes every object file, :func:`verify` (body
+kept) and :func:`verify_stream` (body hashed in pieces, memory bounded) check one against its
+oid, both through :func:`header_of`, raising :class:`store.errors.CorruptObject` with the
+object's path, or :class:`store.errors.ObjectTooLarge` for a body over the size limit.
+:func:`parse_header` alone raises :class:`ObjectFormatError` (a ``ValueError``). Object files
+live under the keys of :func:`object_key`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec, compress
-from .digest import Oid, hash_chunks
-from .errors import StoreError
+import xxhash
+import zstandard
+
+from . import compress
+from .digest import Oid, hash_chunks, is_oid
+from .errors import CorruptObject, ObjectTooLarge, StoreError
 
 MAGIC = b"DPSO"
 VERSION = 1
@@ -47,17 +54,22 @@ MAX_HEADER_LEN = -(-(_FIXED.size + 255 + _SIZE.size) // ALIGN) * ALIGN
 MAX_HEADER_SIZE = MAX_HEADER_LEN  # alias used by store.py
 
 
+def object_key(oid: str) -> str:
+    """Backend key of the object file of ``oid``: ``objects/<2 hex>/<30 hex>``."""
+    return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def oid_from_key(key: str) -> Oid | None:
+    """The oid an object key names, or None for a key that is not an object file name."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "objects" or len(parts[1]) != 2:
+        return None
+    oid = parts[1] + parts[2]
+    return Oid(oid) if is_oid(oid) else None
+
+
 class ObjectFormatError(StoreError, ValueError):
     """An object file's header or payload is damaged, truncated or of an unknown version."""
-
-
-class HashMismatch(ObjectFormatError):
-    """An object's content does not hash to the oid it is stored under."""
-
-    def __init__(self, expected: str, actual: str) -> None:
-        self.expected = expected
-        self.actual = actual
-        super().__init__(f"content hashes to {actual}, expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -123,47 +135,174 @@ def parse_header(buf: bytes | bytearray | memoryview) -> Header:
     return Header(raw_kind.decode("ascii"), compression, body_size, header_len)
 
 
-def build_object(
-    enc: codec.Encoded, level: int = 3, threads: int = 0
-) -> tuple[bytes, list[codec.Chunk], int]:
-    """Compress an encoded value: ``(header, payload_chunks, stored_size)``.
+def build(kind: str, chunks: list[Any], size: int, level: int = 3, threads: int = 0) -> list[Any]:
+    """The object file of a body of ``kind`` given as ``chunks`` totalling ``size`` bytes:
+    ``[header, *payload_chunks]``, compressed as :func:`store.compress.compress` decides.
 
-    Split from :func:`encode_object` so a store can hash first and skip compressing an object
-    it already holds.
+    The only way object files are made; hash the body first (:func:`store.digest.hash_chunks`)
+    to skip building an object that is already stored.
     """
-    compression, payload = compress.compress(enc.chunks, enc.size, level, threads)
-    header = pack_header(enc.kind, compression, enc.size)
-    return header, payload, len(header) + sum(codec.nbytes(p) for p in payload)
+    compression, payload = compress.compress(chunks, size, level, threads)
+    return [pack_header(kind, compression, size), *payload]
 
 
-def encode_object(
-    value: Any, level: int = 3, threads: int = 0
-) -> tuple[Oid, bytes, list[codec.Chunk], int, str, int]:
-    """Encode, hash and compress ``value``:
-    ``(oid, header, payload_chunks, stored_size, kind, body_size)``."""
-    enc = codec.encode(value)
-    oid = hash_chunks(enc.kind, enc.chunks)
-    header, payload, stored_size = build_object(enc, level, threads)
-    return oid, header, payload, stored_size, enc.kind, enc.size
+# -- verification with bounded memory -------------------------------------------------------
+
+#: Bodies are decompressed and hashed in pieces of this size when verified as a stream.
+STREAM_CHUNK = 1 << 20
+#: Default limit on an object's declared body size (4 GiB); see :func:`max_object_size`.
+DEFAULT_MAX_OBJECT_SIZE = 4 << 30
+#: Environment variable overriding :data:`DEFAULT_MAX_OBJECT_SIZE` (a number of bytes).
+MAX_OBJECT_SIZE_ENV = "DASKPERIMENT_STORE_MAX_OBJECT_SIZE"
+#: No valid payload expands more than this; a header claiming more is refused unread.
+MAX_EXPANSION = compress.MAX_EXPANSION
+_LINK_MARKER = b'"$link"'
 
 
-def decode_object(
-    buf: bytes | bytearray | memoryview, expected_oid: str | None = None
-) -> tuple[str, memoryview]:
-    """``(kind, body)`` of a whole object file, decompressed; when ``expected_oid`` is given
-    the body is verified against it (:class:`HashMismatch`).
+def max_object_size(value: int | None = None) -> int:
+    """The object size limit to use: ``value`` if given, else the environment variable
+    :data:`MAX_OBJECT_SIZE_ENV`, else :data:`DEFAULT_MAX_OBJECT_SIZE`."""
+    if value is None:
+        raw = os.environ.get(MAX_OBJECT_SIZE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_MAX_OBJECT_SIZE
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(
+                f"{MAX_OBJECT_SIZE_ENV}={raw!r} is not a whole number of bytes"
+            ) from None
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"the object size limit must be a positive int (bytes), not {value!r}")
+    return value
 
-    A raw body is a view into ``buf`` (writable if ``buf`` is); a decompressed one is a fresh
-    writable buffer.
-    """
-    header = parse_header(buf)
-    payload = memoryview(buf).cast("B")[header.header_len :]
+
+@dataclass(frozen=True)
+class Verified:
+    """What streaming verification learned: the header, and whether the body contains the
+    marker of a link (only JSON bodies with it need to be parsed to find links)."""
+
+    header: Header
+    may_link: bool
+
+
+def _as_view(data: Any) -> memoryview:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return memoryview(data).cast("B")
+    return memoryview(b"".join(data))  # several chunks: parsed as one piece
+
+
+def header_of(oid: str, data: Any, where: str, limit: int | None = None) -> Header:
+    """The checked header of the object file ``data``: :class:`CorruptObject` if damaged or
+    claiming an impossible expansion, :class:`ObjectTooLarge` if its body is over ``limit``."""
+    view = _as_view(data)
     try:
-        body = compress.decompress(header.compression, payload, header.body_size)
-    except compress.DecompressError as exc:
-        raise ObjectFormatError(str(exc)) from None
-    if expected_oid is not None:
-        actual = hash_chunks(header.kind, [body])
-        if actual != expected_oid:
-            raise HashMismatch(expected_oid, actual)
+        header = parse_header(view)
+    except ObjectFormatError as exc:
+        raise CorruptObject(oid, where, f"bad object header: {exc}") from None
+    stored = view.nbytes - header.header_len
+    if header.body_size > max(stored, 1) * MAX_EXPANSION:
+        raise CorruptObject(
+            oid, where, f"header claims {header.body_size} bytes from {stored} stored"
+        )
+    if limit is not None and header.body_size > limit:
+        raise ObjectTooLarge(oid, where, header.body_size, limit)
+    return header
+
+
+def _body_pieces(header: Header, payload: memoryview) -> Iterator[bytes | memoryview]:
+    """The body in pieces of at most :data:`STREAM_CHUNK` bytes, never more than one piece
+    past the declared size (so a payload that holds more cannot inflate memory)."""
+    if header.compression == compress.NONE:
+        for start in range(0, payload.nbytes, STREAM_CHUNK):
+            yield payload[start : start + STREAM_CHUNK]
+        return
+    declared = zstandard.frame_content_size(payload)
+    if declared not in (header.body_size, -1):
+        raise compress.DecompressError(
+            f"zstd frame holds {declared} bytes, header says {header.body_size}"
+        )
+    reader = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False)
+    produced = 0
+    while piece := reader.read(STREAM_CHUNK):
+        produced += len(piece)
+        yield piece
+        if produced > header.body_size:
+            return
+
+
+def verify_stream(oid: str, data: Any, where: str, limit: int | None = None) -> Verified:
+    """Check that ``data`` is a well-formed object file whose body hashes to ``oid``, holding
+    at most :data:`STREAM_CHUNK` bytes of decompressed body at a time.
+
+    Raises :class:`CorruptObject` (damaged header or payload, wrong size, wrong digest) and
+    :class:`ObjectTooLarge` (declared body over ``limit``, checked before decompressing).
+    """
+    view = _as_view(data)
+    header = header_of(oid, view, where, limit)
+    digest = xxhash.xxh3_128(header.kind.encode("ascii") + b"\0")
+    size, tail, may_link = 0, b"", False
+    try:
+        for piece in _body_pieces(header, view[header.header_len :]):
+            digest.update(piece)
+            size += len(piece)
+            if size > header.body_size:
+                break
+            if not may_link and header.kind == "json":
+                text = bytes(piece)  # JSON bodies only; a marker may straddle two pieces
+                may_link = _LINK_MARKER in tail + text
+                tail = text[-(len(_LINK_MARKER) - 1) :]
+    except (zstandard.ZstdError, compress.DecompressError) as exc:
+        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
+    if size != header.body_size:
+        raise CorruptObject(
+            oid,
+            where,
+            f"body is {size} bytes or more, header says {header.body_size}"
+            if size > header.body_size
+            else f"body is {size} bytes, header says {header.body_size}",
+        )
+    actual = digest.hexdigest()
+    if actual != oid:
+        raise CorruptObject(oid, where, "content does not match its digest", actual)
+    return Verified(header, may_link)
+
+
+def check_limit(oid: str, data: Any, where: str, limit: int) -> None:
+    """Raise :class:`ObjectTooLarge` if the object file ``data`` declares a body over
+    ``limit``; a damaged header is left for verification to report."""
+    view = _as_view(data)
+    try:
+        header = parse_header(view[:MAX_HEADER_LEN])
+    except ObjectFormatError:
+        return
+    if header.body_size > max(view.nbytes - header.header_len, 1) * MAX_EXPANSION:
+        return  # no payload expands that much: a damaged header, which verify reports
+    if header.body_size > limit:
+        raise ObjectTooLarge(oid, where, header.body_size, limit)
+
+
+def verify(oid: str, data: Any, where: str, limit: int | None = None) -> tuple[str, memoryview]:
+    """``(kind, canonical body)`` of the object file ``data``, checked against ``oid``.
+
+    The body shares memory with ``data`` when stored uncompressed. Raises
+    :class:`CorruptObject` naming ``oid`` and ``where`` for a damaged header, a payload that
+    does not decompress to the declared size, or content that hashes to another digest, and
+    :class:`ObjectTooLarge` before decompressing a body over ``limit``. Nothing is decoded,
+    so no code can run.
+    """
+    view = _as_view(data)
+    header = header_of(oid, view, where, limit)
+    try:
+        body = compress.decompress(header.compression, view[header.header_len :], header.body_size)
+    except ValueError as exc:  # compress.DecompressError: zstd errors, wrong sizes
+        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
+    body = body.cast("B") if body.format != "B" else body
+    if len(body) != header.body_size:
+        raise CorruptObject(
+            oid, where, f"body is {len(body)} bytes, header says {header.body_size}"
+        )
+    actual = hash_chunks(header.kind, [body])
+    if actual != oid:
+        raise CorruptObject(oid, where, "content does not match its digest", actual)
     return header.kind, body

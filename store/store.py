@@ -12,25 +12,34 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
-from . import codec, compress, objfile
+from . import bundle, codec, compress, fsck, gc, objfile, sync
 from .backends.base import Backend, Buffers, KeyInfo
-from .digest import Oid, hash_chunks, is_oid, validate_oid
+from .codec import LINK_KINDS
+from .config import load_config
+from .digest import Oid, hash_chunks, validate_oid
 from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore, UnexpectedKind
+from .objfile import object_key, oid_from_key
+from .refs import RefStore
+from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 
-if TYPE_CHECKING:
-    from .bundle import BundleReport
-    from .refs import RefStore
+__all__ = [
+    "FRESH_SECONDS",
+    "HEAD_PROBE",
+    "LINK_KINDS",
+    "FsckReport",
+    "GcReport",
+    "ObjectInfo",
+    "Store",
+    "TransferReport",
+    "object_key",
+    "oid_from_key",
+    "verify_object",
+]
 
-#: Kinds whose objects can hold links to other objects (see :func:`store.codec.find_links`).
-LINK_KINDS = frozenset({"json"})
 #: Names of the compression ids of the object file header.
-COMPRESSION_NAMES = {0: "none", 1: "zstd"}
-#: zstd needs at least 4 bytes per 128 KiB block, so no valid payload expands more than
-#: 32768x; a header claiming more is damaged and is refused before anything is allocated.
-MAX_EXPANSION = 1 << 16
+COMPRESSION_NAMES = compress.NAMES
 #: An object confirmed present (written or found) is trusted for this long without asking the
 #: backend again; an object found with an older mtime is freshened. Keep gc grace above it.
 FRESH_SECONDS = 600.0
@@ -44,7 +53,7 @@ def _location(backend: Backend) -> str:
     root = getattr(backend, "root", None)  # LocalBackend: its absolute path
     if isinstance(root, str):
         return os.path.realpath(root)
-    if type(backend).__name__ == "MemoryBackend":  # every instance is a store of its own
+    if backend.url.startswith("memory-backend:"):  # an unnamed MemoryBackend: its own store
         return f"{backend.url}#{id(backend)}"
     return backend.url
 
@@ -54,115 +63,8 @@ def _location(backend: Backend) -> str:
 HEAD_PROBE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What an object's header says, and how many bytes it takes on the backend."""
-
-    oid: Oid
-    kind: str  # codec type tag: json, ndarray, pandas, bytes, pickle
-    size: int  # canonical body size in bytes (uncompressed)
-    stored_size: int  # bytes on the backend, header included
-    compression: str  # "none" or "zstd"
-
-
-@dataclass
-class FsckReport:
-    """Outcome of :meth:`Store.fsck`."""
-
-    objects_checked: int = 0
-    refs_checked: int = 0
-    corrupt_objects: list[tuple[Oid, str, str]] = field(default_factory=list)  # (oid, key, reason)
-    bad_refs: list[tuple[str, str]] = field(default_factory=list)  # (ref, reason)
-    missing_links: list[tuple[Oid, Oid]] = field(default_factory=list)  # (from, missing)
-    temp_files: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is corrupt, dangling or missing (temp files alone are not an error)."""
-        return not (self.corrupt_objects or self.bad_refs or self.missing_links)
-
-    def summary(self) -> str:
-        """A few human-readable lines, one per problem."""
-        lines = [
-            f"checked {self.objects_checked} objects and {self.refs_checked} refs: "
-            + ("ok" if self.ok else "PROBLEMS FOUND")
-        ]
-        lines += [f"corrupt object {o} ({k}): {r}" for o, k, r in self.corrupt_objects]
-        lines += [f"bad ref {n}: {r}" for n, r in self.bad_refs]
-        lines += [f"object {p} links to missing object {m}" for p, m in self.missing_links]
-        lines += [f"leftover temp file {t}" for t in self.temp_files]
-        return "\n".join(lines)
-
-
-@dataclass
-class GcReport:
-    """Outcome of :meth:`Store.gc` (with ``dry_run``: what would have been removed)."""
-
-    dry_run: bool
-    objects_removed: list[Oid] = field(default_factory=list)
-    temp_removed: list[str] = field(default_factory=list)
-    bytes_freed: int = 0
-    objects_kept: int = 0
-
-
-@dataclass
-class TransferReport:
-    """Outcome of a push, pull or bundle import."""
-
-    objects_copied: int = 0
-    bytes_copied: int = 0
-    refs_updated: list[str] = field(default_factory=list)
-    refs_unchanged: list[str] = field(default_factory=list)
-
-
-def object_key(oid: str) -> str:
-    """Backend key of the object file of ``oid``: ``objects/<2 hex>/<30 hex>``."""
-    return f"objects/{oid[:2]}/{oid[2:]}"
-
-
-def oid_from_key(key: str) -> Oid | None:
-    """The oid an object key names, or None for a key that is not an object file name."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "objects" or len(parts[1]) != 2:
-        return None
-    oid = parts[1] + parts[2]
-    return Oid(oid) if is_oid(oid) else None
-
-
-def verify_object(oid: str, data: Buffers, where: str) -> tuple[str, memoryview]:
-    """Check that ``data`` is a well-formed object file whose content hashes to ``oid``.
-
-    Returns ``(kind, canonical body)``; the body shares memory with ``data`` when it is
-    stored uncompressed. Raises :class:`CorruptObject` naming ``oid`` and ``where`` for a
-    damaged header, a payload that does not decompress to the declared size, or content that
-    hashes to another digest. Nothing is decoded, so no code can run.
-    """
-    if isinstance(data, bytes | bytearray | memoryview):
-        view = memoryview(data).cast("B")
-    else:  # several chunks: an object file must be parsed as one piece
-        view = memoryview(b"".join(data))
-    try:
-        header = objfile.parse_header(view)
-    except ValueError as exc:  # objfile.ObjectFormatError: the header is damaged
-        raise CorruptObject(oid, where, f"bad object header: {exc}") from None
-    payload = view[header.header_size :]
-    if header.body_size > max(len(payload), 1) * MAX_EXPANSION:
-        raise CorruptObject(
-            oid, where, f"header claims {header.body_size} bytes from {len(payload)} stored"
-        )
-    try:
-        body = memoryview(compress.decompress(header.compression, payload, header.body_size))
-    except ValueError as exc:  # compress.DecompressError: zstd errors, wrong sizes
-        raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
-    body = body.cast("B") if body.format != "B" else body
-    if len(body) != header.body_size:
-        raise CorruptObject(
-            oid, where, f"body is {len(body)} bytes, header says {header.body_size}"
-        )
-    actual = hash_chunks(header.kind, [body])
-    if actual != oid:
-        raise CorruptObject(oid, where, "content does not match its digest", actual)
-    return header.kind, body
+#: Check an object file against its oid and return ``(kind, body)`` (see objfile.verify).
+verify_object = objfile.verify
 
 
 class Store:
@@ -187,15 +89,19 @@ class Store:
         *,
         compression_level: int = 3,
         compression_threads: int = 0,
+        max_object_size: int | None = None,
     ) -> None:
-        """Use the store on ``backend``; ``config`` is read from it unless given."""
-        from .config import load_config
-        from .refs import RefStore
+        """Use the store on ``backend``; ``config`` is read from it unless given.
 
+        ``max_object_size``: the largest body (uncompressed, in bytes) an object may declare
+        to be read or accepted (imports, pulls); None takes the environment variable
+        ``DASKPERIMENT_STORE_MAX_OBJECT_SIZE`` or else 4 GiB (store.objfile).
+        """
         self.backend = backend
         self.config = config if config is not None else load_config(backend, create=False)
         self.compression_level = compression_level
         self.compression_threads = compression_threads
+        self.max_object_size = objfile.max_object_size(max_object_size)
         self.refs: RefStore = RefStore(backend)
         # oid -> time.monotonic() when it was last confirmed present (see FRESH_SECONDS).
         self._known: dict[str, float] = {}
@@ -281,14 +187,31 @@ class Store:
         """Write an encoded object unless present; return whether this call wrote it."""
         if self.has_fresh(oid):
             return False
-        cid, payload = compress.compress(
-            chunks, size, level=self.compression_level, threads=self.compression_threads
-        )
-        header = objfile.pack_header(kind, cid, size)
+        data = objfile.build(kind, chunks, size, self.compression_level, self.compression_threads)
         # A racing writer of the same oid writes the same bytes, so losing is fine.
-        written = self.backend.put_if_absent(object_key(oid), [header, *payload])
+        written = self.backend.put_if_absent(object_key(oid), data)
         self._remember(oid)
         return written
+
+    def repair(self, oid: str, value: Any) -> bool:
+        """Rewrite the object file of ``oid`` from ``value``, if ``value`` encodes to ``oid``.
+
+        ``put`` skips objects that exist, so a damaged object file is only replaced this way
+        (for instance when a step recomputes an output whose stored copy is corrupt). The
+        write is an atomic replace: readers see the old file or the new one. Returns False,
+        writing nothing, when ``value`` does not have that oid.
+        """
+        oid = validate_oid(oid)
+        self._check_writable("repair objects")
+        enc = codec.encode(value)
+        if hash_chunks(enc.kind, enc.chunks) != oid:
+            return False
+        data = objfile.build(
+            enc.kind, enc.chunks, enc.size, self.compression_level, self.compression_threads
+        )
+        self.backend.put(object_key(oid), data)
+        self._remember(oid)
+        return True
 
     def has_fresh(self, oid: str) -> bool:
         """Whether ``oid`` is stored, making sure gc's grace period covers it if it is.
@@ -335,7 +258,8 @@ class Store:
         oid = validate_oid(oid)
         self._check_writable("put objects")
         if verify:
-            verify_object(oid, data, f"object {oid} being written to {self.url}")
+            where = f"object {oid} being written to {self.url}"
+            objfile.verify_stream(oid, data, where, self.max_object_size)
         if self.has_fresh(oid):
             return False
         written = self.backend.put_if_absent(object_key(oid), data)
@@ -373,7 +297,17 @@ class Store:
         return verify_object(oid, data, self.path_of(oid))
 
     def get_stored(self, oid: str) -> bytes | bytearray | memoryview:
-        """The object file of ``oid`` exactly as stored (header + payload), NOT verified."""
+        """The object file of ``oid`` exactly as stored (header + payload), NOT verified.
+
+        Raises :class:`ObjectTooLarge` if its header declares a body over
+        :attr:`max_object_size` (before anything is decompressed).
+        """
+        data = self._read_stored(oid)
+        objfile.check_limit(oid, data, self.path_of(oid), self.max_object_size)
+        return data
+
+    def _read_stored(self, oid: str) -> bytes | bytearray | memoryview:
+        """The object file of ``oid`` as stored, whatever its size (for verbatim copies)."""
         oid = validate_oid(oid)
         try:
             return self.backend.get(object_key(oid))
@@ -474,27 +408,21 @@ class Store:
 
     def fsck(self) -> FsckReport:
         """Verify every object, ref and link; list leftover temp files (see store.fsck)."""
-        from .fsck import fsck
-
-        return fsck(self)
+        return fsck.fsck(self)
 
     def gc(self, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
         """Remove objects unreachable from any ref and leftover temp files older than
         ``grace`` seconds; with ``dry_run`` only report them (see store.gc)."""
-        from .gc import gc
-
-        return gc(self, grace=grace, dry_run=dry_run)
+        return gc.gc(self, grace=grace, dry_run=dry_run)
 
     def export_bundle(
         self, path: str | os.PathLike[str] | BinaryIO, refs: Iterable[str] | str = ""
-    ) -> BundleReport:
+    ) -> bundle.BundleReport:
         """Write ``refs`` and every object they reach into one bundle file (store.bundle).
 
         ``refs``: a ref-name prefix ("" = every ref) or exact ref names.
         """
-        from .bundle import export_bundle
-
-        return export_bundle(self, path, refs)
+        return bundle.export_bundle(self, path, refs)
 
     def import_bundle(
         self,
@@ -508,22 +436,16 @@ class Store:
         ``ref_map`` renames refs by prefix (``{"experiments/old/": "experiments/new/"}``);
         ``check(refs)`` runs before any ref is created and refuses the import by raising.
         """
-        from .bundle import import_bundle
-
-        return import_bundle(self, path, ref_map, check)
+        return bundle.import_bundle(self, path, ref_map, check)
 
     def push(
         self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False
     ) -> TransferReport:
         """Copy ``refs`` and the objects ``other`` lacks into ``other`` (store.sync)."""
-        from .sync import push
-
-        return push(self, other, refs, force=force)
+        return sync.push(self, other, refs, force=force)
 
     def pull(
         self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False
     ) -> TransferReport:
         """Copy ``refs`` of ``other`` and the objects this store lacks (store.sync)."""
-        from .sync import pull
-
-        return pull(self, other, refs, force=force)
+        return sync.pull(self, other, refs, force=force)

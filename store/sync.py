@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .digest import Oid, validate_oid
 from .errors import RefConflict, RefConflicts, RefExists, RefNotFound
-from .store import object_key, verify_object
+from .objfile import object_key, verify_stream
+from .reports import TransferReport
 
 if TYPE_CHECKING:
-    from .store import Store, TransferReport
+    from .store import Store
 
 #: Objects whose existence is checked per round trip to the destination.
 HAS_BATCH = 256
@@ -200,9 +201,11 @@ def copy_objects(src: Store, dst: Store, oids: Iterable[Oid], workers: int = 1) 
 
 def _copy_one(src: Store, dst: Store, oid: Oid) -> int:
     """Copy one object; return the bytes written (0 if another writer stored it meanwhile)."""
-    data = src.get_stored(oid)
-    # Verified here, naming the source, rather than by put_stored naming the destination.
-    verify_object(oid, data, f"{src.backend.url}/{object_key(oid)}")
+    data = src._read_stored(oid)
+    # Verified here, naming the source, rather than by put_stored naming the destination;
+    # as a stream, so memory stays bounded whatever the object's size, and against the
+    # destination's object size limit.
+    verify_stream(oid, data, f"{src.backend.url}/{object_key(oid)}", dst.max_object_size)
     return len(data) if dst.put_stored(oid, data, verify=False) else 0
 
 
@@ -231,8 +234,6 @@ def push(
     existence checks, copies and ref writes (default 1 between local/memory stores, 8
     otherwise).
     """
-    from .store import TransferReport
-
     workers = workers or default_workers(src, dst)
     selected = select_refs(src, refs)
     if check is not None:

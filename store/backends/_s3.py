@@ -1,4 +1,4 @@
-"""S3 operations for :class:`store.backends.fsspec.FsspecBackend`, through s3fs.
+"""S3 operations for :class:`store.backends.s3.S3Backend`, through s3fs.
 
 Each is atomic by S3's own guarantees: a PUT (or a completed multipart upload) replaces an
 object as a whole; ``If-None-Match: *`` lets exactly one writer create a key; ``If-Match:
@@ -99,6 +99,30 @@ def get_with_etag(fs: Any, path: str) -> tuple[bytes | None, str | None]:
             resp["Body"].close()
 
     return sync(fs.loop, fetch)
+
+
+def get(fs: Any, path: str) -> bytes:
+    """The object's bytes from one GET (``FileNotFoundError`` if absent).
+
+    Not ``fs.cat_file``: without a range it asks s3fs for the size first, and s3fs answers
+    that from a cached listing of the parent directory when it has one, so a key created
+    after that listing would be reported missing.
+    """
+    from fsspec.asyn import sync
+
+    return sync(fs.loop, _get, fs, path)
+
+
+def forget_listings(fs: Any, path: str) -> None:
+    """Drop every listing s3fs cached for ``path``, its parents and everything below it.
+
+    A listing must not outlive the call that made it: s3fs answers ``info``/``exists`` and
+    size lookups from cached listings, so a kept one hides keys other processes write later.
+    """
+    fs.invalidate_cache(path)
+    below = path.rstrip("/") + "/"
+    for cached in [p for p in list(fs.dircache) if p.startswith(below)]:
+        fs.dircache.pop(cached, None)
 
 
 def get_many(fs: Any, paths: list[str]) -> list[Any]:

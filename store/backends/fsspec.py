@@ -1,54 +1,35 @@
-"""A backend over any fsspec filesystem: ``memory://``, ``s3://`` (s3fs), ``file://`` and others.
+"""A backend over any fsspec filesystem: ``file://`` and others; S3 in :mod:`store.backends.s3`.
 
 Keys are paths under ``root`` on the filesystem. How each operation is made atomic depends on
 the filesystem, and this backend says so rather than racing silently:
 
-=================  ================================  ================================  ================================
-filesystem          ``put``                           ``put_if_absent``                 ``swap``
-=================  ================================  ================================  ================================
-S3 (s3fs)           one PUT (or one multipart         PUT with ``If-None-Match: *``:    read value + ETag, then PUT with
-                    upload, visible only when         S3 lets exactly one writer        ``If-Match: <etag>`` (or
-                    completed): atomic                create the key                    ``If-None-Match``, or DELETE with
-                                                                                        ``If-Match``); on 412/409 re-read
-                                                                                        and compare again
-memory              one dict assignment: atomic       under a process-wide lock (the    under the same lock
-                                                      data lives in this process only)
-file:// (local)     temp file in ``tmp/`` +           under a lock object (below)       under a lock object (below)
+=================  ================================  ================================
+filesystem          ``put``                           ``put_if_absent``, ``swap``
+=================  ================================  ================================
+file:// (local)     temp file in ``tmp/`` +           under a lock object (below)
                     rename: atomic
-other filesystems   temp file + ``fs.mv``: atomic     lock object, only with            lock object, only with
-                    only where ``mv`` is a rename     ``trust_exclusive_create=True``;  ``trust_exclusive_create=True``;
-                                                      otherwise raises ``NotAtomic``    otherwise raises ``NotAtomic``
-=================  ================================  ================================  ================================
+other filesystems   temp file + ``fs.mv``: atomic     lock object, only with
+                    only where ``mv`` is a rename     ``trust_exclusive_create=True``;
+                                                      otherwise raises ``NotAtomic``
+=================  ================================  ================================
 
-Before the first conditional write to S3 the backend checks, once, that the server honours
-``If-None-Match`` and ``If-Match`` (a server that ignored them would let two writers both
-"win"); if it does not, ``put_if_absent`` and ``swap`` raise :class:`store.errors.NotAtomic`
-and ``atomic_put_if_absent`` / ``atomic_swap`` are False. A network failure after S3 applied a
-conditional PUT can make the client's retry see 412, so a create may then report "already
-existed" although it was this process's write: the race then has no reported winner, never two.
+``FsspecBackend("s3://...")`` makes an :class:`store.backends.s3.S3Backend` (conditional
+writes, no locks), and ``FsspecBackend("memory://name")`` the
+:class:`store.backends.memory.MemoryBackend` of that name: one in-memory mechanism.
 
-**Lock objects** (file:// and, when trusted, other filesystems): ``locks/<xx>.lock`` is
-created with exclusive create (``open(path, "xb")``, ``O_EXCL`` locally) holding the owner
-(host, pid, random token) and time; the holder re-reads the key under the lock, writes
-(temp + rename) and removes the lock if it still holds its own token. A lock whose content has
-not changed for ``stale_lock_after`` seconds (default 30, measured by the waiting process's
-own clock, so clock skew between machines does not matter) is taken to belong to a dead
-process and is removed. This assumes a live holder never keeps a lock that long (it holds it
-for one read and one small write); on a filesystem so slow that it might, raise
-``stale_lock_after``.
+**Lock objects**: ``locks/<xx>.lock`` is created with exclusive create (``open(path, "xb")``,
+``O_EXCL`` locally) holding the owner (host, pid, random token) and time; the holder re-reads
+the key under the lock, writes (temp + rename) and removes the lock if it still holds its own
+token. A lock whose content has not changed for ``stale_lock_after`` seconds (default 30,
+measured by the waiting process's own clock, so clock skew between machines does not matter)
+is taken to belong to a dead process and is removed. This assumes a live holder never keeps a
+lock that long (it holds it for one read and one small write); on a filesystem so slow that it
+might, raise ``stale_lock_after``.
 
-``durability="fsync"`` fsyncs temp files where the file object has a real descriptor (local);
-S3 acknowledges a PUT only once it is stored durably, so there is nothing more to do there.
-Temp files exist only for filesystems written by temp + rename. An S3 multipart upload cut
-off by a killed process never becomes visible, but S3 keeps (and bills) its parts until it is
-aborted: configure an AbortIncompleteMultipartUpload lifecycle rule on the bucket. Large S3 values may be read with concurrent ranged
-GETs; objects never change once written, so that is safe for them.
-
-S3 round trips: ``exists`` and ``stat`` are one HEAD; ``put_if_absent`` of a small value is
-one conditional PUT; ``get_many`` runs its GETs concurrently on s3fs's event loop (as many at
-once as aiobotocore's ``max_pool_connections`` allows: 10 unless ``config_kwargs`` raise it);
-``list_values`` (how refs are listed) takes every key's ETag from the listing and reads only
-the values :data:`~store.backends.base.RECENT_VALUES` does not know by that digest.
+``durability="fsync"`` fsyncs temp files where the file object has a real descriptor (local).
+Listings are re-read on every call (fsspec's per-instance listing cache is invalidated first),
+since other processes change the store. A write never recreates a removed root directory
+(:class:`store.errors.StoreGone`).
 """
 
 from __future__ import annotations
@@ -58,20 +39,24 @@ import os
 import random
 import secrets
 import socket
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import xxhash
 
-from ..errors import KeyNotFound, LockTimeout, NotAtomic, ReadOnlyStore, StoreNotFound
-from . import _s3
+from ..errors import (
+    KeyNotFound,
+    LockTimeout,
+    NotAtomic,
+    ReadOnlyStore,
+    StoreGone,
+    StoreNotFound,
+)
 from .base import (
     READ_ONLY_ERRNOS,
-    RECENT_VALUES,
     RESERVED_TOP_LEVEL,
     Backend,
     Buffers,
@@ -83,19 +68,33 @@ from .base import (
     validate_temp_name,
 )
 
-# One lock for every memory:// filesystem: fsspec keeps their files in one process-wide dict.
-_MEMORY_LOCK = threading.RLock()
 # Spelled out here because inside the class body "list" names the method.
 _Views = list[memoryview]
+
+
+#: Backend classes of URL schemes (and filesystem protocols) that need their own, registered
+#: by their modules (store.backends.s3 registers "s3" and "s3a"), so this module imports none.
+SCHEMES: dict[str, type[FsspecBackend]] = {}
 
 
 class FsspecBackend(Backend):
     """Keys as files on an fsspec filesystem (see the module docstring for atomicity).
 
-    ``url_or_fs`` is a URL (``"s3://bucket/store"``, ``"memory://x"``, ``"file:///data/s"``)
-    whose options come from ``storage_options`` and any extra keyword arguments, or an fsspec
-    filesystem instance with ``root`` the store's path on it (for a URL, ``root`` is appended).
+    ``url_or_fs`` is a URL (``"s3://bucket/store"``, ``"file:///data/s"``) whose options come
+    from ``storage_options`` and any extra keyword arguments, or an fsspec filesystem instance
+    with ``root`` the store's path on it (for a URL, ``root`` is appended). An S3 URL or
+    filesystem makes an :class:`store.backends.s3.S3Backend`; a ``memory://name`` URL the
+    :class:`store.backends.memory.MemoryBackend` of that name (one in-memory mechanism).
     """
+
+    def __new__(cls, url_or_fs: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if cls is FsspecBackend and _is_memory(url_or_fs):
+            from .memory import MemoryBackend
+
+            name = url_or_fs.split("://", 1)[1].strip("/")
+            return MemoryBackend.named(name, read_only=kwargs.get("read_only", False))
+        special = SCHEMES.get(_scheme(url_or_fs)) if cls is FsspecBackend else None
+        return super().__new__(special or cls)
 
     def __init__(
         self,
@@ -113,12 +112,11 @@ class FsspecBackend(Backend):
     ) -> None:
         import fsspec
         from fsspec.implementations.local import LocalFileSystem
-        from fsspec.implementations.memory import MemoryFileSystem
 
         if durability not in ("atomic", "fsync"):
             raise ValueError(f"durability must be 'atomic' or 'fsync', not {durability!r}")
         if isinstance(url_or_fs, str):
-            options = {**(storage_options or {}), **more_storage_options}
+            options = self._options({**(storage_options or {}), **more_storage_options})
             fs, path = fsspec.core.url_to_fs(url_or_fs, **options)
             if root:
                 path = path.rstrip("/") + "/" + root.strip("/")
@@ -133,27 +131,22 @@ class FsspecBackend(Backend):
         self.durability = durability
         self.lock_timeout = lock_timeout
         self.stale_lock_after = stale_lock_after
-        if "s3" in _protocols(fs) or "s3a" in _protocols(fs):
-            self._mode = "s3"
-        elif isinstance(fs, MemoryFileSystem):
-            self._mode = "memory"
-        elif isinstance(fs, LocalFileSystem):
-            self._mode = "local"
-        else:
-            self._mode = "generic"
-        self._trust_excl = trust_exclusive_create or self._mode == "local"
-        self._conditional_ok: bool | None = None  # S3: probed on first use
+        self._local = isinstance(fs, LocalFileSystem)
+        self._trust_excl = trust_exclusive_create or self._local
         self._open_root(create)
 
     def _open_root(self, create: bool) -> None:
-        if self._mode not in ("local", "generic"):
-            return  # S3 and memory have no directories to create
         if self.fs.isdir(self.root):
             return
         if not create or self.read_only:
             raise StoreNotFound(self._url)
         with self._writing("", "the store directory"):
             self.fs.makedirs(self.root, exist_ok=True)
+
+    @staticmethod
+    def _options(options: dict[str, Any]) -> dict[str, Any]:
+        """The filesystem options to use for a URL (S3 adds its own defaults)."""
+        return options
 
     @property
     def url(self) -> str:
@@ -168,11 +161,7 @@ class FsspecBackend(Backend):
         return self._atomic()
 
     def _atomic(self) -> bool:
-        if self._mode == "s3":
-            if self._conditional_ok is None:  # probed once, on first need
-                self._conditional_ok = _s3.conditional_writes_work(self.fs, self._prefix + "locks")
-            return self._conditional_ok
-        return self._mode == "memory" or self._trust_excl
+        return self._trust_excl
 
     # helpers ---------------------------------------------------------------------------
 
@@ -185,13 +174,13 @@ class FsspecBackend(Backend):
 
     def _require_atomic(self, op: str) -> None:
         if not self._atomic():
-            why = (
-                "the S3 server ignores conditional writes (If-None-Match / If-Match)"
-                if self._mode == "s3"
-                else f"{type(self.fs).__name__} is not known to support atomic exclusive create; "
-                "pass trust_exclusive_create=True if its open(path, 'xb') is atomic"
-            )
-            raise NotAtomic(f"cannot {op} atomically on {self._url}: {why}")
+            raise NotAtomic(f"cannot {op} atomically on {self._url}: {self._not_atomic_why()}")
+
+    def _not_atomic_why(self) -> str:
+        return (
+            f"{type(self.fs).__name__} is not known to support atomic exclusive create; "
+            "pass trust_exclusive_create=True if its open(path, 'xb') is atomic"
+        )
 
     @contextmanager
     def _writing(self, key: str, what: str | None = None) -> Iterator[None]:
@@ -209,8 +198,7 @@ class FsspecBackend(Backend):
 
     def _fresh(self, path: str) -> None:
         # fsspec caches listings per instance; other processes change the store under us.
-        if self._mode != "memory":
-            self.fs.invalidate_cache(path)
+        self.fs.invalidate_cache(path)
 
     # reads -------------------------------------------------------------------------------
 
@@ -238,54 +226,13 @@ class FsspecBackend(Backend):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFound(key, self._url) from None
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | bytearray | memoryview]:
-        """Several values at once, missing keys left out; on S3 the GETs run concurrently."""
-        by_path = {self._path(k): k for k in keys}
-        if not by_path:
-            return {}
-        if self._mode != "s3":
-            return super().get_many(by_path.values())
-        paths = list(by_path)
-        out: dict[str, bytes | bytearray | memoryview] = {}
-        for path, value in zip(paths, _s3.get_many(self.fs, paths), strict=True):
-            if isinstance(value, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
-                continue  # deleted since it was listed: left out, as get would say KeyNotFound
-            if isinstance(value, BaseException):
-                raise value
-            out[by_path[path]] = value
-        return out
-
-    def list_values(self, prefix: str = "") -> dict[str, bytes | bytearray | memoryview]:
-        """``{key: value}`` under ``prefix``. On S3, one listing (a request per 1,000 keys)
-        gives every key's ETag: values :data:`~store.backends.base.RECENT_VALUES` knows by
-        that digest are not read again, the others are fetched concurrently."""
-        if self._mode != "s3":
-            return super().list_values(prefix)
-        unknown: list[str] = []
-        out: dict[str, bytes | bytearray | memoryview] = {}
-        for key, info in self._listing(prefix).items():
-            value = _s3.known_value(info, RECENT_VALUES)
-            if value is None:
-                unknown.append(key)
-            else:
-                out[key] = value
-        out.update(self.get_many(unknown))
-        return out
-
     def exists(self, key: str) -> bool:
         path = self._path(key)
-        if self._mode == "s3":
-            return _s3.head(self.fs, path) is not None
         self._fresh(path)
         return self.fs.isfile(path)
 
     def stat(self, key: str) -> KeyInfo:
         path = self._path(key)
-        if self._mode == "s3":
-            resp = _s3.head(self.fs, path)
-            if resp is None:
-                raise KeyNotFound(key, self._url)
-            return KeyInfo(key, int(resp["ContentLength"]), resp["LastModified"].timestamp())
         self._fresh(path)
         try:
             info = self.fs.info(path)
@@ -307,9 +254,8 @@ class FsspecBackend(Backend):
             return {}
         base = self._prefix + head if head else self.root
         self._fresh(base)
-        kwargs = {"prefix": start} if self._mode == "s3" and start else {}
         try:
-            found = self.fs.find(base, detail=True, **kwargs)
+            found = self._find(base, start)
         except (FileNotFoundError, NotADirectoryError):
             return {}
         n = len(self._prefix)
@@ -320,6 +266,11 @@ class FsspecBackend(Backend):
             if k.startswith(prefix) and k.partition("/")[0] not in RESERVED_TOP_LEVEL
         }
 
+    def _find(self, base: str, start: str) -> dict[str, dict[str, Any]]:
+        """fsspec's ``find`` of ``base`` (``start``: the key prefix below it, for servers
+        that can filter by it)."""
+        return self.fs.find(base, detail=True)
+
     # writes ------------------------------------------------------------------------------
 
     def put(self, key: str, data: Buffers) -> None:
@@ -328,12 +279,7 @@ class FsspecBackend(Backend):
         self._check_writable()
         views = as_views(data)
         with self._writing(key):
-            if self._mode == "s3":
-                _s3.put(self.fs, path, views, {})
-            elif self._mode == "memory":
-                self.fs.pipe_file(path, b"".join(views))
-            else:
-                self._put_via_temp(path, views)
+            self._put_via_temp(path, views)
 
     def put_if_absent(self, key: str, data: Buffers) -> bool:
         """Write ``key`` unless it exists; return whether this call created it."""
@@ -341,18 +287,9 @@ class FsspecBackend(Backend):
         self._check_writable()
         self._require_atomic("create a key if absent")
         views = as_views(data)
-        small = self._mode == "s3" and sum(v.nbytes for v in views) <= _s3.SMALL_PUT
-        if not small and self.exists(key):
+        if self.exists(key):
             return False  # the common dedup case costs one existence check
         with self._writing(key):
-            if self._mode == "s3":
-                try:
-                    _s3.put(self.fs, path, views, {"IfNoneMatch": "*"})
-                except OSError as exc:
-                    if _s3.is_precondition_failure(exc):
-                        return False
-                    raise
-                return True
             with self.lock(key):
                 self._fresh(path)
                 if self.fs.isfile(path):
@@ -366,9 +303,6 @@ class FsspecBackend(Backend):
         self._check_writable()
         self._require_atomic("compare-and-swap")
         with self._writing(key):
-            if self._mode == "s3":
-                body = None if new is None else b"".join(as_views(new))
-                return _s3.swap(self.fs, path, expected, body, self.lock_timeout, key)
             with self.lock(key):
                 self._fresh(path)
                 if self._get_or_none(path) != expected:
@@ -397,28 +331,19 @@ class FsspecBackend(Backend):
             self._prune(path)
 
     def touch(self, key: str) -> None:
-        """Set ``key``'s modification time to now (S3: a server-side copy onto itself)."""
+        """Set ``key``'s modification time to now, where the filesystem can."""
         path = self._path(key)
         self._check_writable()
         if not self.exists(key):
             raise KeyNotFound(key, self._url)
         with self._writing(key):
-            if self._mode == "s3":
-                _s3.touch(self.fs, path)
-            elif self._mode == "memory":
-                with _MEMORY_LOCK:
-                    self.fs.store[path].modified = self.fs.store[path].created = _now()
-            else:
-                try:
-                    self.fs.touch(path, truncate=False)
-                except (NotImplementedError, ValueError):
-                    pass  # the filesystem cannot; gc's grace period then counts from the write
+            try:
+                self.fs.touch(path, truncate=False)
+            except (NotImplementedError, ValueError):
+                pass  # the filesystem cannot; gc's grace period then counts from the write
 
     def _write_unlocked(self, path: str, views: _Views) -> None:
-        if self._mode == "memory":
-            self.fs.pipe_file(path, b"".join(views))
-        else:
-            self._put_via_temp(path, views)
+        self._put_via_temp(path, views)
 
     def _put_via_temp(self, path: str, views: _Views) -> None:
         """Write a temp file under ``tmp/`` and move it into place; remove it on failure."""
@@ -427,10 +352,10 @@ class FsspecBackend(Backend):
             try:
                 self._write_file(tmp, views)
             except FileNotFoundError:
-                self.fs.makedirs(self._prefix + "tmp", exist_ok=True)
+                self._makedirs(self._prefix + "tmp")
                 self._write_file(tmp, views)
             for _ in range(20):
-                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                self._makedirs(path.rpartition("/")[0])
                 try:
                     self.fs.mv(tmp, path)
                     return
@@ -446,6 +371,13 @@ class FsspecBackend(Backend):
                 pass
             raise
 
+    def _makedirs(self, path: str) -> None:
+        """Create a directory below the root; a write never recreates a removed root."""
+        self._fresh(self.root)
+        if not self.fs.isdir(self.root):
+            raise StoreGone(self._url)
+        self.fs.makedirs(path, exist_ok=True)
+
     def _write_file(self, path: str, views: _Views) -> None:
         with self.fs.open(path, "wb") as f:
             for view in views:
@@ -459,7 +391,7 @@ class FsspecBackend(Backend):
 
     def _prune(self, path: str) -> None:
         # Local directories left empty would forbid a later key named like them.
-        if self._mode != "local":
+        if not self._local:
             return
         directory = path.rpartition("/")[0]
         while directory.startswith(self._prefix):
@@ -473,14 +405,7 @@ class FsspecBackend(Backend):
 
     @contextmanager
     def lock(self, key: str, timeout: float | None = None) -> Iterator[None]:
-        """Hold the lock ``swap`` takes for ``key``: a process-wide lock for memory://, a
-        lock object (see the module docstring) elsewhere. S3 swaps take no lock."""
-        if self._mode == "memory":
-            with _MEMORY_LOCK:
-                yield
-            return
-        if self._mode == "s3":
-            raise NotAtomic("S3 compare-and-swap uses conditional writes, not locks")
+        """Hold the lock ``swap`` takes for ``key``: a lock object (see the module docstring)."""
         timeout = self.lock_timeout if timeout is None else timeout
         path = f"{self._prefix}locks/{xxhash.xxh64_hexdigest(key.encode('utf-8'))[:2]}.lock"
         token = json.dumps(
@@ -514,7 +439,7 @@ class FsspecBackend(Backend):
             except FileExistsError:
                 pass
             except FileNotFoundError:
-                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+                self._makedirs(path.rpartition("/")[0])
                 continue
             self._fresh(path)
             current = self._get_or_none(path)
@@ -542,9 +467,7 @@ class FsspecBackend(Backend):
     # temp files --------------------------------------------------------------------------
 
     def list_temp(self) -> Iterator[KeyInfo]:
-        """Temp files of interrupted writes (only filesystems written by temp + rename)."""
-        if self._mode in ("s3", "memory"):
-            return iter(())
+        """Temp files of interrupted writes."""
         tmp = self._prefix + "tmp"
         self._fresh(tmp)
         try:
@@ -566,13 +489,21 @@ class FsspecBackend(Backend):
             pass
 
 
+def _is_memory(target: Any) -> bool:
+    return isinstance(target, str) and target.startswith("memory://")
+
+
+def _scheme(target: Any) -> str:
+    """The URL scheme of a URL, or the first protocol of a filesystem with its own class."""
+    if isinstance(target, str):
+        return target.split("://", 1)[0] if "://" in target else ""
+    if target is None:
+        return ""
+    return next((p for p in _protocols(target) if p in SCHEMES), "")
+
+
 def _protocols(fs: Any) -> tuple[str, ...]:
     return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-
-
-def _now() -> datetime:
-
-    return datetime.now(tz=UTC)
 
 
 def _mtime(info: dict[str, Any]) -> float:

@@ -44,15 +44,19 @@ import errno
 import os
 import secrets
 import stat as stat_mod
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import numpy as np
 import xxhash
 
-from ..errors import InvalidKey, KeyNotFound, LockTimeout, ReadOnlyStore, StoreNotFound
+from ..errors import (
+    InvalidKey,
+    KeyNotFound,
+    ReadOnlyStore,
+    StoreGone,
+    StoreNotFound,
+)
+from . import _osio
 from .base import (
     READ_ONLY_ERRNOS,
     RESERVED_TOP_LEVEL,
@@ -75,9 +79,9 @@ _TMP = "tmp"
 _LOCKS = "locks"
 # os.link fails with these where the filesystem has no hard links (FAT, some FUSE/SMB mounts).
 _NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
-# Reads at least this large go into a page-aligned numpy buffer (see _read_large).
+# Reads at least this large go into a page-aligned numpy buffer (see _osio.read_large).
 _LARGE_READ = 1 << 18
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_CLOEXEC = _osio.O_CLOEXEC
 
 
 class LocalBackend(Backend):
@@ -113,7 +117,7 @@ class LocalBackend(Backend):
             if not create or read_only:
                 raise StoreNotFound(self._url)
             with self._writing("", "the store directory"):
-                self._makedirs(self.root)
+                self._makedirs(self.root, root_too=True)
 
     @property
     def url(self) -> str:
@@ -159,12 +163,18 @@ class LocalBackend(Backend):
         for prefix in prefixes:
             self._makedirs(self._path(prefix.rstrip("/")))
 
-    def _makedirs(self, path: str) -> None:
+    def _makedirs(self, path: str, root_too: bool = False) -> None:
         """Create ``path`` and missing parents; with fsync durability, make the new directory
-        entries durable too (a renamed file in a directory that vanishes on power loss is lost)."""
+        entries durable too (a renamed file in a directory that vanishes on power loss is lost).
+
+        Only opening a store creates its root (``root_too``): a write finding the root gone
+        raises :class:`StoreGone` instead of recreating a store without its config.
+        """
         missing = []
         p = path
         while not os.path.isdir(p):
+            if p == self.root and not root_too:
+                raise StoreGone(self._url)
             missing.append(p)
             parent = os.path.dirname(p)
             if parent == p:
@@ -175,8 +185,12 @@ class LocalBackend(Backend):
                 os.mkdir(d)
             except FileExistsError:
                 continue
+            except FileNotFoundError:
+                if not root_too and not os.path.isdir(self.root):
+                    raise StoreGone(self._url) from None
+                raise
             if self._fsync:
-                _fsync_dir(os.path.dirname(d))
+                _osio.fsync_dir(os.path.dirname(d))
 
     # writes ------------------------------------------------------------------------------
 
@@ -192,15 +206,15 @@ class LocalBackend(Backend):
             fd = os.open(path, flags, 0o666)
         try:
             try:
-                _preallocate(fd, sum(view.nbytes for view in views))
+                _osio.preallocate(fd, sum(view.nbytes for view in views))
                 for view in views:
-                    _write_all(fd, view)
+                    _osio.write_all(fd, view)
                 if self._fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
         except BaseException:
-            _unlink_quietly(path)
+            _osio.unlink_quietly(path)
             raise
         return path
 
@@ -222,7 +236,7 @@ class LocalBackend(Backend):
                 self._makedirs(os.path.dirname(final))
                 continue
             if self._fsync:
-                _fsync_dir(os.path.dirname(final))
+                _osio.fsync_dir(os.path.dirname(final))
             return True
         raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
 
@@ -235,7 +249,7 @@ class LocalBackend(Backend):
             try:
                 self._install(tmp, final, exclusive=False)
             except BaseException:
-                _unlink_quietly(tmp)
+                _osio.unlink_quietly(tmp)
                 raise
 
     def put_if_absent(self, key: str, data: Buffers) -> bool:
@@ -250,7 +264,7 @@ class LocalBackend(Backend):
             try:
                 return self._create(key, tmp, final)
             finally:
-                _unlink_quietly(tmp)
+                _osio.unlink_quietly(tmp)
 
     def _create(self, key: str, tmp: str, final: str, locked: bool = False) -> bool:
         """Install ``tmp`` as ``final`` only if ``final`` does not exist (``locked``: the
@@ -288,7 +302,7 @@ class LocalBackend(Backend):
                     return self._create(key, tmp, final, locked=True)
                 return self._install(tmp, final, exclusive=False)
             finally:
-                _unlink_quietly(tmp)
+                _osio.unlink_quietly(tmp)
 
     @contextmanager
     def lock(self, key: str, timeout: float | None = None) -> Iterator[None]:
@@ -312,7 +326,7 @@ class LocalBackend(Backend):
             self._makedirs(self._lock_dir)
             fd = os.open(path, flags, 0o666)
         try:
-            _flock(fd, timeout, key)
+            _osio.flock(fd, timeout, key)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
@@ -371,9 +385,9 @@ class LocalBackend(Backend):
             if stat_mod.S_ISDIR(st.st_mode):
                 raise KeyNotFound(key, self._url)
             if st.st_size >= _LARGE_READ:
-                return _read_large(fd, st.st_size)
+                return _osio.read_large(fd, st.st_size)
             buf = bytearray(st.st_size)
-            n = _read_into(fd, memoryview(buf))
+            n = _osio.read_into(fd, memoryview(buf))
             del buf[n:]
             return buf
         finally:
@@ -482,7 +496,7 @@ class LocalBackend(Backend):
         validate_temp_name(name)
         self._check_writable()
         with self._writing(name, f"temp file {name!r}"):
-            _unlink_quietly(os.path.join(self._tmp_dir, name))
+            _osio.unlink_quietly(os.path.join(self._tmp_dir, name))
 
 
 # module helpers ------------------------------------------------------------------------------
@@ -501,104 +515,3 @@ def _walk(directory: str, key_head: str) -> Iterator[str]:
                 stack.append((entry.path, head + entry.name + "/"))
             elif entry.is_file():
                 yield head + entry.name
-
-
-#: Writes at least this large reserve their blocks first (as numpy's np.save does).
-PREALLOCATE_MIN = 1 << 20
-_FALLOC_FL_KEEP_SIZE = 1
-_fallocate: Any = None
-
-
-def _preallocate(fd: int, total: int) -> None:
-    """Reserve ``total`` bytes for a large write before writing it.
-
-    A large write into a file that grows block by block is markedly slower than one into
-    reserved blocks (about 25% for 100 MB on ext4 here), and a full disk then fails before
-    any data is written. The raw ``fallocate(2)`` with ``FALLOC_FL_KEEP_SIZE`` is used, not
-    ``os.posix_fallocate``: glibc's fallback for filesystems without fallocate writes zeros,
-    which would double the write. Filesystems that cannot preallocate are simply written to.
-    """
-    global _fallocate
-    if total < PREALLOCATE_MIN:
-        return
-    if _fallocate is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            func = libc.fallocate
-            func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-            func.restype = ctypes.c_int
-            _fallocate = func
-        except (OSError, AttributeError):
-            _fallocate = False
-    if not _fallocate:
-        return
-    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, total) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
-        if err == errno.ENOSPC:
-            raise OSError(err, os.strerror(err))
-        # EOPNOTSUPP, ENOSYS, EINVAL...: the filesystem cannot preallocate; write as usual.
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    # os.write may write less than asked (signals, >2 GiB on Linux): loop until done.
-    while view.nbytes:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _read_into(fd: int, view: memoryview) -> int:
-    pos = 0
-    while pos < view.nbytes:
-        n = os.readv(fd, [view[pos:]])
-        if n == 0:
-            break
-        pos += n
-    return pos
-
-
-def _read_large(fd: int, size: int) -> memoryview:
-    """Read ``size`` bytes into a fresh writable buffer as fast as the page cache allows.
-
-    numpy's allocator asks the kernel for huge pages for large arrays, which avoids most of
-    the page faults a ``bytearray`` of the same size takes; and starting the view half a page
-    past a page boundary avoids the copy slowdown the kernel shows when source and destination
-    addresses alias modulo 4 KiB (measured: 100 MB in ~14 ms instead of ~70 ms).
-    """
-    buf = np.empty(size + 4096, np.uint8)
-    skip = (2048 - buf.ctypes.data) % 4096
-    view = buf.data[skip : skip + size]
-    n = _read_into(fd, view)
-    return view[:n]
-
-
-def _flock(fd: int, timeout: float, key: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LockTimeout(key, timeout) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

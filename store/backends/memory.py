@@ -30,21 +30,47 @@ class _Shared:
         self.lock = threading.Lock()
 
 
+#: The data of named memory stores (``memory://name``), for the life of the process.
+_NAMED: dict[str, _Shared] = {}
+_NAMED_LOCK = threading.Lock()
+
+
 class MemoryBackend(Backend):
     """Keys in a dict in this process. ``view(read_only=True)`` gives a read-only handle on
-    the same data (as reopening a local store read-only would)."""
+    the same data (as reopening a local store read-only would). ``MemoryBackend.named(name)``
+    (what ``store.open("memory://name")`` uses) reaches the same data for the same name
+    anywhere in the process, for as long as it runs."""
 
-    def __init__(self, read_only: bool = False, *, _shared: _Shared | None = None) -> None:
+    def __init__(
+        self, read_only: bool = False, *, _shared: _Shared | None = None, _name: str = ""
+    ) -> None:
         self._shared = _shared or _Shared()
+        self._name = _name
         self.read_only = read_only
+
+    @classmethod
+    def named(cls, name: str, read_only: bool = False) -> MemoryBackend:
+        """The memory store called ``name`` in this process (created empty on first use)."""
+        with _NAMED_LOCK:
+            shared = _NAMED.setdefault(name, _Shared())
+        return cls(read_only, _shared=shared, _name=name)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # A named store pickles by name (another process then reaches its own store of that
+        # name, as with any memory:// URL); an unnamed one holds a lock and cannot travel.
+        if not self._name:
+            raise TypeError("an unnamed MemoryBackend cannot be pickled; use memory://name")
+        return (MemoryBackend.named, (self._name, self.read_only))
 
     @property
     def url(self) -> str:
+        if self._name:
+            return f"memory://{self._name}"
         return f"memory-backend:{id(self._shared):x}"
 
     def view(self, read_only: bool = True) -> MemoryBackend:
         """Another backend on the same data, e.g. read-only."""
-        return MemoryBackend(read_only, _shared=self._shared)
+        return MemoryBackend(read_only, _shared=self._shared, _name=self._name)
 
     def _check_writable(self) -> None:
         if self.read_only:

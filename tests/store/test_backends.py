@@ -94,15 +94,13 @@ class FsspecContract(BackendContract):
         backend.fs.pipe_file(path, bytes(data))
 
 
-class TestFsspecMemoryBackend(FsspecContract):
+class TestNamedMemoryBackend(TestMemoryBackend):
+    """``memory://name`` is served by MemoryBackend: one in-memory mechanism."""
+
     @pytest.fixture
     def factory(self):
-        from fsspec.implementations.memory import MemoryFileSystem
-
-        tag = f"/contract-{uuid.uuid4().hex}"
-        yield lambda name="main", **options: FsspecBackend(f"memory://{tag}/{name}", **options)
-        for path in [p for p in MemoryFileSystem.store if p.startswith(tag + "/")]:
-            del MemoryFileSystem.store[path]
+        tag = f"contract-{uuid.uuid4().hex}"
+        return lambda name="main", **options: FsspecBackend(f"memory://{tag}/{name}", **options)
 
 
 class TestFsspecLocalBackend(FsspecContract):
@@ -321,6 +319,33 @@ def test_fsspec_refuses_conditional_writes_where_exclusive_create_is_not_known_a
 def test_fsspec_memory_and_file_capabilities(tmp_path):
     assert FsspecBackend("memory://caps").atomic_swap is True
     assert FsspecBackend(f"file://{tmp_path}/s").atomic_put_if_absent is True
+
+
+def test_memory_urls_are_named_memory_backends_shared_in_the_process():
+    name = f"shared-{uuid.uuid4().hex}"
+    first = FsspecBackend(f"memory://{name}")
+    assert isinstance(first, MemoryBackend) and first.url == f"memory://{name}"
+    first.put("k", b"v")
+    assert MemoryBackend.named(name).get("k") == b"v"
+    reader = FsspecBackend(f"memory://{name}", read_only=True)
+    with pytest.raises(ReadOnlyStore):
+        reader.put("k", b"w")
+    assert MemoryBackend.named(f"other-{name}").exists("k") is False
+    import pickle
+
+    again = pickle.loads(pickle.dumps(reader))  # by name: the same store in this process
+    assert again.get("k") == b"v" and again.read_only
+
+
+@pytest.mark.s3
+def test_s3_urls_and_filesystems_make_s3_backends(s3_url, s3_fs):
+    from store.backends import S3Backend
+
+    assert type(FsspecBackend(s3_url)) is S3Backend
+    assert type(FsspecBackend(s3_fs, s3_url.removeprefix("s3://"))) is S3Backend
+    import store
+
+    assert type(store.open(s3_url).backend) is S3Backend
 
 
 @pytest.mark.s3

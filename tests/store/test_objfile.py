@@ -7,29 +7,35 @@ import struct
 import numpy as np
 import pytest
 
+import store
 from store.codec import decode, digest, encode
 from store.compress import NONE, ZSTD
-from store.errors import StoreError
+from store.digest import hash_chunks
+from store.errors import CorruptObject, StoreError
 from store.objfile import (
     MAGIC,
     MAX_HEADER_LEN,
     VERSION,
-    HashMismatch,
     Header,
     ObjectFormatError,
-    build_object,
-    decode_object,
-    encode_object,
+    build,
     pack_header,
     parse_header,
+    verify,
+    verify_stream,
 )
 
 
-def object_bytes(value, **kwargs) -> tuple[str, bytes]:
-    oid, header, payload, stored_size, _, _ = encode_object(value, **kwargs)
-    data = header + b"".join(bytes(p) for p in payload)
-    assert len(data) == stored_size
-    return oid, data
+def object_bytes(value, level: int = 3) -> tuple[str, bytes]:
+    enc = encode(value)
+    oid = hash_chunks(enc.kind, enc.chunks)
+    return oid, b"".join(bytes(p) for p in build(enc.kind, enc.chunks, enc.size, level))
+
+
+def decode_object(data, oid: str) -> tuple[str, memoryview]:
+    """Verify with both paths (whole body, and streamed); return the whole-body result."""
+    verify_stream(oid, data, "test")
+    return verify(oid, data, "test")
 
 
 def test_header_layout_is_pinned():
@@ -110,11 +116,12 @@ def test_compression_never_changes_the_oid():
     assert parse_header(packed).compression == ZSTD
 
 
-def test_build_object_matches_encode_object():
+def test_a_store_writes_exactly_what_build_makes():
     value = {"x": list(range(100))}
-    _, data = object_bytes(value)
-    header, payload, stored = build_object(encode(value))
-    assert header + b"".join(bytes(p) for p in payload) == data and stored == len(data)
+    oid, data = object_bytes(value)
+    s = store.open(store.MemoryBackend())
+    assert s.put(value) == oid
+    assert bytes(s.get_stored(oid)) == data
 
 
 def test_raw_array_decodes_in_place_from_an_aligned_buffer():
@@ -125,7 +132,7 @@ def test_raw_array_decodes_in_place_from_an_aligned_buffer():
     start = -raw.ctypes.data % 64
     buf = raw[start : start + len(data)]
     buf[:] = np.frombuffer(data, np.uint8)
-    kind, body = decode_object(memoryview(buf), oid)
+    kind, body = verify(oid, memoryview(buf), "here")
     out = decode(kind, body)
     assert np.shares_memory(out, raw) and out.flags.aligned and out.flags.writeable
     np.testing.assert_array_equal(out, array)
@@ -136,13 +143,12 @@ def test_flipped_byte_in_a_raw_payload_is_a_hash_mismatch():
     oid, data = object_bytes(array)
     corrupt = bytearray(data)
     corrupt[-1] ^= 0x01
-    with pytest.raises(HashMismatch) as info:
-        decode_object(corrupt, oid)
-    assert info.value.expected == oid
-    assert info.value.actual == digest(np.frombuffer(corrupt[-800:], "<f8"))
-    assert oid in str(info.value) and info.value.actual in str(info.value)
-    kind, _ = decode_object(corrupt)  # without an expected oid nothing is verified
-    assert kind == "ndarray"
+    for check in (verify, verify_stream):
+        with pytest.raises(CorruptObject) as info:
+            check(oid, corrupt, "here")
+        assert info.value.oid == oid and info.value.path == "here"
+        assert info.value.actual == digest(np.frombuffer(corrupt[-800:], "<f8"))
+        assert oid in str(info.value) and info.value.actual in str(info.value)
 
 
 def test_flipped_byte_in_a_zstd_payload_is_detected():
@@ -151,13 +157,15 @@ def test_flipped_byte_in_a_zstd_payload_is_detected():
     for offset in range(64, len(data)):
         corrupt = bytearray(data)
         corrupt[offset] ^= 0x40
-        with pytest.raises(ObjectFormatError):  # a HashMismatch or a damaged frame
-            decode_object(corrupt, oid)
+        for check in (verify, verify_stream):
+            with pytest.raises(CorruptObject):  # a wrong digest or a damaged frame
+                check(oid, corrupt, "here")
 
 
 @pytest.mark.parametrize("value", [np.zeros(10_000), b"r" * 10 + bytes(range(256))])
 def test_truncated_or_extended_payload_is_an_error(value):
     oid, data = object_bytes(value)
     for bad in (data[:-1], data[: len(data) // 2], data + b"\0"):
-        with pytest.raises(ObjectFormatError):
-            decode_object(bad, oid)
+        for check in (verify, verify_stream):
+            with pytest.raises(CorruptObject):
+                check(oid, bad, "here")

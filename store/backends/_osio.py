@@ -1,0 +1,121 @@
+"""Low-level file I/O for :class:`store.backends.local.LocalBackend`: preallocation, whole
+writes and reads, large page-friendly reads, ``flock`` with a timeout, directory fsync."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import LockTimeout
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+#: Writes at least this large reserve their blocks first (as numpy's np.save does).
+PREALLOCATE_MIN = 1 << 20
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Any = None
+
+
+def preallocate(fd: int, total: int) -> None:
+    """Reserve ``total`` bytes for a large write before writing it.
+
+    A large write into a file that grows block by block is markedly slower than one into
+    reserved blocks (about 25% for 100 MB on ext4 here), and a full disk then fails before
+    any data is written. The raw ``fallocate(2)`` with ``FALLOC_FL_KEEP_SIZE`` is used, not
+    ``os.posix_fallocate``: glibc's fallback for filesystems without fallocate writes zeros,
+    which would double the write. Filesystems that cannot preallocate are simply written to.
+    """
+    global _fallocate
+    if total < PREALLOCATE_MIN:
+        return
+    if _fallocate is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            func = libc.fallocate
+            func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+            func.restype = ctypes.c_int
+            _fallocate = func
+        except (OSError, AttributeError):
+            _fallocate = False
+    if not _fallocate:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, total) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        if err == errno.ENOSPC:
+            raise OSError(err, os.strerror(err))
+        # EOPNOTSUPP, ENOSYS, EINVAL...: the filesystem cannot preallocate; write as usual.
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    # os.write may write less than asked (signals, >2 GiB on Linux): loop until done.
+    while view.nbytes:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def read_into(fd: int, view: memoryview) -> int:
+    pos = 0
+    while pos < view.nbytes:
+        n = os.readv(fd, [view[pos:]])
+        if n == 0:
+            break
+        pos += n
+    return pos
+
+
+def read_large(fd: int, size: int) -> memoryview:
+    """Read ``size`` bytes into a fresh writable buffer as fast as the page cache allows.
+
+    numpy's allocator asks the kernel for huge pages for large arrays, which avoids most of
+    the page faults a ``bytearray`` of the same size takes; and starting the view half a page
+    past a page boundary avoids the copy slowdown the kernel shows when source and destination
+    addresses alias modulo 4 KiB (measured: 100 MB in ~14 ms instead of ~70 ms).
+    """
+    buf = np.empty(size + 4096, np.uint8)
+    skip = (2048 - buf.ctypes.data) % 4096
+    view = buf.data[skip : skip + size]
+    n = read_into(fd, view)
+    return view[:n]
+
+
+def flock(fd: int, timeout: float, key: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(key, timeout) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
