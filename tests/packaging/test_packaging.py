@@ -45,8 +45,8 @@ def score(x):
 ex.set_parameters(a=1)
 print("result", score(prepare(a)).compute())
 print("trials", len(ex.get_history()))
-import store  # the user's own package, untouched by daskperiment
-print("user store", store.WHOSE)
+user_store = __import__("store")  # the user's own package, untouched by daskperiment
+print("user store", user_store.WHOSE)
 print("daskperiment", daskperiment.__file__)
 print("daskperiment_store", daskperiment_store.__file__)
 """
