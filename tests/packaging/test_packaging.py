@@ -43,12 +43,12 @@ def score(x):
     return x * 10
 
 ex.set_parameters(a=1)
-print("result", score(prepare(a)).compute())
-print("trials", len(ex.get_history()))
+print("result=" + str(score(prepare(a)).compute()))
+print("trials=" + str(len(ex.get_history())))
 user_store = __import__("store")  # the user's own package, untouched by daskperiment
-print("user store", user_store.WHOSE)
-print("daskperiment", daskperiment.__file__)
-print("daskperiment_store", daskperiment_store.__file__)
+print("user store=" + user_store.WHOSE)
+print("daskperiment=" + daskperiment.__file__)
+print("daskperiment_store=" + daskperiment_store.__file__)
 """
 
 
@@ -103,7 +103,7 @@ def run_user_script(python: str, work: Path, pythonpath: str | None) -> dict[str
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     done = run([python, "script.py"], cwd=work, env=env)
-    lines = [line.split(" ", 1) for line in done.stdout.splitlines() if " " in line]
+    lines = [line.split("=", 1) for line in done.stdout.splitlines() if "=" in line]
     return {key: value for key, value in lines}
 
 
