@@ -28,6 +28,12 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # tests/s3server.py, tests/hypothesis_profiles.py
+# Every subprocess a test starts (workers, crash victims, spawned dask processes) imports this
+# checkout's packages, `daskperiment_store` included (the repository's symlink to store/), and
+# never an installed copy of another checkout.
+_repo = str(TESTS.parent)
+if _repo not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_repo, os.environ.get("PYTHONPATH")]))
 
 from s3server import S3Server  # noqa: E402
 

@@ -309,7 +309,13 @@ def test_misaligned_body_is_copied_to_an_aligned_array():
         lambda: np.ones(3, dtype=np.longdouble),
         lambda: np.matrix([[1, 2]]),
         lambda: np.ma.masked_array([1, 2], mask=[0, 1]),
-        lambda: np.array(["x"], dtype=np.dtypes.StringDType()),
+        pytest.param(
+            lambda: np.array(["x"], dtype=np.dtypes.StringDType()),
+            marks=pytest.mark.skipif(
+                not hasattr(getattr(np, "dtypes", None), "StringDType"),
+                reason="numpy < 2 has no StringDType",
+            ),
+        ),
     ],
     ids=["object", "structured", "longdouble", "matrix", "masked", "StringDType"],
 )
