@@ -193,7 +193,7 @@ def bench_miss(base: Path, trials: int, scheduler: str) -> None:
 
 def entry_write_ms(path: Path, n: int = 200) -> float:
     """Median time of what a miss adds: one small new object and one ref pointing at it."""
-    import store
+    import daskperiment_store as store
 
     st = store.open(path)
     times = []

@@ -1,4 +1,4 @@
-"""Hashing throughput: ``store.codec.digest`` of a 256 MB float64 array vs raw xxh3-128.
+"""Hashing throughput: ``daskperiment_store.codec.digest`` of a 256 MB float64 array vs raw xxh3-128.
 
 ``digest`` encodes the array (a 64-byte header plus a view of the array's own memory, no copy)
 and hashes it; the reference is ``xxhash.xxh3_128`` over the same buffer. Goal: digest runs at
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import xxhash
 
-from store.codec import digest
+from daskperiment_store.codec import digest
 
 
 def median_seconds(fns: list[Callable[[], object]], repeat: int = 5) -> list[float]:

@@ -10,7 +10,7 @@ page cache, same neighbours on a shared machine) and reports medians and their r
   "fsync" against np.save followed by ``os.fsync`` (both flush to disk);
 * putting the identical array again (a new Store, so the existence check hits the backend;
   and the same Store, which remembers what it wrote);
-* hashing (``store.digest``) vs ``xxhash.xxh3_128`` over the array's buffer;
+* hashing (``daskperiment_store.digest``) vs ``xxhash.xxh3_128`` over the array's buffer;
 * a compressible array: stored bytes and time;
 * many small JSON objects: puts/s and gets/s.
 """
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-import store
-from store.store import object_key
+import daskperiment_store as store
+from daskperiment_store.store import object_key
 
 MB = 1 << 20
 

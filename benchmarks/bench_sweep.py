@@ -194,7 +194,7 @@ def plain(scheduler: Any, trials: int, repeat: int, together: bool) -> float:
 
 def bench_live(root: Path, repeat: int) -> None:
     """What the live view of running trials costs: per step, and per write."""
-    import store
+    import daskperiment_store as store
     from daskperiment import live, metrics
 
     print("live metrics:")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-import store
-from store.bundle import export_bundle, import_bundle
-from store.sync import push
+import daskperiment_store as store
+from daskperiment_store.bundle import export_bundle, import_bundle
+from daskperiment_store.sync import push
 
 ARRAY_BYTES = 1 << 20
 PREFIX = "experiments/bench/trials/"

@@ -39,8 +39,8 @@ from typing import Any
 
 from dask._task_spec import DataNode, Dict, GraphNode, List, Task, TaskRef, Tuple
 
-import store
-from store import Link, codec
+import daskperiment_store as store
+from daskperiment_store import Link, codec
 
 from .cache_run import (
     ENTRY_TYPE,

@@ -20,8 +20,8 @@ from typing import Any
 import dask.local
 from dask._task_spec import GraphNode
 
-import store
-from store import Link, codec
+import daskperiment_store as store
+from daskperiment_store import Link, codec
 
 from .log import logger
 from .provenance import inputs as input_files

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import store
+import daskperiment_store as store
 
 from . import __version__, ids, sharing, trial
 from .errors import FSCK_ADVICE, DamagedTrial, DaskperimentError, ExperimentNotFound

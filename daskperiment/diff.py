@@ -35,8 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from . import environment, trial
 from .errors import DamagedTrial, TrialNotFound

@@ -5,7 +5,7 @@ in (``TrialNotFound`` is also a ``KeyError``), so callers can catch either the s
 the package root or the familiar built-in. Errors carry their data as attributes so that callers
 never parse messages, and each message says what was wrong and what to do about it.
 
-Errors of the object store underneath live in ``store.errors``; they are not wrapped.
+Errors of the object store underneath live in ``daskperiment_store.errors``; they are not wrapped.
 """
 
 from __future__ import annotations

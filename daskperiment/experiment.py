@@ -12,8 +12,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from . import cache as step_cache
 from . import code, environment, history, live, metrics, script, trial
@@ -57,7 +57,7 @@ _validate_id = validate_experiment_id
 def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
     """``(target, location key)`` for the ``backend`` argument, without touching storage.
 
-    The target is what ``store.open`` takes: a local path (``str``), a URL, a ``Store`` or a
+    The target is what ``daskperiment_store.open`` takes: a local path (``str``), a URL, a ``Store`` or a
     backend. Nothing is created here: the store is created by the first trial.
     """
     if isinstance(backend, store.Store):
@@ -83,7 +83,7 @@ class Experiment:
 
     ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
     ``daskperiment_cache/<id>`` under the current directory), a ``pathlib.Path``, a store URL
-    or a ``store.Store``. The same id and store in one process give the same instance.
+    or a ``daskperiment_store.Store``. The same id and store in one process give the same instance.
     Creating an experiment or reading from it never writes to the store; the store is
     created by the first trial. ``seed`` is the default seed of ``compute()``.
     ``system_metrics=False`` stops sampling ``sys/cpu``, ``sys/mem``... while steps run.
@@ -449,7 +449,7 @@ class Experiment:
     def _note_environment(self, env_oid: str | None, env: dict[str, Any]) -> None:
         """Log what changed in the environment since the last trial (once per change)."""
         if env_oid is None:
-            from store import codec
+            from daskperiment_store import codec
 
             tree = {name: Link(codec.digest(value)) for name, value in env.items()}
             env_oid = codec.digest({"type": ENVIRONMENT_TYPE, "categories": tree})
@@ -690,7 +690,7 @@ class Experiment:
 
     def push(self, url: Any) -> Any:
         """Copy this experiment's finished trials, and the objects the other store lacks, to
-        the store at ``url`` (a path, a URL or a ``store.Store``; created if absent)."""
+        the store at ``url`` (a path, a URL or a ``daskperiment_store.Store``; created if absent)."""
         from .sharing import push_trials
 
         return push_trials(self._read_store(), self.id, url)

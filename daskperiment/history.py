@@ -22,8 +22,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from .errors import DamagedTrial
 from .ids import parse_trial_id
@@ -60,7 +60,7 @@ def index_ref(experiment_id: str) -> str:
 
 
 def load_trial(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str, dict[str, Any]]:
-    """``(oid, record)`` of a trial, read as JSON only. :class:`store.errors.RefNotFound` when
+    """``(oid, record)`` of a trial, read as JSON only. :class:`daskperiment_store.errors.RefNotFound` when
     there is no such trial; a malformed (hostile) record raises what :func:`reads.read_trial`
     raises (nothing is decoded); :class:`DamagedTrial` when its ref or record cannot be read
     (corrupt or missing object, unparsable ref), so one damaged trial never hides the rest."""

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-import store
+import daskperiment_store as store
 
 from .log import logger
 

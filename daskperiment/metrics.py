@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    import store
+    import daskperiment_store as store
 
 
 class MetricBuffer:
@@ -66,7 +66,7 @@ class MetricBuffer:
         self._points = {}
         if st is None:
             record["_deferred_metrics"] = series
-            from store import codec
+            from daskperiment_store import codec
 
             return {key: codec.digest(s) for key, s in series.items()}
         return {key: st.put(s) for key, s in series.items()}

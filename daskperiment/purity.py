@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import store
+import daskperiment_store as store
 
 from .log import logger
 from .provenance import inputs as input_files

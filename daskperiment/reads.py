@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import store
+import daskperiment_store as store
 
 from .errors import MalformedRecord, PickleRefused
 

@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import store
-from store import bundle as store_bundle
-from store import sync as store_sync
+import daskperiment_store as store
+from daskperiment_store import bundle as store_bundle
+from daskperiment_store import sync as store_sync
 
 from . import history, purity, trial
 from .errors import (
@@ -167,7 +167,7 @@ def is_store_directory(path: str | os.PathLike[str]) -> bool:
 
 
 def locate(location: Any, experiment_id: str, *, directory: bool | None = None) -> Any:
-    """What ``store.open`` needs for ``experiment_id`` at ``location``.
+    """What ``daskperiment_store.open`` needs for ``experiment_id`` at ``location``.
 
     A ``Store``, a backend or a URL is the store itself (a store holds experiments by id), and
     so is a local path with a ``config``. Any other local path is a directory of stores (one
@@ -207,7 +207,7 @@ def open_store(
 
 
 def open_target(target: Any, *, create: bool = False, read_only: bool = False) -> store.Store:
-    """``store.open`` with a URL fsspec cannot handle (unknown protocol, missing package)
+    """``daskperiment_store.open`` with a URL fsspec cannot handle (unknown protocol, missing package)
     reported as a :class:`SharingError` naming the location."""
     if isinstance(target, store.Store):
         return target
@@ -451,7 +451,7 @@ def _conflict_from(
 
 def push_trials(src: store.Store | None, experiment_id: str, url: Any) -> ShareReport:
     """Copy the finished trials of ``experiment_id`` in ``src`` to the store at ``url``
-    (a path, URL, ``store.Store`` or directory of stores; created if absent)."""
+    (a path, URL, ``daskperiment_store.Store`` or directory of stores; created if absent)."""
     src, _ = _require(src, experiment_id)
     dst = open_store(url, experiment_id, create=True)
     return _transfer(src, dst, experiment_id, "push")
@@ -521,7 +521,7 @@ def bundle_experiment(path: str | os.PathLike[str]) -> tuple[str, dict[int, str]
     """The experiment id and trial refs a bundle holds (read from its header only).
 
     Raises :class:`SharingError` for a bundle holding refs other than trials or trials of
-    several experiments, and :class:`store.errors.BundleError` for a malformed one.
+    several experiments, and :class:`daskperiment_store.errors.BundleError` for a malformed one.
     """
     header = store_bundle.read_bundle_header(path)
     by_experiment: dict[str, dict[int, str]] = {}
@@ -565,9 +565,9 @@ def import_bundle(
 
     ``id``: import under this experiment id instead of the bundle's (the way around a
     conflict). ``backend``: ``"local"`` (the store ``daskperiment_cache/<id>``), a path, a
-    URL, a ``store.Store`` or a directory of stores (``directory``: see :func:`locate`).
+    URL, a ``daskperiment_store.Store`` or a directory of stores (``directory``: see :func:`locate`).
     Every object is verified before it is written and nothing is unpickled. Raises :class:`TrialConflict` (nothing changed) when a
-    trial id exists with another record, :class:`store.errors.BundleError` for a malformed,
+    trial id exists with another record, :class:`daskperiment_store.errors.BundleError` for a malformed,
     truncated or tampered bundle.
     """
     from .experiment import _validate_id

@@ -37,8 +37,8 @@ from dask._task_spec import DataNode
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-import store
-from store import codec
+import daskperiment_store as store
+from daskperiment_store import codec
 
 from . import live, metrics, seeding, sysmetrics
 from .code import CodeSnapshot

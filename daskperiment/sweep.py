@@ -49,7 +49,7 @@ from dask._task_spec import GraphNode
 from dask.base import get_scheduler
 from dask.delayed import Delayed
 
-import store
+import daskperiment_store as store
 
 from . import cache, seeding, sysmetrics
 from .guard import HOLDING, Failure, add_gather, guard

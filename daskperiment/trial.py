@@ -34,8 +34,8 @@ from dask._task_spec import DataNode, GraphNode, Task, TaskRef, convert_legacy_g
 from dask.base import get_scheduler
 from dask.delayed import Delayed
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from . import cache, display, live, purity, seeding, sysmetrics
 from .errors import RecordError, StepFailed

@@ -210,7 +210,7 @@ def sections(doc: Doc, workdir: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import store; print(store.open('daskperiment_cache/quickstart_pj').put({1, 2}))",
+            "import daskperiment_store as store; print(store.open('daskperiment_cache/quickstart_pj').put({1, 2}))",
         ],
         cwd=workdir,
         capture_output=True,

@@ -14,7 +14,7 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 import daskperiment
-import store
+import daskperiment_store as store
 
 ex = daskperiment.Experiment(id="distributed_sweep_pj")
 lr = ex.parameter("lr")

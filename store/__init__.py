@@ -1,6 +1,6 @@
 """A git-like content-addressed object store (independent of dask and daskperiment).
 
->>> import store
+>>> import daskperiment_store as store
 >>> s = store.open("my_store")            # a local directory; "memory://x", "s3://bucket/p"
 >>> oid = s.put({"lr": 0.1, "layers": [64, 32]})
 >>> s.get(oid)

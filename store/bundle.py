@@ -415,7 +415,7 @@ def import_bundle(
     longest matching prefix wins; other refs keep their names). Refs become visible only after
     every object hashed to its oid and the trailer checksum matched; objects written before a
     failure are unreferenced (``gc`` removes them). A ref that exists with another oid refuses
-    the whole import (:class:`store.errors.RefConflicts`) with no ref changed; one that exists
+    the whole import (:class:`daskperiment_store.errors.RefConflicts`) with no ref changed; one that exists
     with the same oid is left as is, so importing twice changes nothing. Malformed, truncated
     or hostile input raises :class:`BundleError`.
     """

@@ -1,7 +1,7 @@
 """Codecs: turn values into canonical bytes (a *body*) and back, choosing the encoding by type.
 
 Every object is stored as a *kind* (a short ASCII type tag) and a *body*. The object's digest is
-``xxh3_128(kind + b"\\0" + body)`` (:func:`store.digest.hash_chunks`), so two values get the
+``xxh3_128(kind + b"\\0" + body)`` (:func:`daskperiment_store.digest.hash_chunks`), so two values get the
 same digest exactly when their kinds and bodies are equal. :func:`encode` picks the first codec
 that fits the value's exact type (subclasses of ``dict``, ``str``, ``float``, ``np.ndarray``,
 ... are not the built-ins they extend and go to ``pickle``):
@@ -11,7 +11,7 @@ that fits the value's exact type (subclasses of ``dict``, ``str``, ``float``, ``
     (``S``) dtype. Object, structured, ``StringDType``, ``longdouble`` arrays and arrays of
     zero-width items go to ``pickle``.
 ``bytes``    ``bytes``, ``bytearray``, ``memoryview``; decodes to ``bytes``.
-``pandas``   ``pandas.Series``, ``DataFrame`` and ``Index`` (see :mod:`store.codec_pandas` for
+``pandas``   ``pandas.Series``, ``DataFrame`` and ``Index`` (see :mod:`daskperiment_store.codec_pandas` for
     what is covered); one that cannot be represented exactly goes to ``pickle``.
 ``json``     plain data, by the rules below.
 ``pickle``   anything else, through cloudpickle.
@@ -64,7 +64,7 @@ chosen by whoever wrote it: only read pickle objects from stores you trust. Deco
 digests are stable for a value pickled the same way, but not canonical: equal dicts built in a
 different order, or sets of strings under different ``PYTHONHASHSEED`` values, can pickle (and
 hash) differently. A :class:`Link` inside a value that needs pickle is refused
-(:class:`store.errors.EncodeError`): links are only followed inside ``json`` objects, and a
+(:class:`daskperiment_store.errors.EncodeError`): links are only followed inside ``json`` objects, and a
 link the store cannot see would not keep its target alive.
 """
 
@@ -228,7 +228,7 @@ def _type_name(value: Any) -> str:
 
 
 def _is_pandas(value: Any) -> bool:
-    # pandas is imported only once a pandas object exists, which keeps `import store` light.
+    # pandas is imported only once a pandas object exists, which keeps `import daskperiment_store` light.
     if "pandas" not in sys.modules:
         return False
     module = type(value).__module__
@@ -238,7 +238,7 @@ def _is_pandas(value: Any) -> bool:
 def encode(value: Any) -> Encoded:
     """Encode ``value`` with the first codec that fits it (see the module docstring).
 
-    Raises :class:`store.errors.EncodeError` naming the type when nothing can encode it.
+    Raises :class:`daskperiment_store.errors.EncodeError` naming the type when nothing can encode it.
     """
     cls = type(value)
     enc: Encoded | None = None

@@ -1,7 +1,7 @@
 """The ``pandas`` codec: Series, DataFrame and Index without pickle, built from column buffers.
 
 Body: a framed header ``{"buffers": [n0, n1, ...], "object": SPEC}`` (framing as in
-:mod:`store.codec`) followed by the buffers. Every column is encoded on its own, whatever the
+:mod:`daskperiment_store.codec`) followed by the buffers. Every column is encoded on its own, whatever the
 frame's internal block layout, so equal frames hash the same whether or not they are
 consolidated. ``SPEC`` is one of::
 

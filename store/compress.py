@@ -1,6 +1,6 @@
 """Compression of object bodies: zstd, or nothing when it would not pay.
 
-Compression ids, as written in object headers (:mod:`store.objfile`):
+Compression ids, as written in object headers (:mod:`daskperiment_store.objfile`):
 
 - ``0`` (:data:`NONE`): the payload is the body itself.
 - ``1`` (:data:`ZSTD`): the payload is one zstd frame (content size recorded in the frame

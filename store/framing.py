@@ -1,10 +1,10 @@
-"""Building blocks shared by the codecs (:mod:`store.codec`, :mod:`store.codec_pandas`).
+"""Building blocks shared by the codecs (:mod:`daskperiment_store.codec`, :mod:`daskperiment_store.codec_pandas`).
 
 The body types (:class:`Encoded`, :data:`Chunk`), :class:`DecodeError`, the *framing* of
 bodies that hold buffers (canonical JSON header padded to 64 bytes, then 64-byte aligned
 buffers), the canonical JSON tree with its escapes (including :class:`Link`), and the array
 helpers (canonical little-endian dtypes, buffers in C order). The formats are specified in
-the docstring of :mod:`store.codec`; this module only holds the code both codecs use, so
+the docstring of :mod:`daskperiment_store.codec`; this module only holds the code both codecs use, so
 neither imports the other.
 """
 

@@ -4,7 +4,7 @@ Mark: every object reachable from any ref (``Store.walk``). Sweep: every other o
 mtime is more than ``grace`` seconds in the past, and every temp file as old. Anything younger
 is left alone, so a writer in another process that has stored objects but not yet created
 the ref naming them (or is still writing a temp file) is safe as long as it finishes within
-the grace period. A Store also remembers, for :data:`store.store.FRESH_SECONDS` (10 minutes),
+the grace period. A Store also remembers, for :data:`daskperiment_store.store.FRESH_SECONDS` (10 minutes),
 the objects it has seen (and refreshes an object's mtime when it finds it older than that), so
 a grace below twice that (20 minutes) is only safe when no other process has had the store
 open for writing in the last 10 minutes. Other Stores of gc's own process on the same store

@@ -16,13 +16,13 @@ The header length ``H`` is ``15 + kind_len`` rounded up to a multiple of 64 (64 
 in use), so the payload of a file read into a 64-byte aligned buffer is 64-byte aligned, and the
 items of a raw (uncompressed) array body -- at 64-byte multiples inside the body -- can be used
 in place, without a copy. The object's digest is
-``xxh3_128(kind + b"\\0" + body)`` (:func:`store.digest.hash_chunks`); compression never
+``xxh3_128(kind + b"\\0" + body)`` (:func:`daskperiment_store.digest.hash_chunks`); compression never
 changes it. Readers must reject a version they do not know.
 
 This module owns the format: :func:`build` makes every object file, :func:`verify` (body
 kept) and :func:`verify_stream` (body hashed in pieces, memory bounded) check one against its
-oid, both through :func:`header_of`, raising :class:`store.errors.CorruptObject` with the
-object's path, or :class:`store.errors.ObjectTooLarge` for a body over the size limit.
+oid, both through :func:`header_of`, raising :class:`daskperiment_store.errors.CorruptObject` with the
+object's path, or :class:`daskperiment_store.errors.ObjectTooLarge` for a body over the size limit.
 :func:`parse_header` alone raises :class:`ObjectFormatError` (a ``ValueError``). Object files
 live under the keys of :func:`object_key`.
 """
@@ -137,9 +137,9 @@ def parse_header(buf: bytes | bytearray | memoryview) -> Header:
 
 def build(kind: str, chunks: list[Any], size: int, level: int = 3, threads: int = 0) -> list[Any]:
     """The object file of a body of ``kind`` given as ``chunks`` totalling ``size`` bytes:
-    ``[header, *payload_chunks]``, compressed as :func:`store.compress.compress` decides.
+    ``[header, *payload_chunks]``, compressed as :func:`daskperiment_store.compress.compress` decides.
 
-    The only way object files are made; hash the body first (:func:`store.digest.hash_chunks`)
+    The only way object files are made; hash the body first (:func:`daskperiment_store.digest.hash_chunks`)
     to skip building an object that is already stored.
     """
     compression, payload = compress.compress(chunks, size, level, threads)

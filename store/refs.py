@@ -4,7 +4,7 @@ A ref named ``name`` is the backend key ``refs/<name>`` holding the 32-hex oid f
 ``"\\n"`` (33 bytes). Creating a ref (``create``) and moving one from an expected value
 (``swap``) are atomic across processes on every backend whose ``atomic_put_if_absent`` /
 ``atomic_swap`` is true: of N processes creating the same ref exactly one succeeds, and a swap
-from a stale value fails with :class:`store.errors.RefConflict` instead of overwriting.
+from a stale value fails with :class:`daskperiment_store.errors.RefConflict` instead of overwriting.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class RefStore:
 
     def _decode_all(self, raw: dict[str, bytes | bytearray | memoryview]) -> dict[str, Oid]:
         """``{name: oid}`` sorted by name from ``{backend key: value}``; values are remembered
-        (:data:`~store.backends.base.RECENT_VALUES`) so a listing of S3 need not read them."""
+        (:data:`~daskperiment_store.backends.base.RECENT_VALUES`) so a listing of S3 need not read them."""
         n = len(REFS_PREFIX)
         out = {key[n:]: self._decode(key[n:], raw[key]) for key in sorted(raw)}
         RECENT_VALUES.add(v if isinstance(v, bytes) else bytes(v) for v in raw.values())

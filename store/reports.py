@@ -1,7 +1,7 @@
 """What the store's operations report: object info, fsck, gc and transfer outcomes.
 
 Plain data classes, importable without the store itself (store.fsck, store.gc, store.sync
-and store.bundle fill them in; :class:`store.store.Store` returns them).
+and store.bundle fill them in; :class:`daskperiment_store.store.Store` returns them).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The object store: immutable objects addressed by digest, and refs naming them.
 
 A :class:`Store` joins the codecs (value -> canonical bytes -> digest), compression and the
-object file format to a :class:`~store.backends.base.Backend` (bytes under keys). Objects live
+object file format to a :class:`~daskperiment_store.backends.base.Backend` (bytes under keys). Objects live
 under ``objects/<2 hex>/<30 hex>``; every read verifies that the bytes still hash to the
-object's name. Refs are handled by :class:`store.refs.RefStore` (``store.refs``).
+object's name. Refs are handled by :class:`daskperiment_store.refs.RefStore` (``store.refs``).
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ class Store:
     """A content-addressed object store over a :class:`Backend`.
 
     Objects: ``put(value) -> oid``, ``get(oid)``, ``has``, ``info``, ``iter_oids``,
-    ``links``/``walk`` (objects may link to others through :class:`store.Link` inside JSON
-    values). Refs: ``store.refs`` (a :class:`store.refs.RefStore`). Maintenance: ``fsck``,
+    ``links``/``walk`` (objects may link to others through :class:`daskperiment_store.Link` inside JSON
+    values). Refs: ``store.refs`` (a :class:`daskperiment_store.refs.RefStore`). Maintenance: ``fsck``,
     ``gc``, ``export_bundle``/``import_bundle``, ``push``/``pull``.
 
-    Usually made by :func:`store.open`. A Store may be shared by threads; several processes
+    Usually made by :func:`daskperiment_store.open`. A Store may be shared by threads; several processes
     may use the same store at once (writes are atomic, see ``docs/store-format.md``).
     """
 
@@ -168,7 +168,7 @@ class Store:
     def put(self, value: Any) -> Oid:
         """Store ``value`` (if not stored yet) and return its oid.
 
-        The codec is chosen by type (see :mod:`store.codec`). Putting a value that is already
+        The codec is chosen by type (see :mod:`daskperiment_store.codec`). Putting a value that is already
         stored costs hashing plus one existence check (none at all if this Store wrote or
         found it in the last :data:`FRESH_SECONDS`). Raises :class:`EncodeError` for a value
         no codec can encode and :class:`ReadOnlyStore` on a read-only store.

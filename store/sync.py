@@ -6,7 +6,7 @@ Refs are written only after every object they reach is in place, so a reader of 
 destination never sees a ref to a missing object. A ref that already exists with another oid
 is a conflict: all refs are checked first and, on any conflict, none is changed.
 
-The ref primitives (selecting, planning and applying ref updates) serve :mod:`store.bundle`.
+The ref primitives (selecting, planning and applying ref updates) serve :mod:`daskperiment_store.bundle`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class RefPlan:
 def select_refs(store: Store, refs: Iterable[str] | str = "") -> dict[str, Oid]:
     """Resolve a ref selection: a str is a name prefix ("" = all), else exact names.
 
-    Raises :class:`store.errors.RefNotFound` for an exact name that does not exist.
+    Raises :class:`daskperiment_store.errors.RefNotFound` for an exact name that does not exist.
     """
     if isinstance(refs, str):
         return dict(sorted(store.refs.list(refs).items()))

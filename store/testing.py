@@ -51,7 +51,7 @@ BAD_KEYS = [
 
 @contextmanager
 def count_s3_requests(backend: Any) -> Iterator[collections.Counter[str]]:
-    """Count the requests an S3 :class:`~store.backends.fsspec.FsspecBackend` sends inside the
+    """Count the requests an S3 :class:`~daskperiment_store.backends.fsspec.FsspecBackend` sends inside the
     block, by operation name (``"GetObject"``, ``"HeadObject"``, ``"ListObjectsV2"``, ...)."""
     counts: collections.Counter[str] = collections.Counter()
 
@@ -71,7 +71,7 @@ class _Unreadable:
 
 
 class BackendContract:
-    """Behaviour every :class:`store.backends.base.Backend` must have."""
+    """Behaviour every :class:`daskperiment_store.backends.base.Backend` must have."""
 
     def raw_get(self, backend: Backend, key: str) -> bytes | None:
         """The bytes stored under ``key``, read around the backend (None if absent)."""

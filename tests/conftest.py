@@ -3,7 +3,7 @@
 Backends: ``backend_factory`` (parametrized over local, memory, fsspec-memory and S3) makes
 fresh backends by name. S3: ``s3_server`` starts a real moto server on 127.0.0.1 once per
 session (tests/s3server.py) and points every AWS client of this process and its children at
-it through environment variables, so ``store.open("s3://...")`` needs no options; ``s3_url``,
+it through environment variables, so ``daskperiment_store.open("s3://...")`` needs no options; ``s3_url``,
 ``s3_url_factory``, ``s3_store_factory``, ``s3_storage_options`` and ``s3_fs`` build on it.
 Any test using them is marked ``s3`` automatically. Failing filesystems: ``tiny_tmpfs``
 (a real 1 MiB tmpfs, for ENOSPC and read-only remounts; skipped where mounting is not
@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def tmp_store_path(tmp_path: Path) -> Path:
-    """Where a test's local store goes (not created: ``store.open`` creates it)."""
+    """Where a test's local store goes (not created: ``daskperiment_store.open`` creates it)."""
     return tmp_path / "store"
 
 
@@ -142,8 +142,8 @@ def s3_url(s3_url_factory: Callable[[], str]) -> str:
 
 @pytest.fixture
 def s3_store_factory(s3_url_factory: Callable[[], str]) -> Iterator[Callable[..., Any]]:
-    """Call it for a fresh ``store.Store`` on S3 (each in a bucket of its own)."""
-    import store
+    """Call it for a fresh ``daskperiment_store.Store`` on S3 (each in a bucket of its own)."""
+    import daskperiment_store as store
 
     opened: list[Any] = []
 
@@ -183,7 +183,7 @@ class BackendFactory:
         self._bucket: str | None = None
 
     def location(self, name: str = "main") -> str:
-        """Where backend ``name`` lives, as a path or URL ``store.open`` accepts."""
+        """Where backend ``name`` lives, as a path or URL ``daskperiment_store.open`` accepts."""
         if self.kind == "local":
             return str(self._tmp_path / f"backend-{name}")
         if self.kind == "fsspec-memory":
@@ -195,7 +195,7 @@ class BackendFactory:
         raise ValueError(f"{self.kind} backends have no location")
 
     def __call__(self, name: str = "main", **options: Any) -> Any:
-        from store.backends import FsspecBackend, LocalBackend, MemoryBackend
+        from daskperiment_store.backends import FsspecBackend, LocalBackend, MemoryBackend
 
         if self.kind == "local":
             return LocalBackend(self.location(name), **options)

@@ -11,8 +11,8 @@ import pathlib
 from pathlib import Path
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 
 def build_three_trials(cache: Path, experiment_id: str) -> None:

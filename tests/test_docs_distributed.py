@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import store
+import daskperiment_store as store
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "distributed.md"

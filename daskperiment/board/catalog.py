@@ -224,7 +224,7 @@ class Catalog:
     """The experiments reachable from one ``--store`` target.
 
     ``target`` is a store root (a directory with a ``config``, or a URL), a directory of
-    stores such as ``./daskperiment_cache`` (one store per subdirectory), a ``store.Store``
+    stores such as ``./daskperiment_cache`` (one store per subdirectory), a ``daskperiment_store.Store``
     or an ``Experiment`` (its store, reopened read-only when it is a local directory).
     """
 
@@ -266,7 +266,7 @@ class Catalog:
 
     def check(self) -> None:
         """Fail now (BoardError) when the target is not a store or a directory of stores."""
-        import store
+        import daskperiment_store as store
 
         for location in self._locations():
             try:
@@ -275,7 +275,7 @@ class Catalog:
                 raise BoardError(f"cannot read the store at {location}: {exc}") from exc
 
     def _open(self, location: Any) -> Any:
-        import store
+        import daskperiment_store as store
 
         if not isinstance(location, str):
             return location
@@ -361,7 +361,7 @@ def _experiment_store(experiment: Any) -> Any:
     """Where the dashboard reads ``experiment`` from: its store's directory opened
     read-only, or (a remote or in-memory store) the store object itself, through which the
     dashboard only ever reads."""
-    import store
+    import daskperiment_store as store
 
     if not experiment.trial_id:
         # ex.store would create the store: a dashboard never writes, so say what to do

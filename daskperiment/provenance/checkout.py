@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from ..errors import DaskperimentError
 from ..reads import read_json, read_trial

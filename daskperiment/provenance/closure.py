@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from store import codec
+from daskperiment_store import codec
 
 from .. import code as _code
 from ..log import logger

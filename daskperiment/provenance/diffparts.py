@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store import Link
+from daskperiment_store import Link
 
 
 def _oid(value: Any) -> str | None:

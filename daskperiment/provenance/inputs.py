@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from store import codec
+from daskperiment_store import codec
 
 from ..errors import NotInTrial
 from ..log import logger

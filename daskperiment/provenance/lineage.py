@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import store
+import daskperiment_store as store
 
 _HEX = re.compile(r"[0-9a-f]{6,32}")
 

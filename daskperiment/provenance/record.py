@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from ..steps import StepSpec
 from . import closure as _closure

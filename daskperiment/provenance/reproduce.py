@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import store
-from store import Link
+import daskperiment_store as store
+from daskperiment_store import Link
 
 from ..errors import DaskperimentError
 from ..reads import read_parameters

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import store
-from store import Link, codec
+import daskperiment_store as store
+from daskperiment_store import Link, codec
 
 from . import libraries as _libs
 

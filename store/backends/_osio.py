@@ -1,4 +1,4 @@
-"""Low-level file I/O for :class:`store.backends.local.LocalBackend`: preallocation, whole
+"""Low-level file I/O for :class:`daskperiment_store.backends.local.LocalBackend`: preallocation, whole
 writes and reads, large page-friendly reads, ``flock`` with a timeout, directory fsync."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S3 operations for :class:`store.backends.s3.S3Backend`, through s3fs.
+"""S3 operations for :class:`daskperiment_store.backends.s3.S3Backend`, through s3fs.
 
 Each is atomic by S3's own guarantees: a PUT (or a completed multipart upload) replaces an
 object as a whole; ``If-None-Match: *`` lets exactly one writer create a key; ``If-Match:

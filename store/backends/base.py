@@ -2,7 +2,7 @@
 
 Keys are ``/``-separated strings relative to the store root (``config``,
 ``objects/ab/cdef...``, ``refs/experiments/x/trials/1``). Backends know nothing of objects,
-digests or refs; :class:`store.Store` builds those on top. A backend must be usable from
+digests or refs; :class:`daskperiment_store.Store` builds those on top. A backend must be usable from
 several processes at once; each method documents what is atomic.
 """
 
@@ -137,7 +137,7 @@ class Backend(abc.ABC):
     atomic_put_if_absent: bool = True
     #: ``swap`` is atomic across processes (compare-and-swap under an exclusive lock).
     atomic_swap: bool = True
-    #: Opened read-only: every write raises :class:`store.errors.ReadOnlyStore`.
+    #: Opened read-only: every write raises :class:`daskperiment_store.errors.ReadOnlyStore`.
     read_only: bool = False
 
     @property
@@ -294,6 +294,6 @@ class RecentValues:
         self._unhashed = [value for value, digest in kept if not digest]
 
 
-#: The process-wide :class:`RecentValues`: fed by :class:`store.refs.RefStore` with every ref
+#: The process-wide :class:`RecentValues`: fed by :class:`daskperiment_store.refs.RefStore` with every ref
 #: value it reads or writes, consulted by backends whose listings carry content digests.
 RECENT_VALUES = RecentValues()

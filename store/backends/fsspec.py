@@ -1,4 +1,4 @@
-"""A backend over any fsspec filesystem: ``file://`` and others; S3 in :mod:`store.backends.s3`.
+"""A backend over any fsspec filesystem: ``file://`` and others; S3 in :mod:`daskperiment_store.backends.s3`.
 
 Keys are paths under ``root`` on the filesystem. How each operation is made atomic depends on
 the filesystem, and this backend says so rather than racing silently:
@@ -13,9 +13,9 @@ other filesystems   temp file + ``fs.mv``: atomic     lock object, only with
                                                       otherwise raises ``NotAtomic``
 =================  ================================  ================================
 
-``FsspecBackend("s3://...")`` makes an :class:`store.backends.s3.S3Backend` (conditional
+``FsspecBackend("s3://...")`` makes an :class:`daskperiment_store.backends.s3.S3Backend` (conditional
 writes, no locks), and ``FsspecBackend("memory://name")`` the
-:class:`store.backends.memory.MemoryBackend` of that name: one in-memory mechanism.
+:class:`daskperiment_store.backends.memory.MemoryBackend` of that name: one in-memory mechanism.
 
 **Lock objects**: ``locks/<xx>.lock`` is created with exclusive create (``open(path, "xb")``,
 ``O_EXCL`` locally) holding the owner (host, pid, random token) and time; the holder re-reads
@@ -29,7 +29,7 @@ might, raise ``stale_lock_after``.
 ``durability="fsync"`` fsyncs temp files where the file object has a real descriptor (local).
 Listings are re-read on every call (fsspec's per-instance listing cache is invalidated first),
 since other processes change the store. A write never recreates a removed root directory
-(:class:`store.errors.StoreGone`).
+(:class:`daskperiment_store.errors.StoreGone`).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ class FsspecBackend(Backend):
     ``url_or_fs`` is a URL (``"s3://bucket/store"``, ``"file:///data/s"``) whose options come
     from ``storage_options`` and any extra keyword arguments, or an fsspec filesystem instance
     with ``root`` the store's path on it (for a URL, ``root`` is appended). An S3 URL or
-    filesystem makes an :class:`store.backends.s3.S3Backend`; a ``memory://name`` URL the
-    :class:`store.backends.memory.MemoryBackend` of that name (one in-memory mechanism).
+    filesystem makes an :class:`daskperiment_store.backends.s3.S3Backend`; a ``memory://name`` URL the
+    :class:`daskperiment_store.backends.memory.MemoryBackend` of that name (one in-memory mechanism).
     """
 
     def __new__(cls, url_or_fs: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Layout under the root: every key ``a/b/c`` is the file ``<root>/a/b/c``; ``tmp/`` holds files
 being written (``<pid>-<random>.tmp``); ``locks/`` holds the lock files that serialise
-compare-and-swap. Keys are validated (:func:`store.backends.base.validate_key`) before they
+compare-and-swap. Keys are validated (:func:`daskperiment_store.backends.base.validate_key`) before they
 become paths, so no key names anything outside the root.
 
 What is atomic, and how:
@@ -31,7 +31,7 @@ Durability: ``"atomic"`` (default) gives the atomicity above; after an OS crash 
 loss a recent write may be missing. ``"fsync"`` also fsyncs each file before it is renamed
 into place and the directory after, so a write that returned survives power loss.
 
-Errors: writing to a store opened ``read_only`` raises :class:`store.errors.ReadOnlyStore`,
+Errors: writing to a store opened ``read_only`` raises :class:`daskperiment_store.errors.ReadOnlyStore`,
 and so does a filesystem that refuses the write (``EROFS``, ``EACCES``, ``EPERM``). Any other
 ``OSError`` during a write (``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EIO``) is re-raised as an
 ``OSError`` of the same class and errno whose message names the key and the store; the temp
@@ -88,9 +88,9 @@ class LocalBackend(Backend):
     """Keys as files under ``root`` on the local filesystem (the default, fast backend).
 
     ``root`` is created (with parents) when ``create`` is true and the store is writable;
-    otherwise a missing root raises :class:`store.errors.StoreNotFound`. ``lock_timeout``
+    otherwise a missing root raises :class:`daskperiment_store.errors.StoreNotFound`. ``lock_timeout``
     bounds how long ``swap`` waits for another process's lock before raising
-    :class:`store.errors.LockTimeout`. See the module docstring for what is atomic.
+    :class:`daskperiment_store.errors.LockTimeout`. See the module docstring for what is atomic.
     """
 
     def __init__(
@@ -309,7 +309,7 @@ class LocalBackend(Backend):
         """Hold the exclusive lock that ``swap`` takes for ``key`` (across processes).
 
         Keys share 256 lock files by hash, so two keys may briefly wait on each other; that
-        costs nothing in correctness. Raises :class:`store.errors.LockTimeout` after
+        costs nothing in correctness. Raises :class:`daskperiment_store.errors.LockTimeout` after
         ``timeout`` seconds (default: the backend's ``lock_timeout``).
         """
         if fcntl is None:  # pragma: no cover - Windows

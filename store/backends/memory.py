@@ -38,7 +38,7 @@ _NAMED_LOCK = threading.Lock()
 class MemoryBackend(Backend):
     """Keys in a dict in this process. ``view(read_only=True)`` gives a read-only handle on
     the same data (as reopening a local store read-only would). ``MemoryBackend.named(name)``
-    (what ``store.open("memory://name")`` uses) reaches the same data for the same name
+    (what ``daskperiment_store.open("memory://name")`` uses) reaches the same data for the same name
     anywhere in the process, for as long as it runs."""
 
     def __init__(

@@ -13,12 +13,12 @@ operation                  how
 ``get_many``               concurrent GETs on s3fs's event loop (as many at once as aiobotocore's
                            ``max_pool_connections`` allows: 10 unless ``config_kwargs`` raise it)
 ``list_values``            one listing gives every key's ETag; only values
-                           :data:`~store.backends.base.RECENT_VALUES` does not know are read
+                           :data:`~daskperiment_store.backends.base.RECENT_VALUES` does not know are read
 ========================  ====================================================================
 
 Before the first conditional write the backend checks, once, that the server honours
 ``If-None-Match`` and ``If-Match`` (a server that ignored them would let two writers both
-"win"); if it does not, ``put_if_absent`` and ``swap`` raise :class:`store.errors.NotAtomic`.
+"win"); if it does not, ``put_if_absent`` and ``swap`` raise :class:`daskperiment_store.errors.NotAtomic`.
 A network failure after S3 applied a conditional PUT can make the client's retry see 412, so a
 create may then report "already existed" although it was this process's write: the race then
 has no reported winner, never two.
@@ -49,7 +49,7 @@ from .fsspec import SCHEMES, FsspecBackend
 class S3Backend(FsspecBackend):
     """Keys as objects under ``root`` in an S3 bucket (see the module docstring).
 
-    Made by ``FsspecBackend("s3://bucket/prefix", ...)`` or ``store.open("s3://...")``, with
+    Made by ``FsspecBackend("s3://bucket/prefix", ...)`` or ``daskperiment_store.open("s3://...")``, with
     the same arguments as :class:`FsspecBackend`.
     """
 
@@ -98,7 +98,7 @@ class S3Backend(FsspecBackend):
 
     def list_values(self, prefix: str = "") -> dict[str, bytes | bytearray | memoryview]:
         """``{key: value}`` under ``prefix``: one listing (a request per 1,000 keys) gives
-        every key's ETag; values :data:`~store.backends.base.RECENT_VALUES` knows by that
+        every key's ETag; values :data:`~daskperiment_store.backends.base.RECENT_VALUES` knows by that
         digest are not read again, the others are fetched concurrently."""
         unknown: list[str] = []
         out: dict[str, bytes | bytearray | memoryview] = {}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import daskperiment
-from store.store import object_key
+from daskperiment_store.store import object_key
 
 EXP = "robust_board"
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-import store
+import daskperiment_store as store
 from tests.hostile import build_three_trials, plant_pickle, plant_record, record_of, trial_ref
 
 EXP = "hostile_pj"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment import cache
 
 REUSE = "Reused cached result of {} from trial {}"

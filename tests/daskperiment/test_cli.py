@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment.cli import COMMANDS, build_parser
 from daskperiment.diff import diff_trials
 

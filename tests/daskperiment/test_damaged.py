@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment.errors import DamagedTrial, TrialNotFound
-from store.store import object_key
+from daskperiment_store.store import object_key
 from tests.store.test_store import flip_byte
 
 EXPERIMENT = "damaged_pj"

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment.diff import MISSING, diff_trials
 from daskperiment.errors import TrialNotFound
-from store import Link
+from daskperiment_store import Link
 
 GOLDEN = Path(__file__).parent / "golden"
 EXP = "golden_pj"

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment import history, trial
 from daskperiment.errors import (
     MetricNotFound,

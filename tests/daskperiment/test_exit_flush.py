@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import store
+import daskperiment_store as store
 from daskperiment import history
 
 SCRIPT = """

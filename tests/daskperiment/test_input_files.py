@@ -262,8 +262,8 @@ def test_readers_seen_by_the_hook_and_declared_ones(
     assert "files" not in steps["combine"]
 
     # The directory's digest is that of its tree: it changes with any file below it.
-    import store
-    from store import codec
+    import daskperiment_store as store
+    from daskperiment_store import codec
 
     st = store.open(workdir / "daskperiment_cache" / EXP, create=False)
     tree = st.get(tracked[f"{w}/tracked_dir"])

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment import live
 
 KEYS = ["loss", "a/b", "..", "x.lock", "über"]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment import history, purity, trial
 
 PROCESSES = 4

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 
 RUN_TRIALS = """
 import sys

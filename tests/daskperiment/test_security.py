@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment.errors import InvalidExperimentId, PickleRefused
 from tests.hostile import build_three_trials, plant_pickle, plant_record, record_of, trial_ref
 

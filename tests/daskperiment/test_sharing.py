@@ -13,7 +13,7 @@ import pytest
 import xxhash
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment import sharing
 from daskperiment.errors import ExperimentNotFound, TrialNotFound
 from daskperiment.sharing import SharingError, TrialConflict

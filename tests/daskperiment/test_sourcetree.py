@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import store
+import daskperiment_store as store
 from daskperiment.provenance import sourcetree
 
 

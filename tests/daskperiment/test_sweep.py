@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 import daskperiment
-import store
+import daskperiment_store as store
 from daskperiment.errors import ParameterUndefined, UnknownParameter
 from daskperiment.sweep import derive_seed
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from store.backends import FsspecBackend, LocalBackend, MemoryBackend
-from store.errors import InvalidKey, NotAtomic, ReadOnlyStore, StoreNotFound
-from store.testing import BackendContract, count_s3_requests
+from daskperiment_store.backends import FsspecBackend, LocalBackend, MemoryBackend
+from daskperiment_store.errors import InvalidKey, NotAtomic, ReadOnlyStore, StoreNotFound
+from daskperiment_store.testing import BackendContract, count_s3_requests
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -207,7 +207,7 @@ def test_local_leftover_temp_files_are_listed_and_deleted(tmp_path):
 KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys, threading
-    from store.backends import LocalBackend
+    from daskperiment_store.backends import LocalBackend
 
     backend = LocalBackend(sys.argv[1])
     chunks = [b"x" * (1 << 20)] * 2000
@@ -240,7 +240,7 @@ def test_writer_killed_mid_put_leaves_only_a_temp_file(tmp_path):
 FSIZE_WRITER = textwrap.dedent(
     """
     import errno, sys
-    from store.backends import LocalBackend
+    from daskperiment_store.backends import LocalBackend
     backend = LocalBackend(sys.argv[1])
     try:
         backend.{method}("objects/big", [b"x" * 40_000, b"y" * 40_000])
@@ -339,18 +339,18 @@ def test_memory_urls_are_named_memory_backends_shared_in_the_process():
 
 @pytest.mark.s3
 def test_s3_urls_and_filesystems_make_s3_backends(s3_url, s3_fs):
-    from store.backends import S3Backend
+    from daskperiment_store.backends import S3Backend
 
     assert type(FsspecBackend(s3_url)) is S3Backend
     assert type(FsspecBackend(s3_fs, s3_url.removeprefix("s3://"))) is S3Backend
-    import store
+    import daskperiment_store as store
 
     assert type(store.open(s3_url).backend) is S3Backend
 
 
 @pytest.mark.s3
 def test_s3_large_value_goes_up_as_one_multipart_upload(s3_url, s3_fs, monkeypatch):
-    import store.backends._s3 as s3ops
+    import daskperiment_store.backends._s3 as s3ops
 
     monkeypatch.setattr(s3ops, "SINGLE_PUT", 5 << 20)  # S3's smallest part size
     backend = FsspecBackend(s3_url)
@@ -409,7 +409,7 @@ def test_s3_server_ignoring_conditions_makes_conditional_writes_refuse(s3_withou
 def test_recent_values_are_found_by_md5_and_size():
     import hashlib
 
-    from store.backends.base import RecentValues
+    from daskperiment_store.backends.base import RecentValues
 
     recent = RecentValues(max_size=8)
     recent.add([b"abc", b"abc", b"0123456789"])  # the last is too long to remember
@@ -426,7 +426,7 @@ def test_recent_values_are_found_by_md5_and_size():
 def test_recent_values_forget_the_oldest_half_when_full():
     import hashlib
 
-    from store.backends.base import RecentValues
+    from daskperiment_store.backends.base import RecentValues
 
     recent = RecentValues(max_count=10)
     values = [b"%d" % i for i in range(11)]
@@ -469,7 +469,7 @@ def test_s3_existence_checks_are_one_request(s3_url):
 
 @pytest.mark.s3
 def test_s3_put_if_absent_of_a_small_value_is_one_conditional_put(s3_url, monkeypatch):
-    import store.backends._s3 as s3ops
+    import daskperiment_store.backends._s3 as s3ops
 
     monkeypatch.setattr(s3ops, "SMALL_PUT", 10)
     backend = FsspecBackend(s3_url)

@@ -15,11 +15,17 @@ import numpy as np
 import pytest
 import xxhash
 
-import store
-from store import objfile
-from store.bundle import MAGIC, MAX_HEADER_SIZE, export_bundle, import_bundle, read_bundle_header
-from store.digest import hash_chunks
-from store.errors import BundleError, CorruptObject, RefConflicts, RefNotFound
+import daskperiment_store as store
+from daskperiment_store import objfile
+from daskperiment_store.bundle import (
+    MAGIC,
+    MAX_HEADER_SIZE,
+    export_bundle,
+    import_bundle,
+    read_bundle_header,
+)
+from daskperiment_store.digest import hash_chunks
+from daskperiment_store.errors import BundleError, CorruptObject, RefConflicts, RefNotFound
 
 PREFIX = "experiments/a/trials/"
 

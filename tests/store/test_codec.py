@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tests.hypothesis_profiles  # noqa: F401  (loads the "ci" profile)
-from store.codec import DecodeError, Link, decode, digest, encode, find_links
-from store.digest import hash_chunks
-from store.errors import EncodeError, InvalidOid, StoreError
+from daskperiment_store.codec import DecodeError, Link, decode, digest, encode, find_links
+from daskperiment_store.digest import hash_chunks
+from daskperiment_store.errors import EncodeError, InvalidOid, StoreError
 
 OID_A = "a" * 32
 OID_B = "0123456789abcdef" * 2

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import pandas as hpd
 
 import tests.hypothesis_profiles  # noqa: F401  (loads the "ci" profile)
-from store.codec import DecodeError, decode, digest, encode
+from daskperiment_store.codec import DecodeError, decode, digest, encode
 
 
 def body_of(value: Any) -> tuple[str, bytes]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import zstandard
 
-from store import compress as comp
-from store.compress import NONE, ZSTD, DecompressError, compress, decompress
-from store.errors import StoreError
+from daskperiment_store import compress as comp
+from daskperiment_store.compress import NONE, ZSTD, DecompressError, compress, decompress
+from daskperiment_store.errors import StoreError
 
 
 def joined(chunks) -> bytes:

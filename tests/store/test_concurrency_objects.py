@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import store
+import daskperiment_store as store
 
 N_PROCS = 8
 N_REFS = 20
@@ -22,7 +22,7 @@ N_REFS = 20
 WORKER = r"""
 import json, os, random, sys, time
 import numpy as np
-import store
+import daskperiment_store as store
 
 root, go, me, n_refs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 n_shared, big_size = int(sys.argv[5]), int(sys.argv[6])
@@ -95,7 +95,7 @@ def test_parallel_writers_and_ref_races(where, tmp_path, request):
 
 OPENER = r"""
 import os, sys, time
-import store
+import daskperiment_store as store
 root, go = sys.argv[1], sys.argv[2]
 while not os.path.exists(go):
     time.sleep(0.001)

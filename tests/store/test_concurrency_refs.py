@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _backend(spec: dict[str, Any]) -> Any:
-    from store.backends import FsspecBackend, LocalBackend
+    from daskperiment_store.backends import FsspecBackend, LocalBackend
 
     if spec["kind"] == "local":
         return LocalBackend(spec["location"], create=False)
@@ -38,7 +38,7 @@ def _counter_oid(n: int) -> str:
 
 def _increment(refs: Any, name: str) -> int:
     """Add one to the counter ref; return how many conflicts it took."""
-    from store.errors import RefConflict
+    from daskperiment_store.errors import RefConflict
 
     conflicts = 0
     while True:
@@ -51,8 +51,8 @@ def _increment(refs: Any, name: str) -> int:
 
 
 def worker(spec: dict[str, Any]) -> None:
-    from store.errors import RefExists
-    from store.refs import RefStore
+    from daskperiment_store.errors import RefExists
+    from daskperiment_store.refs import RefStore
 
     refs = RefStore(_backend(spec))
     while not os.path.exists(spec["go"]):
@@ -115,7 +115,7 @@ def run_all(specs: list[dict[str, Any]], go: Path, timeout: float = 240) -> list
 )
 def place(request, tmp_path) -> dict[str, Any]:
     """Where the racing processes meet: kind, location, worker count and workload size."""
-    from store.backends import FsspecBackend, LocalBackend
+    from daskperiment_store.backends import FsspecBackend, LocalBackend
 
     if request.param == "local":
         location = str(tmp_path / "store")
@@ -138,7 +138,7 @@ def spec(place: dict[str, Any], go: Path, **fields: Any) -> dict[str, Any]:
 
 
 def test_processes_racing_to_create_the_same_refs_have_one_winner_each(place, tmp_path):
-    from store.refs import RefStore
+    from daskperiment_store.refs import RefStore
 
     names = [f"experiments/x/trials/{i}" for i in range(place["n"] * 2)]
     go = tmp_path / "go"
@@ -157,7 +157,7 @@ def test_processes_racing_to_create_the_same_refs_have_one_winner_each(place, tm
 
 
 def test_processes_incrementing_a_counter_by_swap_lose_no_update(place, tmp_path):
-    from store.refs import RefStore
+    from daskperiment_store.refs import RefStore
 
     refs = RefStore(place["backend"])
     refs.create("counter", _counter_oid(0))
@@ -172,9 +172,9 @@ def test_processes_incrementing_a_counter_by_swap_lose_no_update(place, tmp_path
 
 @pytest.mark.parametrize("kind", ["local", "fsspec-file"])
 def test_a_lock_holder_killed_with_sigkill_does_not_wedge_the_ref(kind, tmp_path):
-    from store.backends import FsspecBackend, LocalBackend
-    from store.errors import LockTimeout
-    from store.refs import RefStore
+    from daskperiment_store.backends import FsspecBackend, LocalBackend
+    from daskperiment_store.errors import LockTimeout
+    from daskperiment_store.refs import RefStore
 
     if kind == "local":
         location, make = str(tmp_path / "store"), LocalBackend
@@ -213,8 +213,8 @@ def test_a_lock_holder_killed_with_sigkill_does_not_wedge_the_ref(kind, tmp_path
 
 @pytest.mark.s3
 def test_s3_incrementer_killed_mid_loop_leaves_a_counter_others_keep_updating(s3_url, tmp_path):
-    from store.backends import FsspecBackend
-    from store.refs import RefStore
+    from daskperiment_store.backends import FsspecBackend
+    from daskperiment_store.refs import RefStore
 
     refs = RefStore(FsspecBackend(s3_url))
     refs.create("counter", _counter_oid(0))

@@ -13,14 +13,14 @@ import time
 import numpy as np
 import pytest
 
-import store
+import daskperiment_store as store
 
 # A writer that announces the oid it is about to put, then puts 300 MB of random bytes (stored
 # raw, so the write itself is long) with fsync durability (longer still).
 WRITER = r"""
 import sys
 import numpy as np
-import store
+import daskperiment_store as store
 
 st = store.open(sys.argv[1], durability="fsync")
 data = np.frombuffer(np.random.default_rng(int(sys.argv[2])).bytes(300 << 20), dtype=np.uint8)
@@ -106,7 +106,7 @@ def test_writer_killed_mid_put_leaves_only_a_temp_file(tmp_path):
 LIMITED_WRITER = r"""
 import json, sys
 import numpy as np
-import store
+import daskperiment_store as store
 
 st = store.open(sys.argv[1])
 small = st.put(list(range(1000)))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from store.codec import Link, digest
+from daskperiment_store.codec import Link, digest
 
 REPO = Path(__file__).resolve().parents[2]
 

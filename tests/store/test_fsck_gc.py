@@ -11,9 +11,9 @@ import pytest
 from hypothesis import strategies as hst
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
-import store
+import daskperiment_store as store
 import tests.hypothesis_profiles  # noqa: F401  (loads the shared "ci" profile)
-from store.store import object_key
+from daskperiment_store.store import object_key
 
 
 @pytest.fixture
@@ -284,7 +284,7 @@ def test_gc_through_one_store_is_seen_by_other_stores_of_the_process(tmp_path):
     """A Store remembers objects it saw; gc through another Store on the same directory must
     make it forget the ones it deletes, or its next put would skip the write and a new ref
     would name a missing object."""
-    from store import Link
+    from daskperiment_store import Link
 
     first = store.open(tmp_path / "s")
     first.refs.create("t/1", first.put({"in": Link(first.put("big input"))}))

@@ -20,9 +20,9 @@ import pytest
 import xxhash
 import zstandard
 
-import store
-from store import objfile
-from store.errors import BundleError, ObjectTooLarge
+import daskperiment_store as store
+from daskperiment_store import objfile
+from daskperiment_store.errors import BundleError, ObjectTooLarge
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -32,7 +32,7 @@ PEAK_LIMIT_MB = 300
 
 IMPORT = """
 import json, resource, sys, store
-from store.errors import BundleError, ObjectTooLarge
+from daskperiment_store.errors import BundleError, ObjectTooLarge
 s = store.open(sys.argv[1])
 try:
     report = s.import_bundle(sys.argv[2])

@@ -7,12 +7,12 @@ import struct
 import numpy as np
 import pytest
 
-import store
-from store.codec import decode, digest, encode
-from store.compress import NONE, ZSTD
-from store.digest import hash_chunks
-from store.errors import CorruptObject, StoreError
-from store.objfile import (
+import daskperiment_store as store
+from daskperiment_store.codec import decode, digest, encode
+from daskperiment_store.compress import NONE, ZSTD
+from daskperiment_store.digest import hash_chunks
+from daskperiment_store.errors import CorruptObject, StoreError
+from daskperiment_store.objfile import (
     MAGIC,
     MAX_HEADER_LEN,
     VERSION,

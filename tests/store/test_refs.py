@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from store.backends.base import RECENT_VALUES
-from store.digest import Oid
-from store.errors import (
+from daskperiment_store.backends.base import RECENT_VALUES
+from daskperiment_store.digest import Oid
+from daskperiment_store.errors import (
     InvalidOid,
     InvalidRefName,
     ReadOnlyStore,
@@ -16,8 +16,8 @@ from store.errors import (
     RefExists,
     RefNotFound,
 )
-from store.refs import CorruptRef, RefStore, validate_ref_name
-from store.testing import count_s3_requests
+from daskperiment_store.refs import CorruptRef, RefStore, validate_ref_name
+from daskperiment_store.testing import count_s3_requests
 
 A = Oid("a" * 32)
 B = Oid("b" * 32)
@@ -346,7 +346,7 @@ def test_get_many_reads_existing_refs(refs, backend):
 @pytest.mark.s3
 def test_s3_list_reads_only_values_it_has_not_seen(s3_url):
     """Listing refs on S3: one LIST, then a GET per value this process has not seen."""
-    from store.backends import FsspecBackend
+    from daskperiment_store.backends import FsspecBackend
 
     backend = FsspecBackend(s3_url)
     refs = RefStore(backend)
@@ -369,7 +369,7 @@ def test_s3_list_reads_only_values_it_has_not_seen(s3_url):
 def test_s3_list_recognises_values_read_from_another_store(s3_url, tmp_path):
     """What makes a second push cheap: the source's refs, read locally, are recognised in the
     destination's listing without reading them there."""
-    from store.backends import FsspecBackend, LocalBackend
+    from daskperiment_store.backends import FsspecBackend, LocalBackend
 
     s3 = FsspecBackend(s3_url)
     local = RefStore(LocalBackend(tmp_path / "local"))

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store
-from store.errors import CorruptObject, ReadOnlyStore
-from store.objfile import object_key
+import daskperiment_store as store
+from daskperiment_store.errors import CorruptObject, ReadOnlyStore
+from daskperiment_store.objfile import object_key
 
 
 def test_repair_replaces_a_damaged_object_file(tmp_path: Path) -> None:

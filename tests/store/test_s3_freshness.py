@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import store
+import daskperiment_store as store
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 4

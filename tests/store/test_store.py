@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hst
 
-import store
+import daskperiment_store as store
 import tests.hypothesis_profiles  # noqa: F401  (loads the shared "ci" profile)
-from store import config as store_config
-from store.store import FRESH_SECONDS, HEAD_PROBE, object_key
+from daskperiment_store import config as store_config
+from daskperiment_store.store import FRESH_SECONDS, HEAD_PROBE, object_key
 
 
 @pytest.fixture

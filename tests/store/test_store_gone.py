@@ -1,7 +1,7 @@
 """Writes never recreate a store whose directory was removed while it was open.
 
 Recreating it would leave a directory of objects and refs without the ``config`` every
-store starts with, which no later ``store.open`` could read. The write fails with
+store starts with, which no later ``daskperiment_store.open`` could read. The write fails with
 :class:`StoreGone` instead, and opening the location again makes a proper new store.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import store
-from store.errors import StoreGone, StoreNotFound
+import daskperiment_store as store
+from daskperiment_store.errors import StoreGone, StoreNotFound
 
 
 def _local(path: Path) -> store.Store:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store
-from store.errors import CorruptObject, RefConflict, RefConflicts, RefNotFound
-from store.sync import pull, push
+import daskperiment_store as store
+from daskperiment_store.errors import CorruptObject, RefConflict, RefConflicts, RefNotFound
+from daskperiment_store.sync import pull, push
 
 PREFIX = "experiments/a/trials/"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import store
-from store.store import object_key
+import daskperiment_store as store
+from daskperiment_store.store import object_key
 from tests.hostile import plant_pickle
 
 
@@ -73,7 +73,7 @@ def test_import_check_refuses_before_any_ref_is_created(tmp_path: Path) -> None:
 
 
 def test_push_check_refuses_before_anything_is_copied(tmp_path: Path) -> None:
-    from store import sync
+    from daskperiment_store import sync
 
     src = store.open(tmp_path / "src", create=True)
     src.refs.set("a/1", src.put({"x": 1}))
