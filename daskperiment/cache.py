@@ -48,8 +48,6 @@ from .cache_run import (
     CachedStepCall,
     Entry,
     LoadPlan,
-    cache_prefix,
-    cache_ref,
     code_digest,
     entry_of,
     files_changed_message,
@@ -65,7 +63,9 @@ from .log import logger
 from .provenance import inputs as input_files
 from .provenance.record import dependency_key
 from .reads import read_value
+from .record import cache_prefix, cache_ref
 from .steps import StepCall, StepOutput, StepSpec, TrialContext
+from .steps import records_of as _records_of
 
 __all__ = [
     "ENTRY_TYPE",
@@ -226,8 +226,6 @@ class Planner:
 
     def rewrite(self, keys: list[Any]) -> dict[Any, GraphNode]:
         """The trial's graph with hits loaded or dropped and the other cached steps wrapped."""
-        from .trial import _records_of
-
         graph = dict(self.graph)
         consumers: dict[Any, list[Any]] = {}
         for k, node in graph.items():

@@ -22,17 +22,18 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import daskperiment_store as store
 
-from . import __version__, ids, sharing, trial
-from .errors import FSCK_ADVICE, DamagedTrial, DaskperimentError, ExperimentNotFound
-from .history import DAMAGED
+from . import __version__, ids, sharing
+from .errors import FSCK_ADVICE, DamagedTrial, DaskperimentError
+from .history import DAMAGED, list_experiments
+from .location import experiment_store, open_store, stores_at
 from .log import logger
 from .provenance import commands as provenance_commands
 from .provenance import inputs as input_files
+from .record import trial_ref
 
 DEFAULT_STORE = "daskperiment_cache"
 #: Failures the user can act on: shown as one line, exit status 1.
@@ -284,58 +285,6 @@ def _location(args: argparse.Namespace) -> str:
     return args.store
 
 
-def _stores(location: str, experiment_id: str | None = None) -> list[store.Store]:
-    """The stores at ``location``: the store itself, or each store of a directory."""
-    if experiment_id is not None:
-        return [_experiment_store(location, experiment_id, check_trials=False)]
-    if sharing.is_url(location) or (Path(location) / "config").exists():
-        return [sharing.open_target(location, read_only=True)]
-    path = Path(location)
-    if not path.is_dir():
-        raise store.errors.StoreError(
-            f"no store or directory of stores at {location}; pass --store PATH|URL"
-        )
-    return [
-        store.open(str(sub), create=False, read_only=True)
-        for sub in sorted(path.iterdir())
-        if (sub / "config").is_file()
-    ]
-
-
-def _experiment_store(
-    location: str, experiment_id: str, *, check_trials: bool = True, writable: bool = False
-) -> store.Store:
-    """The store holding ``experiment_id``; ExperimentNotFound naming what is there."""
-    try:
-        st = sharing.open_store(location, experiment_id, read_only=not writable, directory=True)
-    except ExperimentNotFound:
-        raise _not_found(location, experiment_id) from None
-    # Names only: a damaged trial ref must not hide the experiment (it shows as damaged).
-    if check_trials and not st.refs.names(trial.trials_prefix(experiment_id)):
-        raise _not_found(location, experiment_id)
-    return st
-
-
-def _not_found(location: str, experiment_id: str) -> ExperimentNotFound:
-    try:
-        known = sorted({e["id"] for st in _stores(location) for e in _experiments(st)})
-    except EXPECTED:
-        known = []
-    listed = ", ".join(known) if known else "none"
-    exc = ExperimentNotFound(experiment_id, location)
-    exc.args = (
-        f"no experiment {experiment_id!r} in {location} (experiments there: {listed}); "
-        "'daskperiment list' shows them, --store PATH|URL reads another store",
-    )
-    return exc
-
-
-def _experiments(st: store.Store) -> list[dict[str, Any]]:
-    from .experiment import list_experiments
-
-    return list_experiments(st)
-
-
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the library's log while an experiment is opened for reading (its load
@@ -352,7 +301,7 @@ def _experiment(args: argparse.Namespace) -> tuple[Any, store.Store]:
     """The experiment named on the command line, opened read-only, and its store."""
     from .experiment import Experiment
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(_location(args), args.experiment)
     with _quiet():
         return Experiment(args.experiment, backend=st), st
 
@@ -409,8 +358,8 @@ def _use_color(choice: str) -> bool:
 
 def cmd_list(args: argparse.Namespace) -> int:
     rows = []
-    for st in _stores(_location(args)):
-        for e in _experiments(st):
+    for st in stores_at(_location(args)):
+        for e in list_experiments(st):
             last = e["last_activity"]
             rows.append(
                 {
@@ -494,7 +443,6 @@ def _history_records(frame: Any) -> list[dict[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .trial import trial_ref
 
     ex, st = _experiment(args)
     try:
@@ -598,7 +546,7 @@ def _show_environment(env: dict[str, Any] | None) -> list[str]:
 def cmd_diff(args: argparse.Namespace) -> int:
     from .diff import diff_trials
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(_location(args), args.experiment)
     result = diff_trials(st, args.experiment, args.a, args.b)
     groups = [
         g
@@ -646,7 +594,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def _find_object(location: str, oid: str, experiment_id: str | None) -> store.Store:
-    stores = _stores(location, experiment_id)
+    stores = stores_at(location, experiment_id)
     for st in stores:
         if st.has(oid):
             return st
@@ -686,7 +634,7 @@ def _report(args: argparse.Namespace, report: sharing.ShareReport) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(_location(args), args.experiment)
     trials = args.trials or None
     return _report(args, sharing.export_trials(st, args.experiment, args.output, trials))
 
@@ -699,14 +647,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    src = _experiment_store(_location(args), args.experiment)
-    dst = sharing.open_store(args.url, args.experiment, create=True, directory=True)
+    src = experiment_store(_location(args), args.experiment)
+    dst = open_store(args.url, args.experiment, create=True, directory=True)
     return _report(args, sharing.push_trials(src, args.experiment, dst))
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    src = _experiment_store(args.url, args.experiment)
-    dst = sharing.open_store(_location(args), args.experiment, create=True, directory=True)
+    src = experiment_store(args.url, args.experiment)
+    dst = open_store(_location(args), args.experiment, create=True, directory=True)
     return _report(args, sharing.pull_trials(dst, args.experiment, src))
 
 
@@ -714,7 +662,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from .reads import trial_ref_problems
 
     ok = True
-    stores = _stores(_location(args), args.experiment)
+    stores = stores_at(_location(args), args.experiment)
     if not stores:
         raise store.errors.StoreError(f"no stores in {_location(args)}; pass --store PATH|URL")
     for st in stores:
@@ -732,7 +680,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     location = _location(args)
-    targets = _stores(location, args.experiment)
+    targets = stores_at(location, args.experiment)
     for st in targets:
         if not args.dry_run:
             st = store.open(st.url, create=False)  # writable this time

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import numbers
-import os
 import sys
 import threading
 import time
@@ -27,19 +26,19 @@ from .errors import (
 )
 from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
 from .ids import validate_experiment_id
+from .location import StoreHandle, experiment_target, worker_target
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
 from .provenance import inputs as input_files
 from .provenance import lineage
 from .reads import MALFORMED, read_json, read_parameters, read_value
+from .record import effective, trial_ref
 from .steps import (
     _CURRENT,
     PERSIST,
     RESULT,
     STEP,
     StepSpec,
-    StoreHandle,
-    _shareable_location,
     current_step,
     make_step,
 )
@@ -52,30 +51,6 @@ ENVIRONMENT_TYPE = "daskperiment.environment"
 
 
 _validate_id = validate_experiment_id
-
-
-def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
-    """``(target, location key)`` for the ``backend`` argument, without touching storage.
-
-    The target is what ``daskperiment_store.open`` takes: a local path (``str``), a URL, a ``Store`` or a
-    backend. Nothing is created here: the store is created by the first trial.
-    """
-    if isinstance(backend, store.Store):
-        return backend, ("store", id(backend))
-    if isinstance(backend, store.backends.base.Backend):
-        return backend, ("backend", id(backend))
-    if isinstance(backend, str) and backend == "local":
-        backend = f"daskperiment_cache/{experiment_id}"
-    if isinstance(backend, os.PathLike):
-        backend = os.fspath(backend)
-    if isinstance(backend, str):
-        if "://" in backend:
-            return backend, ("url", backend)
-        return backend, ("local", os.path.abspath(backend))
-    raise TypeError(
-        "backend must be 'local', a pathlib.Path, a store URL (memory://..., s3://...), "
-        f"a store.Store or a store backend, got {backend!r}"
-    )
 
 
 class Experiment:
@@ -94,7 +69,7 @@ class Experiment:
         system_metrics: bool | None = None,
     ) -> Experiment:  # fmt: skip
         experiment_id = _validate_id(id)
-        target, location = _backend_of(experiment_id, backend)
+        target, location = experiment_target(experiment_id, backend)
         key = (experiment_id, location)
         with _INSTANCES_LOCK:
             instance = _INSTANCES.get(key)
@@ -117,7 +92,7 @@ class Experiment:
     def __reduce__(self) -> tuple[Any, ...]:
         # Steps that use ``ex`` (save_metric, current_trial_id) carry it to workers: send how
         # to find the store, not the instance with its locks and caches.
-        return (_worker_instance, (self.id, _worker_target(self._target, self._store)))
+        return (_worker_instance, (self.id, worker_target(self._target, self._store)))
 
     def _setup(self, experiment_id: str, target: Any, load: bool = True) -> None:
         self.id = experiment_id
@@ -506,7 +481,7 @@ class Experiment:
         if not isinstance(trial_id, numbers.Integral) or isinstance(trial_id, bool):
             raise self._not_found(st, trial_id)
         try:
-            return st.refs.get(trial.trial_ref(self.id, int(trial_id)))
+            return st.refs.get(trial_ref(self.id, int(trial_id)))
         except store.errors.CorruptRef as exc:
             raise DamagedTrial(trial_id, self.id, f"its ref: CorruptRef: {exc}") from None
         except (store.errors.RefNotFound, ValueError, TypeError):
@@ -528,7 +503,7 @@ class Experiment:
             _, record = history.load_trial(self._need_store(), self.id, int(trial_id))
         except store.errors.RefNotFound:  # deleted meanwhile
             raise self._not_found(self._need_store(), trial_id) from None
-        return trial.effective(record)
+        return effective(record)
 
     def get_history(self, verbose: bool = False) -> Any:
         """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
@@ -718,17 +693,6 @@ class Experiment:
         from .board import start
 
         return start(self, port=port, host=host, **kwargs)
-
-
-def _worker_target(target: Any, st: store.Store | None) -> Any:
-    """Where a worker process finds the store (None: it cannot, e.g. a memory store)."""
-    if isinstance(target, str):
-        return os.path.abspath(target) if "://" not in target else target
-    if st is None and isinstance(target, store.Store):
-        st = target
-    if st is not None:
-        return _shareable_location(st)
-    return None if isinstance(target, store.MemoryBackend) else target
 
 
 def _worker_instance(experiment_id: str, target: Any) -> Experiment:

@@ -29,7 +29,16 @@ from .errors import DamagedTrial
 from .ids import parse_trial_id
 from .log import logger
 from .reads import MALFORMED, read_json, read_trial
-from .trial import FAILED, RUNNING, SUCCESS, effective, trial_ref, trials_prefix
+from .record import (
+    DAMAGED,
+    FAILED,
+    RUNNING,
+    SUCCESS,
+    effective,
+    index_ref,
+    trial_ref,
+    trials_prefix,
+)
 
 CHUNK_SIZE = 256
 FLUSH_EVERY = 32
@@ -48,15 +57,8 @@ VERBOSE_COLUMNS = [
 ]
 
 
-#: Status of a trial whose ref or record cannot be read (see :func:`load_trial`).
-DAMAGED = "damaged"
-
 #: What reading a damaged ref or object raises (a corrupt file, a malformed record).
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
-
-
-def index_ref(experiment_id: str) -> str:
-    return f"experiments/{experiment_id}/index"
 
 
 def load_trial(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str, dict[str, Any]]:

@@ -20,8 +20,6 @@ Order of a trial (see docs/design.md):
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import traceback
 import uuid
@@ -43,27 +41,30 @@ from .guard import RECORDS_ATTR, Failure, add_gather, describe_exception, guard
 from .log import logger
 from .parameter import KEY_PREFIX
 from .provenance import record as provenance
-from .steps import PERSIST, TRIAL_KEY, StepCall, StepOutput, TrialContext
+from .record import (
+    FAILED,
+    RECORD_TYPE,
+    RECORD_VERSION,
+    RUNNING,
+    SUCCESS,
+    process_identity,
+    trial_ref,
+)
+from .steps import (
+    PERSIST,
+    TRIAL_KEY,
+    StepCall,
+    StepOutput,
+    TrialContext,
+)
+from .steps import records_of as _records_of
+from .steps import value_of as _value_of
 
 if TYPE_CHECKING:
     from .experiment import Experiment
 
-RECORD_TYPE = "daskperiment.trial"
-RECORD_VERSION = 1
-RUNNING, SUCCESS, FAILED = "running", "success", "failed"
-
 _VALUE_SUFFIX = "~value"
 _RECORD_SUFFIX = "~record"
-
-
-def trial_ref(experiment_id: str, trial_id: int) -> str:
-    """Name of the ref holding trial ``trial_id``'s record."""
-    return f"experiments/{experiment_id}/trials/{trial_id}"
-
-
-def trials_prefix(experiment_id: str) -> str:
-    """Name prefix of every trial ref of an experiment."""
-    return f"experiments/{experiment_id}/trials/"
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,99 +184,6 @@ def resolve_scheduler(dask_kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, An
 
 def _suffixed(key: Any, suffix: str) -> Any:
     return (f"{key[0]}{suffix}", *key[1:]) if isinstance(key, tuple) else f"{key}{suffix}"
-
-
-def _value_of(output: Any) -> Any:
-    return output.value if type(output) is StepOutput else output
-
-
-def _records_of(output: Any) -> dict[str, dict]:
-    return output.records if type(output) is StepOutput else {}
-
-
-# ---------------------------------------------------------------------------------------
-# Processes: telling a running trial from an interrupted one
-# ---------------------------------------------------------------------------------------
-
-
-def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), None where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
-
-
-_HOST = socket.gethostname()
-_BOOT = _boot_id()
-
-
-_IDENTITY: dict[str, Any] = {}
-
-
-def process_identity() -> dict[str, Any]:
-    """Who runs a trial: enough to recognise later that this process is gone.
-
-    Read once per process (a fork gets a new pid, hence a new identity): the start time of
-    a process never changes, and reading ``/proc`` for it costs a file open per trial.
-    """
-    pid = os.getpid()
-    if _IDENTITY.get("pid") != pid:
-        _IDENTITY.update(host=_HOST, pid=pid, start=_process_start(pid), boot=_BOOT)
-    return dict(_IDENTITY)
-
-
-def is_process_gone(process: Mapping[str, Any]) -> bool:
-    """Whether the process named by a running record certainly no longer runs.
-
-    Only decidable on the same host: the pid is not alive, or it is alive but is another
-    process (different start time or boot), i.e. the pid was reused.
-    """
-    if process.get("host") != _HOST:
-        return False
-    if process.get("boot") and _BOOT and process["boot"] != _BOOT:
-        return True
-    pid = process.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by someone else
-        pass
-    start = process.get("start")
-    return start is not None and _process_start(pid) not in (None, start)
-
-
-def interrupted_description(record: Mapping[str, Any]) -> str:
-    process = record.get("process") or {}
-    return (
-        f"Interrupted: the process running this trial (pid {process.get('pid')} on "
-        f"{process.get('host')}) ended before the trial finished"
-    )
-
-
-def effective(record: dict[str, Any]) -> dict[str, Any]:
-    """``record``, with a running trial whose process is gone shown as failed."""
-    if record.get("status") == RUNNING and is_process_gone(record.get("process") or {}):
-        record = dict(record)
-        record["status"] = FAILED
-        record["description"] = interrupted_description(record)
-        record["interrupted"] = True
-    return record
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ..location import experiment_store
+
 SUMMARIES = {
     "checkout": "write a trial's source tree (script and local modules) into a directory",
     "reproduce": "re-run a trial from the store alone and compare it step by step",
@@ -48,20 +50,18 @@ def show_lines(record: dict[str, Any]) -> list[str]:
 
 
 def cmd_checkout(args: argparse.Namespace) -> int:
-    from ..cli import _experiment_store, _location
     from .checkout import checkout
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(args.store, args.experiment)
     done = checkout(st, args.experiment, args.trial, args.directory, force=args.force)
     print(done)
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..cli import _experiment_store, _location
     from .reproduce import reproduce
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(args.store, args.experiment)
     report = reproduce(st, args.experiment, args.trial)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))
