@@ -61,7 +61,7 @@ from .steps import records_of as _records_of
 from .steps import value_of as _value_of
 
 if TYPE_CHECKING:
-    from .experiment import Experiment
+    from .session import Session
 
 _VALUE_SUFFIX = "~value"
 _RECORD_SUFFIX = "~record"
@@ -192,75 +192,112 @@ def _suffixed(key: Any, suffix: str) -> Any:
 
 
 class TrialRun:
-    """Runs one trial of ``result`` for experiment ``ex``; see the module docstring."""
+    """One trial of ``result`` for the experiment of ``session``; see the module docstring.
+
+    Its life: :meth:`begin` (record written *running*, id taken, graph built), then
+    :meth:`record_success` or :meth:`record_failure`. :meth:`run` does all three on one
+    graph; a sweep (daskperiment/sweep.py) begins many trials and computes them together.
+    """
 
     def __init__(
         self,
-        ex: Experiment,
+        session: Session,
         result: Delayed,
         parameters: Mapping[str, Any] | None = None,
         seed: int | None = None,
         dask_kwargs: Mapping[str, Any] | None = None,
         use_cache: bool = True,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.ex = ex
-        self.graph = TrialGraph(result, ex._parameters.by_key)
+        self.session = session
+        self.graph = TrialGraph(result, session.parameters.by_key)
         # Resolve before anything is written: an undefined parameter uses no trial id.
-        self.values = ex._parameters.resolve(self.graph.parameters, parameters)
+        self.values = session.parameters.resolve(self.graph.parameters, parameters)
         self.seed_given = seed is not None
         self.seed = seeding.validate_seed(seed) if seed is not None else seeding.draw_seed()
         self.dask_kwargs = dict(dask_kwargs or {})
         self.use_cache = use_cache
+        #: fields added to the record (a sweep's ``{"sweep": ...}``)
+        self.extra = dict(extra or {})
         self.trial_id: int | None = None
+        self.base: dict[str, Any] = {}
+        self.running_oid = ""
         #: purity refs to point at the final record (see daskperiment/purity.py)
         self._purity_updates: list[str] = []
         self._step_prov: dict[str, dict[str, Any]] = {}
         self._deps: dict[str, str] = {}
 
-    def run(self) -> Any:
-        ex = self.ex
-        st = ex._store_for_writing()
-        base = self._base_record(st)
-        self.trial_id, running_oid = self._allocate(st, base)
+    @property
+    def experiment_id(self) -> str:
+        return self.session.experiment_id
+
+    # -- the lifecycle -------------------------------------------------------------------
+
+    def begin(self, st: store.Store) -> tuple[dict[Any, GraphNode], list[Any], TrialContext]:
+        """Write the running record, take the trial id and build the trial's graph:
+        ``(graph, keys of the result, the context steps run in)``."""
+        self.base = self._base_record(st)
+        self.base.update(self.extra)
+        self.trial_id, self.running_oid = self._allocate(st, self.base)
         logger.info("Started Experiment (trial id=%d)", self.trial_id)
+        self._log_seed()
+        self.session.note_environment(self.base["environment"].oid, self._env)
+        context = TrialContext(
+            self.experiment_id, self.trial_id, self.seed, self.session.handle(),
+            self.use_cache, self._deps,
+            sys_clock=sysmetrics.trial_clock(self.session.system_metrics),
+        )  # fmt: skip
+        graph, keys = self.graph.build(self.values, context)
+        return graph, keys, context
+
+    def record_success(self, st: store.Store, outputs: tuple[Any, ...], elapsed: float) -> Any:
+        """Record the trial as succeeded from its outputs (the result's first); its value."""
+        return self._finish_success(st, self.base, self.running_oid, outputs, elapsed)
+
+    def record_failure(
+        self, st: store.Store, failure: BaseException | Failure, elapsed: float
+    ) -> None:
+        """Record the trial as failed, keeping what its finished steps saved."""
+        self._finish_failed(st, self.base, self.running_oid, failure, elapsed)
+
+    def _log_seed(self) -> None:
         if self.seed_given:
             logger.info("Random seed is initialized with given seed: %d", self.seed)
         else:
             logger.info(
                 "Random seed is not provided, initialized with generated seed: %d", self.seed
             )
-        ex._note_environment(base["environment"].oid, self._env)
-        context = TrialContext(
-            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps,
-            sys_clock=sysmetrics.trial_clock(ex._system_metrics),
-        )  # fmt: skip
-        graph, keys = self.graph.build(self.values, context)
+
+    def run(self) -> Any:
+        """Begin, compute and record the trial; the result's value (or the step's error)."""
+        st = self.session.store_for_writing()
+        graph, keys, context = self.begin(st)
         started = time.perf_counter()
         try:
             # One-time lookups (the first imports distributed) stay off the trial's clock.
             schedule, kwargs = resolve_scheduler(self.dask_kwargs)
             started = time.perf_counter()
             # Cached steps: reused outputs are loaded or left out (daskperiment/cache.py).
-            graph = guard(cache.prepare(st, ex.id, graph, keys, context))
+            graph = guard(cache.prepare(st, self.experiment_id, graph, keys, context))
             # Guarded: a failing step's Failure reaches the end with the records of every
             # step that finished (daskperiment/guard.py).
             last = _suffixed(keys[0], "~trial")
             add_gather(graph, keys, last)
             (outcome,) = schedule(graph, [last], **kwargs)
         except BaseException as exc:
-            elapsed = time.perf_counter() - started
-            self._finish_failed(st, base, running_oid, exc, elapsed)
+            self.record_failure(st, exc, time.perf_counter() - started)
             raise
         elapsed = time.perf_counter() - started
         if type(outcome) is Failure:
-            self._finish_failed(st, base, running_oid, outcome, elapsed)
+            self.record_failure(st, outcome, elapsed)
             raise _exception_of(outcome)
         try:
-            value = self._finish_success(st, base, running_oid, outcome, elapsed)
+            value = self.record_success(st, outcome, elapsed)
         except BaseException as exc:
             # The final record could not be written (a full disk, a lost connection): record
             # the trial as failed with that cause rather than leave it "running", then raise.
-            self._record_failure_of_recording(st, base, running_oid, exc, elapsed)
+            self._record_failure_of_recording(st, self.base, self.running_oid, exc, elapsed)
             raise
         logger.info("Finished Experiment (trial id=%d)", self.trial_id)
         return value
@@ -286,17 +323,17 @@ class TrialRun:
     # -- before ------------------------------------------------------------------------
 
     def _base_record(self, st: store.Store) -> dict[str, Any]:
-        ex = self.ex
+        session = self.session
         params, params_oid = _parameter_fields(st, self.values)
-        code_oid = ex._code_tree(st, self.graph.specs())
-        env_oid, self._env = ex._environment_tree(st)
+        code_oid = session.code_tree(st, self.graph.specs())
+        env_oid, self._env = session.environment_tree(st)
         base = {
             "type": RECORD_TYPE,
             "version": RECORD_VERSION,
-            "experiment": ex.id,
+            "experiment": session.experiment_id,
             "trial_id": None,
             "status": RUNNING,
-            "parent": ex._last_trial_id or None,
+            "parent": session.last_trial_id() or None,
             "seed": self.seed,
             **params,
             "code": Link(code_oid),
@@ -311,23 +348,25 @@ class TrialRun:
             "started": time.time(),
         }
         # Source tree, step closures and libraries: daskperiment/provenance/record.py
-        self._step_prov, self._deps = provenance.apply(base, st, ex.id, self.graph.specs())
+        self._step_prov, self._deps = provenance.apply(
+            base, st, session.experiment_id, self.graph.specs()
+        )
         return base
 
     def _allocate(self, st: store.Store, base: dict[str, Any]) -> tuple[int, str]:
         """Create the first free ``trials/<n>`` ref, pointing at the running record."""
-        ex = self.ex
-        candidate = ex._last_trial_id + 1
+        session = self.session
+        candidate = session.last_trial_id() + 1
         for _ in range(100_000):
             record = dict(base, trial_id=candidate)
             oid = st.put(record)
             try:
-                st.refs.create(trial_ref(ex.id, candidate), oid)
+                st.refs.create(trial_ref(session.experiment_id, candidate), oid)
             except store.errors.RefExists:
                 # Another process took it: jump to what exists now rather than step by one.
-                candidate = max(candidate, ex._scan_last_trial_id(st)) + 1
+                candidate = max(candidate, session.scan_last_trial_id(st)) + 1
                 continue
-            ex._last_trial_id = max(ex._last_trial_id, candidate)
+            session.took_trial_id(candidate)
             return candidate, oid
         raise RecordError(candidate, "no free trial id found after many attempts")
 
@@ -348,9 +387,9 @@ class TrialRun:
         value = output.value if type(output) is StepOutput else output
         record = dict(base, trial_id=self.trial_id, status=SUCCESS)
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
-        cache.after_trial(st, self.ex.id, self.trial_id, record["steps"])
+        cache.after_trial(st, self.experiment_id, self.trial_id, record["steps"])
         try:
-            self._purity_updates = purity.check(st, self.ex.id, record["steps"])
+            self._purity_updates = purity.check(st, self.experiment_id, record["steps"])
         except store.errors.StoreError as exc:
             # Purity refs are derived data: failing to read one must not lose the trial.
             logger.warning("Purity of trial %s could not be checked: %s", self.trial_id, exc)
@@ -389,7 +428,7 @@ class TrialRun:
             traceback=text,
         )
         try:
-            extra = live.parts_without_records(st, self.ex.id, self.trial_id, records)
+            extra = live.parts_without_records(st, self.experiment_id, self.trial_id, records)
             record["steps"], record["metrics"] = self._steps_and_metrics(st, records, extra)
         except (store.errors.StoreError, OSError, KeyError, TypeError, ValueError) as exc2:
             # What the steps saved is a bonus here: the failure itself must be recorded.
@@ -411,14 +450,14 @@ class TrialRun:
         live_refs = live.take_flags(record)  # live metrics: daskperiment/live.py
         oid = st.put(record)
         try:
-            st.refs.swap(trial_ref(self.ex.id, self.trial_id), running_oid, oid)
+            st.refs.swap(trial_ref(self.experiment_id, self.trial_id), running_oid, oid)
         except store.errors.StoreError as exc:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
-        self.ex._trial_recorded(self.trial_id, oid, record)
+        self.session.trial_recorded(self.trial_id, oid, record)
         # The trial is recorded from here on: what follows is derived data, whose failure
         # (a store error, or an OS error such as a full disk) is a warning, not the trial's.
         try:
-            live.cleanup(st, self.ex.id, self.trial_id, live_refs)
+            live.cleanup(st, self.experiment_id, self.trial_id, live_refs)
         except (store.errors.StoreError, OSError) as exc:
             logger.warning("Live metrics of trial %s not cleaned up: %s", self.trial_id, exc)
         try:
