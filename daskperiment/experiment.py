@@ -13,7 +13,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, script, trial
+from . import code, environment, history, live, metrics, script, trial, trialgraph
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -329,10 +329,10 @@ class Experiment(ExperimentState):
         return script.run_from_command_line(self, result, argv, caller)
 
     def _compute_plain(self, delayed: Any, **dask_kwargs: Any) -> Any:
-        graph = trial.TrialGraph(delayed, self._parameters.by_key)
+        graph = trialgraph.TrialGraph(delayed, self._parameters.by_key)
         values = self._parameters.resolve(graph.parameters, None)
         dsk, keys = graph.build(values, None)
-        return trial.compute_graph(dsk, keys, dask_kwargs)[0]
+        return trialgraph.compute_graph(dsk, keys, dask_kwargs)[0]
 
     # -- reading -----------------------------------------------------------------------
 

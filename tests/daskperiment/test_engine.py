@@ -20,7 +20,7 @@ import pytest
 
 import daskperiment
 import daskperiment_store as store
-from daskperiment import history, trial
+from daskperiment import history, trial, trialgraph
 from daskperiment import record as trial_record
 from daskperiment.errors import (
     MetricNotFound,
@@ -158,7 +158,7 @@ def test_one_graph_gives_distinct_keys_per_trial() -> None:
     """Several trials of one graph may run at once on a cluster: keys never collide."""
     ex = memory_experiment("keys_pj")
     s = two_steps(ex)
-    graph = trial.TrialGraph(s, ex._parameters.by_key)
+    graph = trialgraph.TrialGraph(s, ex._parameters.by_key)
     context = trial.TrialContext("keys_pj", 1, 0, None)  # type: ignore[arg-type]
     first, keys1 = graph.build({"a": 1, "b": 2}, context)
     second, keys2 = graph.build({"a": 5, "b": 2}, context)
