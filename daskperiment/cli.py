@@ -17,7 +17,7 @@ import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import __version__, ids
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXP_ARG: dict[str, Any] = {"type": _experiment_id, "metavar": "EXP", "help": "experiment id"}
 
 
-def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
+def _arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     """The arguments of every command but board (which parses its own)."""
     _reading_arguments(subs)
     _diff_arguments(subs["diff"])
@@ -188,7 +188,7 @@ def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     provenance_commands.add_arguments(subs, EXP_ARG, _trial_id)
 
 
-def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
+def _reading_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     _format(subs["list"], ("table", "csv", "json"))
     subs["log"].add_argument("experiment", **EXP_ARG)
     subs["log"].add_argument(
@@ -238,7 +238,7 @@ def _diff_arguments(d: argparse.ArgumentParser) -> None:
     _format(d, ("text", "json"))
 
 
-def _sharing_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
+def _sharing_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     e = subs["export"]
     e.add_argument("experiment", **EXP_ARG)
     e.add_argument("trials", type=_trial_id, nargs="*", metavar="TRIAL", help="default: all")
@@ -255,7 +255,7 @@ def _sharing_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
         _format(subs[name], ("text", "json"))
 
 
-def _maintenance_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
+def _maintenance_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     for name in ("fsck", "gc"):
         subs[name].add_argument(
             "experiment", nargs="?", type=_experiment_id, metavar="EXP", help="only EXP's store"

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import daskperiment_store as store
-from daskperiment_store import Link
+from daskperiment_store import Link, Store
 
 from . import cache as step_cache
 from . import code, environment, history, live, metrics, script, trial, trialgraph
@@ -336,7 +336,7 @@ class Experiment(ExperimentState):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _need_store(self) -> store.Store:
+    def _need_store(self) -> Store:
         st = self._read_store()
         if st is None:
             raise TrialNotFound(None, self.id, 0)
@@ -354,7 +354,7 @@ class Experiment(ExperimentState):
         except (store.errors.RefNotFound, ValueError, TypeError):
             raise self._not_found(st, trial_id) from None
 
-    def _not_found(self, st: store.Store, trial_id: object) -> TrialNotFound:
+    def _not_found(self, st: Store, trial_id: object) -> TrialNotFound:
         # The trials written since this instance last looked (by other processes) count.
         self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
         return TrialNotFound(trial_id, self.id, self._last_trial_id)
@@ -462,7 +462,7 @@ class Experiment(ExperimentState):
             sources = self._read_code(self._need_store(), record)
         return code.format_code(sources, decorators=False)
 
-    def _read_code(self, st: store.Store, record: dict[str, Any]) -> dict[str, str]:
+    def _read_code(self, st: Store, record: dict[str, Any]) -> dict[str, str]:
         link = record.get("code")
         if not isinstance(link, Link):
             return {}
@@ -476,6 +476,8 @@ class Experiment(ExperimentState):
             env = environment.capture()
         else:
             link = self._record(trial_id).get("environment")
+            if not isinstance(link, Link):
+                raise TrialNotFound(trial_id, self.id, self._last_trial_id)
             env = self._read_environment(self._need_store(), link.oid)
         if category is None:
             return env

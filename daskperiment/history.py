@@ -141,7 +141,7 @@ def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
 MALFORMED_STATUS = "malformed"
 
 
-def malformed_row(trial_id: int, record_oid: str, exc: Exception) -> dict[str, Any]:
+def malformed_row(trial_id: int, record_oid: str | None, exc: Exception) -> dict[str, Any]:
     """The row of a trial whose ref names something that is not a trial record."""
     return {
         "trial_id": trial_id,
@@ -484,7 +484,7 @@ def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
         try:
             _, last = load_trial(st, experiment_id, max(ids))
             when = last.get("finished") or last.get("started")
-        except (store.errors.StoreError, DamagedTrial, *MALFORMED):
+        except (store.errors.StoreError, DamagedTrial, *MALFORMED):  # type: ignore[misc]
             when = None
         out.append(
             {

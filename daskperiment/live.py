@@ -273,7 +273,7 @@ def _reread(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, lis
 
     try:
         record = read_record(st, st.refs.get(trial_ref(experiment_id, trial_id)))
-    except (store.errors.StoreError, *MALFORMED):
+    except (store.errors.StoreError, *MALFORMED):  # type: ignore[misc]
         return {}
     final = record.get("metrics") or {}
     return {key: [link.oid] for key, link in final.items()}
@@ -298,7 +298,7 @@ def _readable_refs(st: store.Store, prefix: str) -> dict[str, str]:
         return dict(st.refs.list(prefix))
     except store.errors.CorruptRef:
         pass
-    out = {}
+    out: dict[str, str] = {}
     for name in st.refs.names(prefix):
         try:
             out[name] = st.refs.get(name)

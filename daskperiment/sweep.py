@@ -195,7 +195,7 @@ class SweepTrial(TrialRun):
         logger.warning(
             "Failed Experiment (trial id=%d): %s",
             self.trial_id,
-            self._failure.description if self._failure else describe_exception(failure),
+            self._failure.description if self._failure else describe_exception(failure),  # type: ignore[arg-type]
         )
 
     def _finalize(
@@ -314,11 +314,13 @@ class Sweep:
 
     def _finish(self, t: SweepTrial, outcome: Any) -> None:
         """Record one trial from its gathered outputs, its Failure or an exception."""
+        st = self.st
+        assert st is not None  # set by run() before any trial starts
         try:
             if isinstance(outcome, Failure | BaseException):
-                t.fail(self.st, outcome)
+                t.fail(st, outcome)
             else:
-                t.succeed(self.st, outcome)
+                t.succeed(st, outcome)
         except Exception as exc:  # noqa: BLE001 - the other trials must still be recorded
             t.done = True
             logger.error("Trial %s could not be recorded: %s", t.trial_id, exc)

@@ -29,7 +29,7 @@ from dask._task_spec import GraphNode
 from dask.delayed import Delayed
 
 import daskperiment_store as store
-from daskperiment_store import Link
+from daskperiment_store import Link, Oid
 
 from . import cache, display, live, purity, seeding, sysmetrics
 from .errors import RecordError, StepFailed
@@ -100,6 +100,12 @@ class TrialRun:
     @property
     def experiment_id(self) -> str:
         return self.session.experiment_id
+
+    def _taken_id(self) -> int:
+        """The trial's id, once :meth:`begin` has taken it."""
+        if self.trial_id is None:
+            raise RuntimeError("the trial has not begun: TrialRun.begin takes its id")
+        return self.trial_id
 
     # -- the lifecycle -------------------------------------------------------------------
 
@@ -205,8 +211,8 @@ class TrialRun:
             "parent": session.last_trial_id() or None,
             "seed": self.seed,
             **params,
-            "code": Link(code_oid),
-            "environment": Link(env_oid),
+            "code": Link(Oid(code_oid)),
+            "environment": Link(Oid(env_oid)),
             "digests": {
                 "parameters": params_oid,
                 "code": code_oid,
@@ -256,7 +262,7 @@ class TrialRun:
         value = output.value if type(output) is StepOutput else output
         record = dict(base, trial_id=self.trial_id, status=SUCCESS)
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
-        cache.after_trial(st, self.experiment_id, self.trial_id, record["steps"])
+        cache.after_trial(st, self.experiment_id, self._taken_id(), record["steps"])
         try:
             self._purity_updates = purity.check(st, self.experiment_id, record["steps"])
         except store.errors.StoreError as exc:
@@ -297,7 +303,7 @@ class TrialRun:
             traceback=text,
         )
         try:
-            extra = live.parts_without_records(st, self.experiment_id, self.trial_id, records)
+            extra = live.parts_without_records(st, self.experiment_id, self._taken_id(), records)
             record["steps"], record["metrics"] = self._steps_and_metrics(st, records, extra)
         except (store.errors.StoreError, OSError, KeyError, TypeError, ValueError) as exc2:
             # What the steps saved is a bonus here: the failure itself must be recorded.
@@ -318,15 +324,16 @@ class TrialRun:
         record.setdefault("traceback", None)
         live_refs = live.take_flags(record)  # live metrics: daskperiment/live.py
         oid = st.put(record)
+        trial_id = self._taken_id()
         try:
-            st.refs.swap(trial_ref(self.experiment_id, self.trial_id), running_oid, oid)
+            st.refs.swap(trial_ref(self.experiment_id, trial_id), running_oid, oid)
         except store.errors.StoreError as exc:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
-        self.session.trial_recorded(self.trial_id, oid, record)
+        self.session.trial_recorded(trial_id, oid, record)
         # The trial is recorded from here on: what follows is derived data, whose failure
         # (a store error, or an OS error such as a full disk) is a warning, not the trial's.
         try:
-            live.cleanup(st, self.experiment_id, self.trial_id, live_refs)
+            live.cleanup(st, self.experiment_id, trial_id, live_refs)
         except (store.errors.StoreError, OSError) as exc:
             logger.warning("Live metrics of trial %s not cleaned up: %s", self.trial_id, exc)
         try:
@@ -370,7 +377,9 @@ class TrialRun:
             entry["metrics"] = {k: Link(v) for k, v in rec["metrics"].items()}
             entry.update(self._step_prov.get(name, {}))
             steps[label] = entry
-        metrics_out = {key: Link(_merge_metric(st, oids)) for key, oids in metric_parts.items()}
+        metrics_out = {
+            key: Link(Oid(_merge_metric(st, oids))) for key, oids in metric_parts.items()
+        }
         return steps, metrics_out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from ..location import experiment_store
@@ -19,7 +20,9 @@ EXAMPLES = {
 }
 
 
-def add_arguments(subs: dict[str, argparse.ArgumentParser], exp_arg: dict, trial_type: Any) -> None:
+def add_arguments(
+    subs: Mapping[str, argparse.ArgumentParser], exp_arg: dict, trial_type: Any
+) -> None:
     c = subs["checkout"]
     c.add_argument("experiment", **exp_arg)
     c.add_argument("trial", type=trial_type, metavar="TRIAL", help="trial id")
