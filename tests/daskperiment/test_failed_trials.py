@@ -166,7 +166,8 @@ def test_points_flushed_live_survive_a_killed_worker(python: Any) -> None:
     run = python.run(
         """
         import os, signal, time
-        import daskperiment, store
+        import daskperiment
+        import daskperiment_store as store
         from daskperiment import live
         from daskperiment import record as trial_record
 
