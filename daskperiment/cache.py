@@ -383,14 +383,23 @@ def clear(st: store.Store, experiment_id: str, step: str | None = None) -> int:
     return removed
 
 
+def _is_pickle(st: store.Store, oid: str) -> bool:
+    """Whether ``oid`` is a pickle (read from its header; an unreadable object counts as one)."""
+    try:
+        return st.info(oid).kind == "pickle"
+    except store.errors.StoreError:
+        return True
+
+
 def derive_entries(
     st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, Mapping]]
 ) -> int:
     """Create cache entries for the cached steps of trials that arrived from another store.
 
     Cache refs never travel (two stores' entries for one key would conflict); the receiving
-    side derives them from the records instead. An existing entry is kept. Returns how many
-    were created.
+    side derives them from the records instead. An existing entry is kept. Outputs stored as
+    pickles get no entry: a later trial reusing one would run code chosen by the sender, so
+    only data (JSON, arrays, frames, bytes) arrives reusable. Returns how many were created.
     """
     created = 0
     for trial_id in sorted(arrived, reverse=True):
@@ -398,6 +407,8 @@ def derive_entries(
         for step in (record.get("steps") or {}).values():
             key, persisted = step.get("cache"), step.get("persisted")
             if not key or not isinstance(persisted, Link):
+                continue
+            if _is_pickle(st, persisted.oid):  # reusing it would run the sender's code
                 continue
             plain = dict(step, output=persisted.oid)
             plain["metrics"] = {k: v.oid for k, v in (step.get("metrics") or {}).items()}
