@@ -24,7 +24,7 @@ from functools import lru_cache
 from importlib import metadata
 
 #: Top-level packages of this library itself: never the user's code, even from a checkout.
-_OWN = frozenset({"daskperiment", "store"})
+_OWN = frozenset({"daskperiment", "daskperiment_store"})
 
 
 @lru_cache(maxsize=1)
