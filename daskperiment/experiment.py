@@ -16,7 +16,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, script, trial
+from . import code, environment, history, live, metrics, script, teams, trial
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -519,6 +519,7 @@ class Experiment:
 
     def _record(self, trial_id: int | None) -> dict[str, Any]:
         """The (effective) record of a trial; :class:`DamagedTrial` if it cannot be read."""
+        trial_id = teams.resolve(self, trial_id)
         if trial_id is None:
             if not self._last_trial_id:
                 self._last_trial_id = self._scan_last_trial_id(self._need_store())
@@ -530,10 +531,20 @@ class Experiment:
             raise self._not_found(self._need_store(), trial_id) from None
         return trial.effective(record)
 
-    def get_history(self, verbose: bool = False) -> Any:
+    def get_history(
+        self,
+        verbose: bool = False,
+        *,
+        where: str | None = None,
+        tags: Iterable[str] | str | None = None,
+        all: bool = False,  # noqa: A002 - as the CLI's --all
+    ) -> Any:
         """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
         ``Success``, ``Finished``, ``Process Time``, ``Description`` (``verbose`` adds the
-        status, seed, digests and reused steps), indexed by ``Trial ID``."""
+        status, seed, digests, reused steps and global id), indexed by ``Trial ID``; a
+        ``Tags`` column once a trial is tagged. Archived trials only with ``all=True``;
+        ``tags``: only trials with all of them; ``where``: the dashboard's filter language
+        (``lr<0.1 model=svm``; see daskperiment/teams.py)."""
         st = self._read_store()
         rows: list[dict[str, Any]] = []
         if st is not None:
@@ -541,14 +552,47 @@ class Experiment:
             if ids:
                 self._last_trial_id = max(self._last_trial_id, ids[-1])
             rows = self._reader.rows(st, ids)
-        return history.frame(rows, self._parameters.names, verbose)
+        return teams.history_frame(self, rows, verbose, where=where, tags=tags, all=all)
+
+    # -- managing trials (daskperiment/teams.py) -------------------------------------------
+
+    def tag(self, trial_id: int | str, *tags: str) -> None:
+        """Tag a trial (by number or global-id prefix); the record itself never changes."""
+        teams.annotate_trials(self, [trial_id], "tag", tags)
+
+    def untag(self, trial_id: int | str, *tags: str) -> None:
+        """Remove tags from a trial (:class:`~daskperiment.teams.UnknownTag` if it lacks one)."""
+        teams.annotate_trials(self, [trial_id], "untag", tags)
+
+    def note(self, trial_id: int | str, text: str) -> None:
+        """Add a note to a trial (notes are kept, each with who wrote it and when)."""
+        teams.annotate_trials(self, [trial_id], "note", [text])
+
+    def archive(self, *trial_ids: int | str) -> None:
+        """Hide trials from the default history (``get_history(all=True)`` shows them)."""
+        teams.annotate_trials(self, trial_ids, "archive", [])
+
+    def unarchive(self, *trial_ids: int | str) -> None:
+        """Show archived trials in the default history again."""
+        teams.annotate_trials(self, trial_ids, "unarchive", [])
+
+    def delete(self, trial_id: int | str) -> int:
+        """Remove a trial from this store (``gc`` then reclaims what nothing else reaches);
+        returns its number."""
+        return teams.delete_trial(self, trial_id)
+
+    def get_annotations(self, trial_id: int | str) -> dict[str, Any]:
+        """Tags, notes, archived flag and the history of changes (who, when) of a trial."""
+        return teams.annotations_of(self, trial_id)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:
         """The record of one trial as plain data (digests as strings)."""
+        trial_id = teams.resolve(self, trial_id)
         record = self._record(trial_id)
         st = self._need_store()
         out = _plain(record)
-        out["id"] = record["trial_id"]
+        number = int(trial_id) if trial_id is not None else self._last_trial_id
+        out.update(teams.trial_extras(st, self.id, number, record, self._record_oid(number)))
         env_link = record.get("environment")
         if isinstance(env_link, Link):
             try:

@@ -387,6 +387,8 @@ class TrialRun:
             "version": RECORD_VERSION,
             "experiment": ex.id,
             "trial_id": None,
+            # Never changes, wherever the trial is shared (daskperiment/identity.py).
+            "global_id": uuid.uuid4().hex,
             "status": RUNNING,
             "parent": ex._last_trial_id or None,
             "seed": self.seed,
