@@ -27,7 +27,7 @@ from typing import Any
 
 import daskperiment_store as store
 
-from . import __version__, ids, sharing, trial
+from . import __version__, ids, sharing, team_commands, trial
 from .errors import FSCK_ADVICE, DamagedTrial, DaskperimentError, ExperimentNotFound
 from .history import DAMAGED
 from .log import logger
@@ -58,13 +58,9 @@ def _experiment_id(text: str) -> str:
     return text
 
 
-def _trial_id(text: str) -> int:
-    trial_id = ids.parse_trial_id(text)
-    if trial_id is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid trial id {text!r}: {ids.TRIAL_ID_RULE}, like 1, 2, 3"
-        )
-    return trial_id
+def _trial_id(text: str) -> int | str:
+    """A trial number, or a global-id prefix that :func:`_resolve_trials` turns into one."""
+    return team_commands.trial_arg(text)
 
 
 def _seconds(text: str) -> float:
@@ -119,6 +115,7 @@ SUMMARIES = {
     "gc": "remove objects no trial reaches and leftover temp files",
     "run": "run a script, then one trial of its @ex.result",
     **provenance_commands.SUMMARIES,
+    **team_commands.SUMMARIES,
     "board": "serve the dashboard in a browser (options: daskperiment board --help)",
 }
 EXAMPLES = {
@@ -136,6 +133,7 @@ EXAMPLES = {
     "gc": "gc --dry-run",
     "run": "run my_experiment.py a=1 b=2 --seed 1",
     **provenance_commands.EXAMPLES,
+    **team_commands.EXAMPLES,
     "board": "board --port 5000",
 }
 COMMANDS = [(name, SUMMARIES[name], f"daskperiment {EXAMPLES[name]}") for name in SUMMARIES]
@@ -181,6 +179,8 @@ def _arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
     _sharing_arguments(subs)
     _maintenance_arguments(subs)
     provenance_commands.add_arguments(subs, EXP_ARG, _trial_id)
+    team_commands.add_arguments(subs, EXP_ARG)
+    team_commands.add_log_arguments(subs["log"])
 
 
 def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
@@ -348,11 +348,12 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _experiment(args: argparse.Namespace) -> tuple[Any, store.Store]:
-    """The experiment named on the command line, opened read-only, and its store."""
+def _experiment(args: argparse.Namespace, writable: bool = False) -> tuple[Any, store.Store]:
+    """The experiment named on the command line, opened read-only (unless ``writable``),
+    and its store."""
     from .experiment import Experiment
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = _experiment_store(_location(args), args.experiment, writable=writable)
     with _quiet():
         return Experiment(args.experiment, backend=st), st
 
@@ -448,7 +449,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     if args.uses is not None:
         return _log_uses(args)
-    frame = _experiment(args)[0].get_history(verbose=args.verbose)
+    frame = team_commands.log_frame(_experiment(args)[0], args)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv())
     elif args.format == "json":
@@ -548,6 +549,7 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     if r.get("description"):
         lines.append(f"description:  {r['description']}")
     lines.append(f"record:       {r.get('record')}")
+    lines += team_commands.show_lines(r)
     lines.append("digests:")
     lines += [f"  {k:<12} {v or '-'}" for k, v in (r.get("digests") or {}).items()]
     lines += provenance_commands.show_lines(r)
@@ -810,6 +812,33 @@ def _board(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: lis
     return board_main(extra)
 
 
+HANDLERS.update(team_commands.handlers(_experiment))
+
+_TRIAL_ARGS = ("trial", "trials", "a", "b")
+
+
+def _resolve_trials(args: argparse.Namespace) -> None:
+    """Global-id prefixes given for trials become the trials' numbers in this store."""
+    named = [n for n in _TRIAL_ARGS if isinstance(getattr(args, n, None), str | list)]
+    if not any(
+        isinstance(v, str) for n in named for v in _as_list(getattr(args, n))
+    ) or not getattr(args, "experiment", None):
+        return
+    from . import teams
+
+    ex = _experiment(args)[0]
+    for n in named:
+        value = getattr(args, n)
+        if isinstance(value, list):
+            setattr(args, n, [teams.resolve(ex, v) for v in value])
+        else:
+            setattr(args, n, teams.resolve(ex, value))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``daskperiment`` command; returns the exit status."""
     parser = build_parser()
@@ -821,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_script(args)
     try:
+        _resolve_trials(args)
         return HANDLERS[args.command](args)
     except BrokenPipeError:
         # The reader went away (`daskperiment log x | head`): stop quietly, as Unix tools do.

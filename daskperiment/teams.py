@@ -34,10 +34,13 @@ class SearchError(DaskperimentError, ValueError):
 class UnknownTag(DaskperimentError, KeyError):
     """A tag no trial carries."""
 
-    def __init__(self, tag: str, known: Iterable[str]) -> None:
-        self.tag, self.known = tag, sorted(known)
-        listed = ", ".join(self.known) or "none yet"
-        super().__init__(f"no trial is tagged {tag!r} (tags: {listed})")
+    def __init__(self, tag: str, known: Iterable[str], trial: Any = None) -> None:
+        self.tag, self.known, self.trial = tag, sorted(known), trial
+        listed = ", ".join(self.known) or "none"
+        if trial is None:
+            super().__init__(f"no trial is tagged {tag!r} (tags in use: {listed})")
+        else:
+            super().__init__(f"trial {trial} has no tag {tag!r} (its tags: {listed})")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -91,11 +94,11 @@ def annotate_trials(ex: Experiment, trials: Iterable[Any], action: str, values: 
     st = ex._store_for_writing()
     if action == "untag":
         current = annotate.read_all(st, ex.id)
-        for _, gid in targets:
+        for number, gid in targets:
             have = current.get(gid, annotate.TrialAnnotations()).tags
             missing = [v for v in values if v not in have]
             if missing:
-                raise UnknownTag(missing[0], have)
+                raise UnknownTag(missing[0], have, number)
     for _, gid in targets:
         for value in values:
             annotate.add_event(st, ex.id, gid, action, value)
