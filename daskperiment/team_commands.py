@@ -183,3 +183,15 @@ def _when(epoch: float) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def team_rows(record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The dashboard's trial summary rows for identity, origin, tags and notes (read-only)."""
+    notes = record.get("notes") or []
+    return [
+        ("Global ID", record.get("global_id")),
+        ("Origin", identity.describe_origin(record.get("origin"))),
+        ("Tags", ", ".join(record.get("tags") or [])),
+        ("Notes", " | ".join(f"{n.get('text')} ({n.get('who')})" for n in notes)),
+        ("Archived", "yes" if record.get("archived") else None),
+    ]

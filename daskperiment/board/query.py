@@ -42,6 +42,8 @@ FIXED_COLUMNS = (
     "Started",
     "Status",
     "Reused Steps",
+    "Tags",
+    "Global ID",
 )
 #: Columns used for filtering by status but not shown as a column of their own.
 HIDDEN_COLUMNS = ("Status",)
