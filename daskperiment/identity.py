@@ -168,7 +168,7 @@ def resolve(
     prefix = text.lower()
     known = global_ids()
     last = max(known, default=0)
-    if len(prefix) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", prefix):
+    if len(prefix) < MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", prefix) or prefix.isdigit():
         raise TrialNotFound(text, experiment_id, last)
     matches = sorted(n for n, g in known.items() if g and g.startswith(prefix))
     if not matches:

@@ -44,12 +44,16 @@ def trial_arg(text: str) -> int | str:
     if number is not None:
         return number
     low = text.lower()
-    if len(low) >= identity.MIN_PREFIX and all(c in "0123456789abcdef" for c in low):
+    digits = text.isascii() and text.isdigit()  # decimal digits are always a number
+    if not digits and len(low) >= identity.MIN_PREFIX and all(c in _HEX for c in low):
         return low
     raise argparse.ArgumentTypeError(
-        f"invalid trial {text!r}: a trial number ({TRIAL_ID_RULE}, like 1, 2, 3) or the "
-        f"start of its global id (at least {identity.MIN_PREFIX} hex characters)"
+        f"invalid trial id {text!r}: {TRIAL_ID_RULE}, like 1, 2, 3 (or the start of a "
+        f"trial's global id: at least {identity.MIN_PREFIX} hex characters, not all digits)"
     )
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def add_arguments(subs: dict[str, argparse.ArgumentParser], exp_arg: dict) -> None:
