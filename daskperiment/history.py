@@ -26,6 +26,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from .errors import DamagedTrial
+from .identity import global_id_of
 from .ids import parse_trial_id
 from .log import logger
 from .reads import MALFORMED, read_json, read_trial
@@ -113,10 +114,9 @@ def row_of(
     record = effective(dict(record))
     status = record.get("status")
     steps = record.get("steps") or {}
-    gid = record.get("global_id")
     return {
         "trial_id": record["trial_id"] if trial_id is None else trial_id,
-        "global_id": gid if isinstance(gid, str) else record_oid,
+        "global_id": global_id_of(record, record_oid),
         "record": record_oid,
         "status": status,
         "interrupted": bool(record.get("interrupted")),

@@ -35,8 +35,6 @@ GLOBAL_ID_FIELD = "global_id"
 _GLOBAL_ID = re.compile(r"[0-9a-f]{32}")
 #: Shortest global-id prefix a command accepts.
 MIN_PREFIX = 4
-#: How many characters of a global id are shown in tables.
-SHORT = 12
 
 
 class AmbiguousTrial(DaskperimentError, KeyError):
@@ -67,17 +65,9 @@ def global_id_of(record: Mapping[str, Any], record_oid: str | None) -> str | Non
     return record_oid
 
 
-def is_global_id(text: object) -> bool:
-    return isinstance(text, str) and _GLOBAL_ID.fullmatch(text) is not None
-
-
 # ---------------------------------------------------------------------------------------
 # Origins
 # ---------------------------------------------------------------------------------------
-
-
-def origins_prefix(experiment_id: str) -> str:
-    return f"experiments/{experiment_id}/origins/"
 
 
 def origin_object(
