@@ -182,6 +182,7 @@ def history_frame(
         frame[TAGS_COLUMN] = [", ".join(s.tags) if s else "" for s in state]
     if verbose:
         frame[GLOBAL_ID_COLUMN] = [r.get("global_id") or r.get("record") for r in rows]
+        frame[ORIGIN_COLUMN] = _origins(ex, [r["trial_id"] for r in rows])
     if tags:
         wanted = [tags] if isinstance(tags, str) else list(tags)
         known = {t for s in notes.values() for t in s.tags}
@@ -193,6 +194,20 @@ def history_frame(
     if where:
         frame = filter_history(frame, where)
     return frame
+
+
+def _origins(ex: Experiment, numbers: list[int]) -> list[str]:
+    """``trial N on HOST`` for trials that arrived from elsewhere, else empty (verbose only:
+    one read per arrived trial)."""
+    st = ex._read_store()
+    prefix = identity.origin_ref(ex.id, 0)[:-1]
+    arrived = set(st.refs.names(prefix)) if st is not None else set()
+    out = []
+    for n in numbers:
+        origin = read_origin(st, ex.id, n) if f"{prefix}{n}" in arrived else None
+        host = f" on {origin.get('host')}" if origin and origin.get("host") else ""
+        out.append(f"trial {origin.get('number')}{host}" if origin else "")
+    return out
 
 
 def filter_history(frame: Any, where: str) -> Any:

@@ -44,6 +44,7 @@ FIXED_COLUMNS = (
     "Reused Steps",
     "Tags",
     "Global ID",
+    "Origin",
 )
 #: Columns used for filtering by status but not shown as a column of their own.
 HIDDEN_COLUMNS = ("Status",)
