@@ -195,17 +195,22 @@ def check_events(st: store.Store, refs: Mapping[str, str], experiment_id: str, w
             raise AnnotationError(f"{where}: {problem}; nothing was shared")
 
 
-def transfer(src: store.Store, dst: store.Store, experiment_id: str, report: Any) -> None:
-    """Copy the annotation events ``dst`` lacks from ``src`` (a union: nothing is replaced),
-    checked before any ref is created; adds their count to ``report.annotations_added``."""
-    from daskperiment_store import sync as store_sync
-
+def missing(src: store.Store, dst: store.Store, experiment_id: str) -> dict[str, str]:
+    """The annotation refs of ``src`` that ``dst`` lacks, each checked (AnnotationError)."""
     prefix = annotations_prefix(experiment_id)
     have = set(dst.refs.names(prefix))
     wanted = {n: o for n, o in src.refs.list(prefix).items() if n not in have}
+    check_events(src, wanted, experiment_id, src.url)
+    return wanted
+
+
+def transfer(src: store.Store, dst: store.Store, wanted: Mapping[str, str], report: Any) -> None:
+    """Copy the annotation events ``wanted`` (see :func:`missing`) from ``src`` (a union:
+    nothing is replaced); adds their count to ``report.annotations_added``."""
+    from daskperiment_store import sync as store_sync
+
     if not wanted:
         return
-    check_events(src, wanted, experiment_id, src.url)
     moved = store_sync.push(src, dst, list(wanted))
     report.annotations_added += len(moved.refs_updated)
     report.objects_copied += moved.objects_copied

@@ -394,6 +394,12 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
         _refuse_malformed(src.url, found.malformed, "nothing was pulled")
     done, report.trials_skipped = found.done, found.skipped
     report.trials_malformed = sorted(found.malformed)
+    try:  # checked before anything is written: a hostile one refuses the whole transfer
+        notes = annotate.missing(src, dst, experiment_id)
+    except annotate.AnnotationError as exc:
+        raise SharingError(
+            str(exc).replace("nothing was shared", f"nothing was {action}ed")
+        ) from None
     if done:
         _moved_since(src, experiment_id, done, action)
         roots = [oid for oid, _ in done.values()]
@@ -402,7 +408,7 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
         report.trials_added = sorted(placed.values())
         report.renumbered = {s: n for s, n in placed.items() if s != n}
         derive(dst, experiment_id, {placed[t]: done[t] for t in placed})
-    annotate.transfer(src, dst, experiment_id, report)
+    annotate.transfer(src, dst, notes, report)
     return report
 
 

@@ -300,6 +300,18 @@ def test_a_bundle_with_hostile_annotation_refs_is_refused(tmp_path: Path, case: 
         assert not [n for n in left if "/trials/" in n or "/annotations/" in n]
 
 
+def test_a_pull_from_a_store_with_hostile_annotation_refs_is_refused(tmp_path: Path) -> None:
+    theirs = make(tmp_path / "theirs", n=1)
+    gid = theirs.get_trial(1)["global_id"]
+    evil = theirs.store.put({1, 2, 3})  # a pickle where an annotation event belongs
+    theirs.store.refs.create(f"experiments/{EXP}/annotations/{gid}/{evil}", evil)
+    mine = make(tmp_path / "mine", n=1)
+    before = mine.store.refs.list("")
+    with pytest.raises(sharing.SharingError, match="nothing was pulled"):
+        sharing.pull_trials(mine.store, EXP, str(tmp_path / "theirs"))
+    assert mine.store.refs.list("") == before
+
+
 # ---------------------------------------------------------------------------------------
 # Archive, delete, gc
 # ---------------------------------------------------------------------------------------
