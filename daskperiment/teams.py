@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import daskperiment_store as store
 
 from . import annotate, history, identity
-from .errors import DaskperimentError
+from .errors import DaskperimentError, TrialNotFound
 from .reads import read_origin
 
 if TYPE_CHECKING:
@@ -62,10 +62,13 @@ def global_ids(ex: Experiment, st: store.Store) -> dict[int, str | None]:
 
 
 def resolve(ex: Experiment, trial: Any) -> Any:
-    """A trial named by number (int or decimal text) or global-id prefix -> its number.
-    Anything else is returned as is (the caller's checks refuse it)."""
+    """A trial named by a global-id prefix (text) -> its number; numbers and anything else
+    are returned as is (the caller's checks refuse what is not a trial). Decimal text is
+    refused: in Python a trial number is an int."""
     if isinstance(trial, str):
         st = ex._need_store()
+        if trial.isdigit():  # "12" is not trial 12 in Python (nor trials 1 and 2): refused
+            raise TrialNotFound(trial, ex.id, max(ex._reader.trial_ids(st), default=0))
         return identity.resolve(ex.id, trial, lambda: global_ids(ex, st))
     return trial
 
