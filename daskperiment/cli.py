@@ -27,7 +27,7 @@ from typing import Any
 
 import daskperiment_store as store
 
-from . import __version__, ids, sharing, team_commands, trial
+from . import __version__, bundles, ids, sharing, team_commands, trial
 from .errors import FSCK_ADVICE, DamagedTrial, DaskperimentError, ExperimentNotFound
 from .history import DAMAGED
 from .log import logger
@@ -694,7 +694,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    report = sharing.import_bundle(
+    report = bundles.import_bundle(
         args.bundle, id=args.new_id, backend=_location(args), directory=True
     )
     return _report(args, report)
