@@ -121,7 +121,7 @@ def replay(events: Iterable[tuple[str, dict[str, Any]]]) -> TrialAnnotations:
     out = TrialAnnotations()
     tags: dict[str, None] = {}
     for oid, ev in sorted(events, key=lambda item: (item[1]["when"], item[0])):
-        action, value = ev["action"], ev.get("value")
+        action, value = ev["action"], str(ev.get("value"))
         if action == "tag":
             tags[value] = None
         elif action == "untag":
@@ -199,7 +199,7 @@ def missing(src: store.Store, dst: store.Store, experiment_id: str) -> dict[str,
     """The annotation refs of ``src`` that ``dst`` lacks, each checked (AnnotationError)."""
     prefix = annotations_prefix(experiment_id)
     have = set(dst.refs.names(prefix))
-    wanted = {n: o for n, o in src.refs.list(prefix).items() if n not in have}
+    wanted: dict[str, str] = {n: o for n, o in src.refs.list(prefix).items() if n not in have}
     check_events(src, wanted, experiment_id, src.url)
     return wanted
 

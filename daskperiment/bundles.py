@@ -43,7 +43,8 @@ def _bundle_refs(path: str | os.PathLike[str]) -> tuple[str, dict[int, str], dic
     """(experiment id, trial number -> record oid, annotation ref -> oid) of a bundle."""
     header = store_bundle.read_bundle_header(path)
     by_experiment: dict[str, dict[int, str]] = {}
-    others, notes = [], {}
+    others: list[str] = []
+    notes: dict[str, str] = {}
     for name, oid in header.refs.items():
         match = _TRIAL_REF.match(name)
         if match is None:
@@ -72,8 +73,8 @@ def _bundle_refs(path: str | os.PathLike[str]) -> tuple[str, dict[int, str], dic
             "daskperiment imports bundles of one experiment (daskperiment export EXP makes them)"
         )
     ((experiment_id, refs),) = by_experiment.items()
-    for name, oid in notes.items():
-        problem = annotate.name_problem(name, oid, experiment_id)
+    for name, note_oid in notes.items():
+        problem = annotate.name_problem(name, note_oid, experiment_id)
         if problem:
             raise SharingError(f"{os.fspath(path)}: {problem}; nothing was imported")
     return experiment_id, dict(sorted(refs.items())), notes

@@ -78,7 +78,7 @@ def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
     )
 
 
-class Experiment:
+class Experiment(teams.TrialManagement):
     """One experiment: its parameters, its steps and the trials recorded in its store.
 
     ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
@@ -553,37 +553,6 @@ class Experiment:
                 self._last_trial_id = max(self._last_trial_id, ids[-1])
             rows = self._reader.rows(st, ids)
         return teams.history_frame(self, rows, verbose, where=where, tags=tags, all=all)
-
-    # -- managing trials (daskperiment/teams.py) -------------------------------------------
-
-    def tag(self, trial_id: int | str, *tags: str) -> None:
-        """Tag a trial (by number or global-id prefix); the record itself never changes."""
-        teams.annotate_trials(self, [trial_id], "tag", tags)
-
-    def untag(self, trial_id: int | str, *tags: str) -> None:
-        """Remove tags from a trial (:class:`~daskperiment.teams.UnknownTag` if it lacks one)."""
-        teams.annotate_trials(self, [trial_id], "untag", tags)
-
-    def note(self, trial_id: int | str, text: str) -> None:
-        """Add a note to a trial (notes are kept, each with who wrote it and when)."""
-        teams.annotate_trials(self, [trial_id], "note", [text])
-
-    def archive(self, *trial_ids: int | str) -> None:
-        """Hide trials from the default history (``get_history(all=True)`` shows them)."""
-        teams.annotate_trials(self, trial_ids, "archive", [])
-
-    def unarchive(self, *trial_ids: int | str) -> None:
-        """Show archived trials in the default history again."""
-        teams.annotate_trials(self, trial_ids, "unarchive", [])
-
-    def delete(self, trial_id: int | str) -> int:
-        """Remove a trial from this store (``gc`` then reclaims what nothing else reaches);
-        returns its number."""
-        return teams.delete_trial(self, trial_id)
-
-    def get_annotations(self, trial_id: int | str) -> dict[str, Any]:
-        """Tags, notes, archived flag and the history of changes (who, when) of a trial."""
-        return teams.annotations_of(self, trial_id)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:
         """The record of one trial as plain data (digests as strings)."""

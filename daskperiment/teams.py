@@ -10,7 +10,7 @@ trial under whatever number it has in a store. The search language is the dashbo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import daskperiment_store as store
 
@@ -44,6 +44,42 @@ class UnknownTag(DaskperimentError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class TrialManagement:
+    """The methods ``Experiment`` gets from here: tagging, notes, archive, delete."""
+
+    def _ex(self) -> Experiment:
+        return cast("Experiment", self)
+
+    def tag(self, trial_id: int | str, *tags: str) -> None:
+        """Tag a trial (by number or global-id prefix); the record itself never changes."""
+        annotate_trials(self._ex(), [trial_id], "tag", tags)
+
+    def untag(self, trial_id: int | str, *tags: str) -> None:
+        """Remove tags from a trial (:class:`~daskperiment.teams.UnknownTag` if it lacks one)."""
+        annotate_trials(self._ex(), [trial_id], "untag", tags)
+
+    def note(self, trial_id: int | str, text: str) -> None:
+        """Add a note to a trial (notes are kept, each with who wrote it and when)."""
+        annotate_trials(self._ex(), [trial_id], "note", [text])
+
+    def archive(self, *trial_ids: int | str) -> None:
+        """Hide trials from the default history (``get_history(all=True)`` shows them)."""
+        annotate_trials(self._ex(), trial_ids, "archive", [])
+
+    def unarchive(self, *trial_ids: int | str) -> None:
+        """Show archived trials in the default history again."""
+        annotate_trials(self._ex(), trial_ids, "unarchive", [])
+
+    def delete(self, trial_id: int | str) -> int:
+        """Remove a trial from this store (``gc`` then reclaims what nothing else reaches);
+        returns its number."""
+        return delete_trial(self._ex(), trial_id)
+
+    def get_annotations(self, trial_id: int | str) -> dict[str, Any]:
+        """Tags, notes, archived flag and the history of changes (who, when) of a trial."""
+        return annotations_of(self._ex(), trial_id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,8 +239,10 @@ def _origins(ex: Experiment, numbers: list[int]) -> list[str]:
     """``trial N on HOST`` for trials that arrived from elsewhere, else empty (verbose only:
     one read per arrived trial)."""
     st = ex._read_store()
+    if st is None:
+        return ["" for _ in numbers]
     prefix = identity.origin_ref(ex.id, 0)[:-1]
-    arrived = set(st.refs.names(prefix)) if st is not None else set()
+    arrived = set(st.refs.names(prefix))
     out = []
     for n in numbers:
         origin = read_origin(st, ex.id, n) if f"{prefix}{n}" in arrived else None
