@@ -26,6 +26,7 @@ import daskperiment_store as store
 
 from .errors import DaskperimentError
 from .reads import read_json
+from .record import annotation_ref, annotations_prefix
 
 EVENT_TYPE = "daskperiment.annotation"
 ACTIONS = ("tag", "untag", "note", "archive", "unarchive")
@@ -38,14 +39,6 @@ _OID = re.compile(r"[0-9a-f]{32}")
 
 class AnnotationError(DaskperimentError, ValueError):
     """An annotation that cannot be made (a malformed tag, an empty note) or read."""
-
-
-def annotations_prefix(experiment_id: str) -> str:
-    return f"experiments/{experiment_id}/annotations/"
-
-
-def annotation_ref(experiment_id: str, global_id: str, event_oid: str) -> str:
-    return f"{annotations_prefix(experiment_id)}{global_id}/{event_oid}"
 
 
 def validate_tag(tag: object) -> str:

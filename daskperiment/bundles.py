@@ -13,7 +13,15 @@ from typing import Any
 from daskperiment_store import bundle as store_bundle
 
 from . import annotate, identity
-from .ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id, parse_trial_id
+from .ids import (
+    EXPERIMENT_ID_RULE,
+    TRIAL_ID_RULE,
+    is_experiment_id,
+    parse_trial_id,
+    validate_experiment_id,
+)
+from .location import open_store
+from .record import staging_prefix
 from .sharing import (
     _TRIAL_REF,
     DEFAULT_DIRECTORY,
@@ -23,7 +31,6 @@ from .sharing import (
     _refuse_malformed,
     _unique,
     derive,
-    open_store,
     trial_refs,
 )
 
@@ -97,10 +104,8 @@ def import_bundle(
     notes are merged (a union). Raises :class:`daskperiment_store.errors.BundleError` for a
     malformed, truncated or tampered bundle, :class:`SharingError` for hostile refs.
     """
-    from .experiment import _validate_id
-
     old_id, refs, notes = _bundle_refs(path)
-    new_id = _validate_id(id) if id is not None else old_id
+    new_id = validate_experiment_id(id) if id is not None else old_id
     if isinstance(backend, str) and backend == "local":
         backend = os.path.join(DEFAULT_DIRECTORY, new_id)
     dst = open_store(backend, new_id, create=True, directory=directory)
@@ -115,7 +120,7 @@ def import_bundle(
         return report
     # Trials arrive under staging names first (their objects stay reachable meanwhile), then
     # get their numbers here: the number in the bundle is only the exporter's name for them.
-    stage = f"experiments/{new_id}/incoming/{identity.new_global_id()}/"
+    stage = staging_prefix(new_id, identity.new_global_id())
     ref_map = {f"experiments/{old_id}/trials/": stage, note_prefix[0]: note_prefix[1]}
     records: dict[int, tuple[str, dict]] = {}
 

@@ -29,7 +29,8 @@ from daskperiment_store import Link
 
 from .errors import DaskperimentError, TrialNotFound
 from .ids import parse_trial_id
-from .reads import ORIGIN_TYPE, origin_ref
+from .reads import ORIGIN_TYPE
+from .record import origin_ref
 
 GLOBAL_ID_FIELD = "global_id"
 _GLOBAL_ID = re.compile(r"[0-9a-f]{32}")
@@ -115,7 +116,7 @@ def place(
     highest); each ref is created atomically, so a concurrent writer never loses its trial.
     Every arrived trial gets its origin.
     """
-    from .trial import trial_ref, trials_prefix
+    from .record import trial_ref, trials_prefix
 
     prefix = trials_prefix(experiment_id)
     taken = {n for n in map(parse_trial_id, _tails(st, prefix)) if n is not None}

@@ -18,6 +18,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from .errors import MalformedRecord, PickleRefused
+from .record import RECORD_TYPE, origin_ref
 
 JSON_KINDS = frozenset({"json"})
 SERIES_KINDS = frozenset({"pandas", "ndarray"})
@@ -34,8 +35,6 @@ def read_record(st: store.Store, oid: str) -> dict[str, Any]:
     """The trial record ``oid``: JSON, a mapping of type ``daskperiment.trial`` with an
     integer ``trial_id``; anything else raises :class:`MalformedRecord` (or
     :class:`store.UnexpectedKind` for a non-JSON object). Never unpickles."""
-    from .trial import RECORD_TYPE  # trial imports the readers that import this module
-
     record = read_json(st, oid)
     if not isinstance(record, dict) or record.get("type") != RECORD_TYPE:
         raise MalformedRecord(oid, f"it is not a {RECORD_TYPE!r} mapping")
@@ -65,11 +64,6 @@ def read_trial(
 
 #: Type of the local object saying where an arrived (renumbered) trial came from.
 ORIGIN_TYPE = "daskperiment.origin"
-
-
-def origin_ref(experiment_id: str, trial_id: int) -> str:
-    """Name of the (local, never shared) ref naming the origin of an arrived trial."""
-    return f"experiments/{experiment_id}/origins/{trial_id}"
 
 
 def read_origin(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import identity
@@ -56,7 +56,7 @@ def trial_arg(text: str) -> int | str:
 _HEX = frozenset("0123456789abcdef")
 
 
-def add_arguments(subs: dict[str, argparse.ArgumentParser], exp_arg: dict) -> None:
+def add_arguments(subs: Mapping[str, argparse.ArgumentParser], exp_arg: dict) -> None:
     for name in ("tag", "untag"):
         subs[name].add_argument("experiment", **exp_arg)
         subs[name].add_argument("trial", type=trial_arg, metavar="TRIAL", help="trial")

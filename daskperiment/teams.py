@@ -151,6 +151,12 @@ def annotations_of(ex: Experiment, trial: Any) -> dict[str, Any]:
     return {"tags": got.tags, "notes": got.notes, "archived": got.archived, "history": got.events}
 
 
+def extras_of(ex: Experiment, trial_id: int | None, record: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`trial_extras` of trial ``trial_id`` (None: the last) of ``ex``."""
+    number = int(trial_id) if trial_id is not None else ex._last_trial_id
+    return trial_extras(ex._need_store(), ex.id, number, record, ex._record_oid(number))
+
+
 def trial_extras(
     st: store.Store, experiment_id: str, number: int, record: Mapping[str, Any], oid: str
 ) -> dict[str, Any]:
@@ -178,7 +184,7 @@ def trial_extras(
 def delete_trial(ex: Experiment, trial: Any) -> int:
     """Remove a trial's ref, origin and annotations (``gc`` then reclaims what nothing else
     reaches: objects shared with other trials, cache entries and purity refs stay)."""
-    from .trial import trial_ref
+    from .record import trial_ref
 
     number, gid = _global_id(ex, trial)
     st = ex._store_for_writing()
