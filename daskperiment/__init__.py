@@ -14,11 +14,11 @@
 
 from __future__ import annotations
 
+from .bundles import import_bundle
 from .errors import DaskperimentError
 from .experiment import Experiment, list_experiments
 from .log import logger
 from .parameter import Parameter
-from .sharing import import_bundle
 
 __version__ = "0.6.0"
 

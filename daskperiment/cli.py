@@ -20,7 +20,9 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import __version__, ids
+import daskperiment_store as store  # noqa: F401
+
+from . import __version__, ids, team_commands
 from .cli_commands import (
     cmd_cat,
     cmd_code,
@@ -36,7 +38,7 @@ from .cli_commands import (
     cmd_run,
     cmd_show,
 )
-from .cli_common import EXPECTED
+from .cli_common import EXPECTED, _experiment
 from .errors import DaskperimentError
 from .log import logger
 from .provenance import commands as provenance_commands
@@ -63,13 +65,9 @@ def _experiment_id(text: str) -> str:
     return text
 
 
-def _trial_id(text: str) -> int:
-    trial_id = ids.parse_trial_id(text)
-    if trial_id is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid trial id {text!r}: {ids.TRIAL_ID_RULE}, like 1, 2, 3"
-        )
-    return trial_id
+def _trial_id(text: str) -> int | str:
+    """A trial number, or a global-id prefix that :func:`_resolve_trials` turns into one."""
+    return team_commands.trial_arg(text)
 
 
 def _seconds(text: str) -> float:
@@ -124,6 +122,7 @@ SUMMARIES = {
     "gc": "remove objects no trial reaches and leftover temp files",
     "run": "run a script, then one trial of its @ex.result",
     **provenance_commands.SUMMARIES,
+    **team_commands.SUMMARIES,
     "board": "serve the dashboard in a browser (options: daskperiment board --help)",
 }
 EXAMPLES = {
@@ -141,6 +140,7 @@ EXAMPLES = {
     "gc": "gc --dry-run",
     "run": "run my_experiment.py a=1 b=2 --seed 1",
     **provenance_commands.EXAMPLES,
+    **team_commands.EXAMPLES,
     "board": "board --port 5000",
 }
 COMMANDS = [(name, SUMMARIES[name], f"daskperiment {EXAMPLES[name]}") for name in SUMMARIES]
@@ -186,6 +186,8 @@ def _arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     _sharing_arguments(subs)
     _maintenance_arguments(subs)
     provenance_commands.add_arguments(subs, EXP_ARG, _trial_id)
+    team_commands.add_arguments(subs, EXP_ARG)
+    team_commands.add_log_arguments(subs["log"])
 
 
 def _reading_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
@@ -333,6 +335,33 @@ def _board(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: lis
     return board_main(extra)
 
 
+HANDLERS.update(team_commands.handlers(_experiment))
+
+_TRIAL_ARGS = ("trial", "trials", "a", "b")
+
+
+def _resolve_trials(args: argparse.Namespace) -> None:
+    """Global-id prefixes given for trials become the trials' numbers in this store."""
+    named = [n for n in _TRIAL_ARGS if isinstance(getattr(args, n, None), str | list)]
+    if not any(
+        isinstance(v, str) for n in named for v in _as_list(getattr(args, n))
+    ) or not getattr(args, "experiment", None):
+        return
+    from . import teams
+
+    ex = _experiment(args)[0]
+    for n in named:
+        value = getattr(args, n)
+        if isinstance(value, list):
+            setattr(args, n, [teams.resolve(ex, v) for v in value])
+        else:
+            setattr(args, n, teams.resolve(ex, value))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``daskperiment`` command; returns the exit status."""
     parser = build_parser()
@@ -344,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_script(args)
     try:
+        _resolve_trials(args)
         return HANDLERS[args.command](args)
     except BrokenPipeError:
         # The reader went away (`daskperiment log x | head`): stop quietly, as Unix tools do.

@@ -13,7 +13,7 @@ from typing import Any
 
 import daskperiment_store as store
 
-from . import sharing
+from . import bundles, sharing, team_commands
 from .cli_common import (
     _experiment,
     _json,
@@ -76,7 +76,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     if args.uses is not None:
         return _log_uses(args)
-    frame = _experiment(args)[0].get_history(verbose=args.verbose)
+    frame = team_commands.log_frame(_experiment(args)[0], args)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv())
     elif args.format == "json":
@@ -175,6 +175,7 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     if r.get("description"):
         lines.append(f"description:  {r['description']}")
     lines.append(f"record:       {r.get('record')}")
+    lines += team_commands.show_lines(r)
     lines.append("digests:")
     lines += [f"  {k:<12} {v or '-'}" for k, v in (r.get("digests") or {}).items()]
     lines += provenance_commands.show_lines(r)
@@ -319,7 +320,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    report = sharing.import_bundle(
+    report = bundles.import_bundle(
         args.bundle, id=args.new_id, backend=_location(args), directory=True
     )
     return _report(args, report)

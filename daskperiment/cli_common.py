@@ -44,11 +44,12 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _experiment(args: argparse.Namespace) -> tuple[Any, store.Store]:
-    """The experiment named on the command line, opened read-only, and its store."""
+def _experiment(args: argparse.Namespace, writable: bool = False) -> tuple[Any, store.Store]:
+    """The experiment named on the command line, opened read-only (unless ``writable``),
+    and its store."""
     from .experiment import Experiment
 
-    st = experiment_store(_location(args), args.experiment)
+    st = experiment_store(_location(args), args.experiment, writable=writable)
     with _quiet():
         return Experiment(args.experiment, backend=st), st
 

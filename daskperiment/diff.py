@@ -78,10 +78,10 @@ class _Reader:
             self._cache[oid] = read_json(self.st, oid)
         return self._cache[oid]
 
-    def record(self, oid: str, trial_id: int) -> dict[str, Any]:
+    def record(self, oid: str, trial_id: int, experiment_id: str | None = None) -> dict[str, Any]:
         """A trial record (typed: JSON trial records only, see daskperiment.reads)."""
         self.count += 1
-        return read_trial(self.st, oid, trial_id)
+        return read_trial(self.st, oid, trial_id, experiment_id)
 
 
 def _oid(value: Any) -> str | None:
@@ -92,7 +92,7 @@ def _record(reader: _Reader, oid: str, experiment_id: str, trial_id: Any) -> dic
     """A trial's record, read as JSON only: a malformed (hostile) record raises what
     :func:`reads.read_trial` raises; :class:`DamagedTrial` when it cannot be read."""
     try:
-        return reader.record(oid, int(trial_id))
+        return reader.record(oid, int(trial_id), experiment_id)
     except MALFORMED:
         raise
     except store.errors.StoreError as exc:

@@ -13,7 +13,7 @@ import daskperiment_store as store
 from daskperiment_store import Link, Store
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, script, trial, trialgraph
+from . import code, environment, history, live, metrics, script, teams, trial, trialgraph
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -49,7 +49,7 @@ _INSTANCES_LOCK = threading.Lock()
 _validate_id = validate_experiment_id
 
 
-class Experiment(ExperimentState):
+class Experiment(ExperimentState, teams.TrialManagement):
     """One experiment: its parameters, its steps and the trials recorded in its store.
 
     ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
@@ -361,6 +361,7 @@ class Experiment(ExperimentState):
 
     def _record(self, trial_id: int | None) -> dict[str, Any]:
         """The (effective) record of a trial; :class:`DamagedTrial` if it cannot be read."""
+        trial_id = teams.resolve(self, trial_id)
         if trial_id is None:
             if not self._last_trial_id:
                 self._last_trial_id = self._scan_last_trial_id(self._need_store())
@@ -372,10 +373,18 @@ class Experiment(ExperimentState):
             raise self._not_found(self._need_store(), trial_id) from None
         return effective(record)
 
-    def get_history(self, verbose: bool = False) -> Any:
-        """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
-        ``Success``, ``Finished``, ``Process Time``, ``Description`` (``verbose`` adds the
-        status, seed, digests and reused steps), indexed by ``Trial ID``."""
+    def get_history(
+        self,
+        verbose: bool = False,
+        *,
+        where: str | None = None,
+        tags: Iterable[str] | str | None = None,
+        all: bool = False,  # noqa: A002 - as the CLI's --all
+    ) -> Any:
+        """A DataFrame of every trial, indexed by ``Trial ID``: parameters, ``Result``,
+        ``Result Type``, ``Success``, ``Finished``, ``Process Time``, ``Description`` (+
+        ``verbose`` columns; ``Tags`` once a trial has one). ``all``: archived trials too;
+        ``tags``, ``where`` (the dashboard's filter): see daskperiment/teams.py."""
         st = self._read_store()
         rows: list[dict[str, Any]] = []
         if st is not None:
@@ -383,14 +392,15 @@ class Experiment(ExperimentState):
             if ids:
                 self._last_trial_id = max(self._last_trial_id, ids[-1])
             rows = self._reader.rows(st, ids)
-        return history.frame(rows, self._parameters.names, verbose)
+        return teams.history_frame(self, rows, verbose, where=where, tags=tags, all=all)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:
         """The record of one trial as plain data (digests as strings)."""
+        trial_id = teams.resolve(self, trial_id)
         record = self._record(trial_id)
         st = self._need_store()
         out = _plain(record)
-        out["id"] = record["trial_id"]
+        out.update(teams.extras_of(self, trial_id, record))
         env_link = record.get("environment")
         if isinstance(env_link, Link):
             try:

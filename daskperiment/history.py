@@ -26,6 +26,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from .errors import DamagedTrial
+from .identity import global_id_of
 from .ids import parse_trial_id
 from .log import logger
 from .reads import MALFORMED, read_json, read_trial
@@ -73,7 +74,7 @@ def load_trial(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str,
     except _DAMAGE as exc:
         raise DamagedTrial(trial_id, experiment_id, f"its ref: {_reason(exc)}") from exc
     try:
-        record = read_trial(st, oid, trial_id)
+        record = read_trial(st, oid, trial_id, experiment_id)
     except MALFORMED:
         raise
     except _DAMAGE as exc:
@@ -114,13 +115,17 @@ def damaged_row(trial_id: int, reason: str) -> dict[str, Any]:
     return _unreadable_row(trial_id, None, DAMAGED, f"Damaged: {reason}; run `daskperiment fsck`")
 
 
-def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
-    """The history row of a trial record (plain JSON data)."""
+def row_of(
+    record: Mapping[str, Any], record_oid: str, trial_id: int | None = None
+) -> dict[str, Any]:
+    """The history row of a trial record (plain JSON data); ``trial_id``: its number in this
+    store, when it arrived renumbered (else the number its record says)."""
     record = effective(dict(record))
     status = record.get("status")
     steps = record.get("steps") or {}
     return {
-        "trial_id": record["trial_id"],
+        "trial_id": record["trial_id"] if trial_id is None else trial_id,
+        "global_id": global_id_of(record, record_oid),
         "record": record_oid,
         "status": status,
         "interrupted": bool(record.get("interrupted")),
@@ -211,6 +216,12 @@ class HistoryReader:
             rows.append(row)
         return rows
 
+    def forget(self, trial_id: int) -> None:
+        """Drop what is kept of a deleted trial."""
+        self._final_rows.pop(trial_id, None)
+        self._indexed.pop(trial_id, None)
+        self._root_oid = None
+
     def take_discovered(self) -> list[dict[str, Any]]:
         """Final rows read from records because the index lacked them (then forgotten)."""
         found, self.discovered = list(self.discovered.values()), {}
@@ -219,7 +230,7 @@ class HistoryReader:
     def _read_row(self, st: store.Store, trial_id: int) -> dict[str, Any] | None:
         try:
             oid, record = load_trial(st, self.experiment_id, trial_id)
-            return row_of(record, oid)
+            return row_of(record, oid, trial_id)
         except store.errors.RefNotFound:
             return None
         except MALFORMED as exc:  # never decoded: shown as malformed, the others still read
@@ -260,6 +271,7 @@ class HistoryReader:
 #: Fields of a row, in the order they are stored as columns of an index chunk.
 ROW_FIELDS = (
     "trial_id",
+    "global_id",
     "record",
     "status",
     "interrupted",
@@ -335,6 +347,31 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
             # a concurrent writer's rows are read from their records until its next flush).
             st.refs.set(name, new_root)
             return
+        try:
+            st.refs.swap(name, current, new_root)
+            return
+        except store.errors.RefConflict:
+            continue
+
+
+def drop_rows(st: store.Store, experiment_id: str, trial_ids: Iterable[int]) -> None:
+    """Remove the rows of deleted trials from the index (compare-and-swap, retried), so a
+    number given again later never shows the deleted trial's row."""
+    by_chunk: dict[str, set[int]] = {}
+    for n in trial_ids:
+        by_chunk.setdefault(str(n // CHUNK_SIZE), set()).add(n)
+    name = index_ref(experiment_id)
+    for _ in range(50):
+        try:
+            current = st.refs.get(name)
+        except store.errors.RefNotFound:
+            return
+        chunks = _current_chunks(st, current)
+        for k, gone in by_chunk.items():
+            if k in chunks:
+                rows = _chunk_rows(st, chunks[k])
+                chunks[k] = Link(st.put(chunk_of(r for n, r in rows.items() if n not in gone)))
+        new_root = st.put({"type": INDEX_TYPE, "version": 1, "chunks": chunks})
         try:
             st.refs.swap(name, current, new_root)
             return

@@ -11,12 +11,14 @@ see ``docs/security.md``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import daskperiment_store as store
+from daskperiment_store import Link
 
 from .errors import MalformedRecord, PickleRefused
-from .record import RECORD_TYPE
+from .record import RECORD_TYPE, origin_ref
 
 JSON_KINDS = frozenset({"json"})
 SERIES_KINDS = frozenset({"pandas", "ndarray"})
@@ -42,13 +44,49 @@ def read_record(st: store.Store, oid: str) -> dict[str, Any]:
     return record
 
 
-def read_trial(st: store.Store, oid: str, trial_id: int) -> dict[str, Any]:
+def read_trial(
+    st: store.Store,
+    oid: str,
+    trial_id: int,
+    experiment_id: str | None = None,
+) -> dict[str, Any]:
     """The record ``trial_id``'s ref names: :func:`read_record`, and it must say it is that
-    trial (a record claiming another id would show one trial twice)."""
+    trial (a record claiming another id would show one trial twice) unless the trial arrived
+    under another number and was renumbered: its origin (``experiment_id`` given) names this
+    very record and the number it says (daskperiment/identity.py)."""
     record = read_record(st, oid)
-    if record.get("trial_id") != trial_id:
+    if record.get("trial_id") != trial_id and not (
+        experiment_id is not None and _renumbered(st, experiment_id, trial_id, oid, record)
+    ):
         raise MalformedRecord(oid, f"it says trial {record.get('trial_id')!r}, its ref {trial_id}")
     return record
+
+
+#: Type of the local object saying where an arrived (renumbered) trial came from.
+ORIGIN_TYPE = "daskperiment.origin"
+
+
+def read_origin(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, Any] | None:
+    """The origin object of a trial that arrived from another store (None for one made here,
+    or an unreadable origin: it only adds information)."""
+    try:
+        origin = read_json(st, st.refs.get(origin_ref(experiment_id, trial_id)))
+    except (store.errors.StoreError, KeyError, ValueError):
+        return None
+    if not isinstance(origin, dict) or origin.get("type") != ORIGIN_TYPE:
+        return None
+    return origin
+
+
+def _renumbered(
+    st: store.Store, experiment_id: str, trial_id: int, oid: str, record: Mapping[str, Any]
+) -> bool:
+    origin = read_origin(st, experiment_id, trial_id)
+    return (
+        origin is not None
+        and origin.get("record") == Link(store.Oid(oid))
+        and origin.get("number") == record.get("trial_id")
+    )
 
 
 def trial_ref_problems(st: store.Store) -> list[tuple[str, str]]:
@@ -67,7 +105,7 @@ def trial_ref_problems(st: store.Store) -> list[tuple[str, str]]:
             found.append((name, f"not a trial id ({TRIAL_ID_RULE}); never read as a trial"))
             continue
         try:
-            read_trial(st, oid, trial_id)
+            read_trial(st, oid, trial_id, parts[1])
         except MALFORMED as exc:
             found.append((name, str(exc)))
         except store.StoreError:

@@ -205,3 +205,23 @@ def effective(record: dict[str, Any]) -> dict[str, Any]:
         record["description"] = interrupted_description(record)
         record["interrupted"] = True
     return record
+
+
+def origin_ref(experiment_id: str, trial_id: int) -> str:
+    """Name of the (local, never shared) ref naming the origin of an arrived trial."""
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/origins/{trial_id}"
+
+
+def annotations_prefix(experiment_id: str) -> str:
+    """Name prefix of the annotation events (tags, notes, archive) of an experiment."""
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/annotations/"
+
+
+def annotation_ref(experiment_id: str, global_id: str, event_oid: str) -> str:
+    """Name of the ref of one annotation event of trial ``global_id`` (its own oid last)."""
+    return f"{annotations_prefix(experiment_id)}{global_id}/{event_oid}"
+
+
+def staging_prefix(experiment_id: str, token: str) -> str:
+    """Prefix under which the trials of a bundle wait for their numbers during an import."""
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/incoming/{token}/"

@@ -7,13 +7,13 @@ so a shared trial is the very same trial on the other side.
 
 Rules:
 
-- A trial id that exists on the receiving side with another record is a conflict: the whole
-  transfer is refused before anything is written (:class:`TrialConflict` names the trials).
-  Importing a bundle under a new experiment id (``id=`` / ``--as``) renames the refs
-  ``experiments/<old>/`` -> ``experiments/<new>/``; records stay byte for byte as they were
-  (their ``experiment`` field keeps the original id: the ref name is what counts).
-- Nothing is ever overwritten; a trial already there with the same record is left as is, so
-  importing a bundle twice or pushing twice changes nothing and copies nothing.
+- A trial is *already there* when its record is (the same oid, under any number): it is left
+  as is, so importing a bundle twice or pushing twice changes nothing and copies nothing.
+  A trial arriving whose number is taken gets the next free number, and its origin is kept
+  (daskperiment/identity.py): sharing never conflicts. Importing a bundle under a new
+  experiment id (``id=`` / ``--as``) puts its trials under ``experiments/<new>/``; records
+  stay byte for byte as they were.
+- Tags and notes (daskperiment/annotate.py) travel with their trials and merge as a union.
 - Trials still running (or interrupted: their record never finished) are not shared.
 - Only canonical trial refs (``trials/1``, never ``trials/01``) whose records are JSON trial
   records are shared: import and pull check every record they bring before any ref is created
@@ -36,10 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import daskperiment_store as store
-from daskperiment_store import bundle as store_bundle
-from daskperiment_store import sync as store_sync
 
-from . import history
+from . import annotate, history, identity
 from .errors import (
     ConflictError,
     ExperimentNotFound,
@@ -48,16 +46,13 @@ from .errors import (
     TrialNotFound,
 )
 from .ids import (
-    EXPERIMENT_ID_RULE,
     TRIAL_ID_RULE,
-    is_experiment_id,
     parse_trial_id,
     trial_id_of,
-    validate_experiment_id,
     validate_trial_id,
 )
 from .location import open_store
-from .reads import MALFORMED, read_trial, read_value
+from .reads import MALFORMED, read_record, read_trial, read_value
 from .record import RUNNING, purity_prefix, purity_ref, trial_ref, trials_prefix
 
 #: Where ``backend="local"`` puts an experiment's store, relative to the current directory.
@@ -101,6 +96,9 @@ class ShareReport:
     trials_malformed: list[int] = field(default_factory=list)
     objects_copied: int = 0
     bytes_copied: int = 0
+    #: number where it came from -> number given here, for trials whose number was taken
+    renumbered: dict[int, int] = field(default_factory=dict)
+    annotations_added: int = 0
 
     def __str__(self) -> str:
         verb = {"export": "exported", "import": "imported", "push": "pushed", "pull": "pulled"}
@@ -115,8 +113,13 @@ class ShareReport:
             f"{self.objects_copied} objects, {_size(self.bytes_copied)}"
             + (" in the bundle" if self.action == "export" else " copied"),
         ]
+        if self.renumbered:
+            moves = ", ".join(f"{a}->{b}" for a, b in sorted(self.renumbered.items()))
+            parts.append(f"renumbered {moves} (their numbers were taken)")
         if self.trials_unchanged:
             parts.append(f"{_count(self.trials_unchanged, 'trial')} already there")
+        if self.annotations_added:
+            parts.append(f"{self.annotations_added} tag/note change(s) merged")
         if self.trials_skipped:
             parts.append(
                 f"{_count(self.trials_skipped, 'trial')} not shared (running or interrupted)"
@@ -180,12 +183,20 @@ class _Sorted:
     malformed: dict[int, Exception] = field(default_factory=dict)
 
 
-def _finished(st: store.Store, refs: Mapping[int, str]) -> _Sorted:
-    """Read (typed: JSON trial records only) and sort the records of ``refs``."""
+def _finished(st: store.Store, refs: Mapping[int, str], experiment_id: str | None) -> _Sorted:
+    """Read (typed: JSON trial records only) and sort the records of ``refs``.
+
+    With ``experiment_id``, a record must say the number of its ref (or have been renumbered
+    into it); without, for trials arriving from elsewhere, any trial record is one: the
+    number it had there is only its name there, and it gets its number here."""
     out = _Sorted()
     for trial_id, oid in refs.items():
         try:
-            record = read_trial(st, oid, trial_id)
+            record = (
+                read_trial(st, oid, trial_id, experiment_id)
+                if experiment_id is not None
+                else read_record(st, oid)
+            )
         except MALFORMED as exc:
             out.malformed[trial_id] = exc
             continue
@@ -203,16 +214,6 @@ def _refuse_malformed(where: str, malformed: Mapping[int, Exception], what: str)
             f"{where}: trial {first} is not a well-formed trial record ({exc}); "
             f"{len(malformed)} malformed trial(s) in all; {what}"
         )
-
-
-def _split(
-    incoming: Mapping[int, str], existing: Mapping[int, str]
-) -> tuple[dict[int, str], list[int], list[int]]:
-    """(to create, already equal, conflicting) trial ids."""
-    create = {t: o for t, o in incoming.items() if t not in existing}
-    same = [t for t, o in incoming.items() if existing.get(t) == o]
-    conflicts = [t for t, o in incoming.items() if t in existing and existing[t] != o]
-    return create, same, conflicts
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str,
     else:
         with ThreadPoolExecutor(REMOTE_WORKERS, thread_name_prefix="purity") as pool:
             list(pool.map(lambda item: _create_ref(st, *item), wanted.items()))
-    rows = [history.row_of(record, oid) for oid, record in arrived.values()]
+    rows = [history.row_of(record, oid, n) for n, (oid, record) in arrived.items()]
     history.flush_index(st, experiment_id, rows)
     # Cache refs never travel either; entries for the arrived trials' cached steps are derived
     # here so a pulled or imported trial's expensive steps are reused like local ones.
@@ -285,44 +286,52 @@ def _create_ref(st: store.Store, name: str, oid: str) -> None:
 
 
 def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: str) -> ShareReport:
-    """Copy the finished trials of ``experiment_id`` that ``dst`` lacks from ``src``."""
+    """Copy the finished trials of ``experiment_id`` that ``dst`` lacks from ``src``: a trial
+    is there when its record is (same oid, under any number); one arriving whose number is
+    taken gets the next free one (daskperiment/identity.py)."""
     _, incoming = _require(src, experiment_id)
-    existing = trial_refs(dst, experiment_id)
-    create, same, conflicts = _split(incoming, existing)
+    there = set(trial_refs(dst, experiment_id).values())
+    create = {t: o for t, o in incoming.items() if o not in there}
+    same = sorted(t for t, o in incoming.items() if o in there)
     report = ShareReport(action, experiment_id, src.url, dst.url, trials_unchanged=same)
-    if conflicts:
-        raise TrialConflict(experiment_id, conflicts, dst.url, _TRANSFER_HINT)
     if action == "pull":
         _refuse_odd_refs(src, experiment_id)
     # Only trials the destination lacks are read: a second push reads and copies nothing.
-    found = _finished(src, create)
+    found = _finished(src, create, None)
+    found.done = _unique(found.done)
     if action == "pull":  # a record we bring must be a trial record before any ref is made
         _refuse_malformed(src.url, found.malformed, "nothing was pulled")
     done, report.trials_skipped = found.done, found.skipped
     report.trials_malformed = sorted(found.malformed)
-    if not done:
-        return report
-    names = {trial_ref(experiment_id, t): oid for t, (oid, _) in done.items()}
-
-    def unchanged(selected: Mapping[str, str]) -> None:
-        # Only what was checked above travels: a source whose refs moved since is refused.
-        moved = sorted(n for n, oid in names.items() if selected.get(n) != oid)
-        if moved:
-            raise SharingError(
-                f"trial refs of {src.url} changed while they were read ({', '.join(moved[:3])}"
-                f"); nothing was {action}ed, try again"
-            )
-
-    try:
-        moved = store_sync.push(src, dst, list(names), check=unchanged)
-    except store_sync.RefConflicts as exc:  # a writer raced us on the destination
-        raise _conflict_from(exc, experiment_id, dst.url, _TRANSFER_HINT) from None
-    report.objects_copied, report.bytes_copied = moved.objects_copied, moved.bytes_copied
-    added = _trial_ids(moved.refs_updated)
-    report.trials_added = added
-    report.trials_unchanged = sorted(same + _trial_ids(moved.refs_unchanged))
-    derive(dst, experiment_id, {t: done[t] for t in added})
+    try:  # checked before anything is written: a hostile one refuses the whole transfer
+        notes = annotate.missing(src, dst, experiment_id)
+    except annotate.AnnotationError as exc:
+        raise SharingError(
+            str(exc).replace("nothing was shared", f"nothing was {action}ed")
+        ) from None
+    if done:
+        _moved_since(src, experiment_id, done, action)
+        roots = [oid for oid, _ in done.values()]
+        report.objects_copied, report.bytes_copied = identity.copy_objects(src, dst, roots)
+        placed = identity.place(dst, experiment_id, done, src.url)
+        report.trials_added = sorted(placed.values())
+        report.renumbered = {s: n for s, n in placed.items() if s != n}
+        derive(dst, experiment_id, {placed[t]: done[t] for t in placed})
+    annotate.transfer(src, dst, notes, report)
     return report
+
+
+def _moved_since(
+    src: store.Store, experiment_id: str, done: Mapping[int, tuple[str, dict]], action: str
+) -> None:
+    """Only what was checked travels: a source whose trial refs moved since is refused."""
+    now = trial_refs(src, experiment_id)
+    moved = sorted(t for t, (oid, _) in done.items() if now.get(t) != oid)
+    if moved:
+        raise SharingError(
+            f"trial refs of {src.url} changed while they were read (trials "
+            f"{', '.join(map(str, moved[:3]))}); nothing was {action}ed, try again"
+        )
 
 
 def _refuse_odd_refs(src: store.Store, experiment_id: str) -> None:
@@ -335,31 +344,6 @@ def _refuse_odd_refs(src: store.Store, experiment_id: str) -> None:
             f"{', ...' if len(odd) > 3 else ''}; {TRIAL_ID_RULE}): nothing was pulled "
             "(fix or remove those refs there)"
         )
-
-
-_TRANSFER_HINT = (
-    "share into another store, or export a bundle and import it under a new experiment id "
-    "(daskperiment export EXP -o FILE, then daskperiment import FILE --as NEW_ID)"
-)
-_IMPORT_HINT = (
-    "import it under a new experiment id: daskperiment import FILE --as NEW_ID "
-    "(in Python: daskperiment.import_bundle(path, id='NEW_ID'))"
-)
-
-
-def _trial_ids(names: Iterable[str]) -> list[int]:
-    ids = []
-    for name in names:
-        match = _TRIAL_REF.match(name)
-        if match:
-            ids.append(int(match.group(2)))
-    return sorted(ids)
-
-
-def _conflict_from(
-    exc: store_sync.RefConflicts, experiment_id: str, where: str, hint: str
-) -> TrialConflict:
-    return TrialConflict(experiment_id, _trial_ids(exc.conflicts), where, hint)
 
 
 def push_trials(src: store.Store | None, experiment_id: str, url: Any) -> ShareReport:
@@ -396,7 +380,7 @@ def export_trials(
         if missing:
             raise TrialNotFound(missing[0], experiment_id, max(refs))
         refs = {t: refs[t] for t in sorted(set(wanted))}
-    found = _finished(st, refs)
+    found = _finished(st, refs, experiment_id)
     done, skipped = found.done, found.skipped
     if trials is not None and found.malformed:
         _refuse_malformed(st.url, found.malformed, "nothing was exported")
@@ -408,6 +392,10 @@ def export_trials(
     if not done:
         raise SharingError(f"experiment {experiment_id!r} has no finished trial to export")
     names = [trial_ref(experiment_id, t) for t in done]
+    # Their tags and notes travel with them (annotation refs are named by global id).
+    gids = {identity.global_id_of(record, oid) for oid, record in done.values()}
+    prefix = annotate.annotations_prefix(experiment_id)
+    names += [n for n in st.refs.names(prefix) if n[len(prefix) :].split("/")[0] in gids]
     written = st.export_bundle(path, names)
     return ShareReport(
         "export",
@@ -430,98 +418,15 @@ def _trial_number(value: Any) -> int:
         raise SharingError(str(exc)) from None
 
 
-def bundle_experiment(path: str | os.PathLike[str]) -> tuple[str, dict[int, str]]:
-    """The experiment id and trial refs a bundle holds (read from its header only).
-
-    Raises :class:`SharingError` for a bundle holding refs other than trials or trials of
-    several experiments, and :class:`daskperiment_store.errors.BundleError` for a malformed one.
-    """
-    header = store_bundle.read_bundle_header(path)
-    by_experiment: dict[str, dict[int, str]] = {}
-    others = []
-    for name, oid in header.refs.items():
-        match = _TRIAL_REF.match(name)
-        if match is None:
-            others.append(name)
-            continue
-        experiment_id, trial_id = match.group(1), parse_trial_id(match.group(2))
-        if not is_experiment_id(experiment_id) or trial_id is None:
-            raise SharingError(
-                f"{os.fspath(path)} holds the ref {name!r}, which names no valid trial "
-                f"({TRIAL_ID_RULE}; {EXPERIMENT_ID_RULE}); nothing was imported"
-            )
-        by_experiment.setdefault(experiment_id, {})[trial_id] = oid
-    if others:
-        raise SharingError(
-            f"{os.fspath(path)} holds refs that are not trials ({', '.join(sorted(others)[:3])}"
-            f"{', ...' if len(others) > 3 else ''}); import it with the store's own "
-            "store.open(...).import_bundle(...)"
-        )
-    if len(by_experiment) != 1:
-        found = ", ".join(sorted(by_experiment)) or "none"
-        raise SharingError(
-            f"{os.fspath(path)} holds trials of {len(by_experiment)} experiments ({found}); "
-            "daskperiment imports bundles of one experiment (daskperiment export EXP makes them)"
-        )
-    ((experiment_id, refs),) = by_experiment.items()
-    return experiment_id, dict(sorted(refs.items()))
-
-
-def import_bundle(
-    path: str | os.PathLike[str],
-    id: str | None = None,
-    backend: Any = "local",
-    *,
-    directory: bool | None = None,
-) -> ShareReport:
-    """Import a bundle of one experiment's trials (as ``daskperiment export`` writes).
-
-    ``id``: import under this experiment id instead of the bundle's (the way around a
-    conflict). ``backend``: ``"local"`` (the store ``daskperiment_cache/<id>``), a path, a
-    URL, a ``daskperiment_store.Store`` or a directory of stores (``directory``: see :func:`locate`).
-    Every object is verified before it is written and nothing is unpickled. Raises :class:`TrialConflict` (nothing changed) when a
-    trial id exists with another record, :class:`daskperiment_store.errors.BundleError` for a malformed,
-    truncated or tampered bundle.
-    """
-    old_id, refs = bundle_experiment(path)
-    new_id = validate_experiment_id(id) if id is not None else old_id
-    if isinstance(backend, str) and backend == "local":
-        backend = os.path.join(DEFAULT_DIRECTORY, new_id)
-    dst = open_store(backend, new_id, create=True, directory=directory)
-    existing = trial_refs(dst, new_id)
-    create, same, conflicts = _split(refs, existing)
-    if conflicts:
-        raise TrialConflict(new_id, conflicts, dst.url, _IMPORT_HINT)
-    if not create:  # every trial is already there: nothing to read or write
-        return ShareReport(
-            "import", new_id, os.fspath(path), dst.url, trials_unchanged=sorted(same)
-        )
-    ref_map = {f"experiments/{old_id}/": f"experiments/{new_id}/"} if new_id != old_id else None
-    records: dict[int, tuple[str, dict]] = {}
-
-    def check(_: Mapping[str, str]) -> None:
-        # Objects are verified and written, no ref exists yet: a record that is not a JSON
-        # trial record (a pickle, say) refuses the whole import before any ref is created.
-        found = _finished(dst, create)
-        _refuse_malformed(os.fspath(path), found.malformed, "nothing was imported")
-        records.update(found.done)
-
-    try:
-        moved = dst.import_bundle(path, ref_map, check=check)
-    except store_sync.RefConflicts as exc:
-        raise _conflict_from(exc, new_id, dst.url, _IMPORT_HINT) from None
-    added = _trial_ids(moved.refs_updated)
-    derive(dst, new_id, {t: records[t] for t in added if t in records})
-    return ShareReport(
-        "import",
-        new_id,
-        os.fspath(path),
-        dst.url,
-        trials_added=added,
-        trials_unchanged=sorted(same),
-        objects_copied=moved.objects_copied,
-        bytes_copied=moved.bytes_copied,
-    )
+def _unique(found: Mapping[int, tuple[str, dict]]) -> dict[int, tuple[str, dict]]:
+    """One number per record: a record under several numbers arrives once (the first)."""
+    seen: set[str] = set()
+    out = {}
+    for number in sorted(found):
+        if found[number][0] not in seen:
+            seen.add(found[number][0])
+            out[number] = found[number]
+    return out
 
 
 def load_object(st: store.Store | None, oid: str) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -207,6 +208,8 @@ class TrialRun:
             "version": RECORD_VERSION,
             "experiment": session.experiment_id,
             "trial_id": None,
+            # Never changes, wherever the trial is shared (daskperiment/identity.py).
+            "global_id": uuid.uuid4().hex,
             "status": RUNNING,
             "parent": session.last_trial_id() or None,
             "seed": self.seed,

@@ -229,7 +229,10 @@ def sections(doc: Doc, workdir: Path) -> None:
     doc.run("daskperiment export quickstart_pj 1 3 -o trials.dpb")
     doc.text("Importing into the store the trials came from changes nothing:")
     doc.run("daskperiment import trials.dpb")
-    doc.text("Into a store whose `quickstart_pj` has other trials, the import is refused:")
+    doc.text(
+        "Into a store whose `quickstart_pj` has trials of its own, the arriving trials whose "
+        "numbers are taken get the next free ones; their origin is kept (docs/sharing.md):"
+    )
     other = workdir / "colleague"
     other.mkdir()
     (other / "my_experiment.py").write_text(SCRIPT)
@@ -239,6 +242,8 @@ def sections(doc: Doc, workdir: Path) -> None:
         capture_output=True,
     )
     doc.run("daskperiment import trials.dpb --store colleague/daskperiment_cache")
+    doc.run("daskperiment show quickstart_pj 2 --store colleague/daskperiment_cache")
+    doc.text("Or under another experiment id:")
     doc.run(
         "daskperiment import trials.dpb --store colleague/daskperiment_cache --as quickstart_alice"
     )
@@ -252,6 +257,38 @@ def sections(doc: Doc, workdir: Path) -> None:
     doc.run("daskperiment push quickstart_pj team_stores")
     doc.run("daskperiment push quickstart_pj team_stores")
     doc.run("daskperiment pull quickstart_pj team_stores --store laptop")
+
+    doc.text("## tag, untag, note, archive, unarchive, delete: managing trials\n")
+    doc.text(
+        "Annotations are their own objects: records never change. Tags and notes travel with "
+        "push, pull and bundles and merge as a union; every change is kept with who made it "
+        "and when (`ex.get_annotations(n)`). A trial is named by its number or by a prefix of "
+        "its global id (`log -v` shows them)."
+    )
+    doc.run("daskperiment tag quickstart_pj 2 baseline")
+    doc.run("daskperiment note quickstart_pj 2 'b=3 looks best so far'")
+    doc.run("daskperiment archive quickstart_pj 1")
+    doc.run("daskperiment log quickstart_pj")
+    doc.run("daskperiment log quickstart_pj --all --columns b,result,tags")
+    doc.run("daskperiment unarchive quickstart_pj 1")
+
+    doc.text("## log --where, --sort, -n, --columns, --tag: searching the history\n")
+    doc.text(
+        "`--where` takes the dashboard's filter language: space-separated terms that must all "
+        "hold, `name OP value` with `= != > < >= <=` or `~` (contains), column names in any "
+        "case (`id` is the trial number), and bare words searched in every cell. `--sort "
+        "COL[:desc]`, `-n N` (after sorting), `--columns a,b`, `--tag T` (repeatable), "
+        "`--all` (archived trials too)."
+    )
+    doc.run("daskperiment log quickstart_pj --where 'b>=3' --sort result:desc -n 2")
+    doc.run("daskperiment log quickstart_pj --tag baseline --format json")
+    doc.run("daskperiment log quickstart_pj --where 'b>=3 nosuch=1'")
+    doc.text(
+        "`delete` asks first (`--yes` for scripts); `gc` then reclaims what no other trial, "
+        "cache entry or ref reaches:"
+    )
+    doc.run("daskperiment delete quickstart_pj 3")
+    doc.run("daskperiment delete quickstart_pj 3 --yes")
 
     doc.text("## fsck and gc: maintenance\n")
     doc.text(

@@ -70,7 +70,8 @@ def comparison(
 
 def _annotation(value: Any) -> str:
     if isinstance(value, (list, tuple, set)):
-        return ", ".join(str(v) for v in value)
+        # notes are {"text", "who", "when"} (daskperiment/annotate.py); tags are strings
+        return ", ".join(str(v.get("text")) if isinstance(v, dict) else str(v) for v in value)
     return "" if value is None else str(value)
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..team_commands import team_rows
 from .codediff import classify, diff_stat, split_files
 from .query import format_duration
 
@@ -165,6 +166,7 @@ def _summary(record: dict[str, Any]) -> list[tuple[str, str]]:
         ("Finished", _when(record.get("finished"))),
         ("Process time", _duration(record.get("process_time"))),
         ("Description", record.get("description")),
+        *team_rows(record),
     ]
     return [(name, str(value)) for name, value in rows if value not in (None, "")]
 

@@ -63,7 +63,7 @@ def read_record(st: store.Store, experiment_id: str, trial_id: int) -> dict[str,
     """The record of ``trial_id`` (TrialNotFound naming the known range if absent)."""
     from ..diff import _record_oid
 
-    return read_trial(st, _record_oid(st, experiment_id, trial_id), trial_id)
+    return read_trial(st, _record_oid(st, experiment_id, trial_id), trial_id, experiment_id)
 
 
 def source_tree(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str, dict]:

@@ -288,18 +288,17 @@ def test_export_import_push_pull(made, fresh: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "t.dpb"
     out = cli("export", EXP, "1", "3", "-o", str(bundle), cwd=fresh).stdout
     assert out.startswith(f"exported 2 trials of {EXP} to {bundle}")
-    # into a working directory whose cli_pj has other trials: refused, nothing changed
+    # into a working directory whose cli_pj has a trial 1 of its own: renumbered, never lost
     other = tmp_path / "other"
     build(other, trials=1)
-    before = sorted(p.name for p in (other / "daskperiment_cache" / EXP / "objects").rglob("*"))
-    one_line_error(
-        cli("import", str(bundle), cwd=other, code=None),
-        1,
-        "trial 1 of experiment 'cli_pj' already exists",
-        "--as NEW_ID",
-    )
-    after = sorted(p.name for p in (other / "daskperiment_cache" / EXP / "objects").rglob("*"))
-    assert after == before
+    mine = cli("show", EXP, "1", "--format", "json", cwd=other).stdout
+    imported = cli("import", str(bundle), cwd=other).stdout
+    assert "imported 2 trials" in imported and "renumbered 1->2" in imported
+    assert cli("show", EXP, "1", "--format", "json", cwd=other).stdout == mine
+    shown = cli("show", EXP, "2", cwd=other).stdout
+    assert "origin:" in shown and "trial 1" in shown
+    again = cli("import", str(bundle), cwd=other).stdout
+    assert "imported 0 trials" in again and "0 objects" in again
     done = cli("import", str(bundle), "--as", "theirs", "--format", "json", cwd=other)
     assert json.loads(done.stdout)["trials_added"] == [1, 3]
     again = cli("import", str(bundle), "--as", "theirs", cwd=other).stdout

@@ -282,7 +282,14 @@ def test_verbose_history_columns() -> None:
     ex.set_parameters(a=1, b=1)
     s.compute(seed=5)
     verbose = ex.get_history(verbose=True)
-    assert verbose.columns.tolist() == ["a", "b", *history.COLUMNS, *history.VERBOSE_COLUMNS]
+    assert verbose.columns.tolist() == [
+        "a",
+        "b",
+        *history.COLUMNS,
+        *history.VERBOSE_COLUMNS,
+        "Global ID",
+        "Origin",
+    ]
     row = verbose.loc[1]
     assert row["Seed"] == 5 and row["Status"] == "success"
     assert row["Result Digest"] == store.digest(5.0)

@@ -16,7 +16,7 @@ import daskperiment
 import daskperiment_store as store
 from daskperiment import sharing
 from daskperiment.errors import ExperimentNotFound, TrialNotFound
-from daskperiment.sharing import SharingError, TrialConflict
+from daskperiment.sharing import SharingError
 
 
 def make_experiment(location: Any, experiment_id: str = "share_pj", n: int = 3) -> Any:
@@ -56,6 +56,7 @@ def same_trial(ex_a: Any, ex_b: Any, trial_id: int) -> None:
     for r in (ra, rb):
         r.pop("environment_summary", None)
         r.pop("experiment", None)
+        r.pop("origin", None)  # where the copy came from: only the receiver has one
     assert ra == rb
     assert ex_a.get_code(trial_id) == ex_b.get_code(trial_id)
     assert ex_a.load_metric("loss", trial_id).equals(ex_b.load_metric("loss", trial_id))
@@ -122,18 +123,25 @@ def test_reimport_changes_nothing(tmp_path: Path) -> None:
     assert files_of(tmp_path / "dst") == before
 
 
-def test_conflicting_trials_are_refused_with_nothing_changed(tmp_path: Path) -> None:
+def test_taken_numbers_are_renumbered_on_import(tmp_path: Path) -> None:
     ex = make_experiment(tmp_path / "src")
     sharing.export_trials(ex.store, ex.id, tmp_path / "t.dpb")
-    make_experiment(tmp_path / "dst", n=2)  # trials 1, 2 exist there with other records
-    before = files_of(tmp_path / "dst")
-    with pytest.raises(TrialConflict) as caught:
-        daskperiment.import_bundle(tmp_path / "t.dpb", backend=tmp_path / "dst")
-    assert caught.value.trials == [1, 2]
-    message = str(caught.value)
-    assert "trials 1, 2 of experiment 'share_pj' already exist" in message
-    assert "--as NEW_ID" in message and "nothing was changed" in message
-    assert files_of(tmp_path / "dst") == before
+    mine = make_experiment(tmp_path / "dst", n=2)  # trials 1, 2 exist there with other records
+    mine_records = [mine.store.refs.get(f"experiments/share_pj/trials/{n}") for n in (1, 2)]
+    report = daskperiment.import_bundle(tmp_path / "t.dpb", backend=tmp_path / "dst")
+    assert report.trials_added == [3, 4, 5] and report.renumbered == {1: 3, 2: 4, 3: 5}
+    assert "renumbered 1->3, 2->4, 3->5" in str(report)
+    dst = store.open(tmp_path / "dst", create=False)
+    assert [dst.refs.get(f"experiments/share_pj/trials/{n}") for n in (1, 2)] == mine_records
+    theirs = reader(dst)
+    assert list(theirs.get_history().index) == [1, 2, 3, 4, 5]
+    arrived = theirs.get_trial(5)
+    assert arrived["id"] == 5 and arrived["origin"]["number"] == 3
+    assert arrived["global_id"] == ex.get_trial(3)["global_id"]
+    np.testing.assert_array_equal(theirs.get_persisted("prepare_data", 5), np.full(1000, 4.0))
+    again = daskperiment.import_bundle(tmp_path / "t.dpb", backend=tmp_path / "dst")
+    assert again.trials_added == [] and again.trials_unchanged == [1, 2, 3]
+    assert again.objects_copied == 0
 
 
 def test_import_under_a_new_id_resolves_the_conflict(tmp_path: Path) -> None:
@@ -271,12 +279,16 @@ def test_pull_brings_new_trials_only(tmp_path: Path) -> None:
         sharing.pull_trials(mine, "nope", str(tmp_path / "team"))
 
 
-def test_push_conflict_is_refused_with_nothing_changed(tmp_path: Path) -> None:
+def test_push_renumbers_trials_whose_number_is_taken(tmp_path: Path) -> None:
     ex = make_experiment(tmp_path / "src", n=2)
-    make_experiment(tmp_path / "other", n=1)
+    other = make_experiment(tmp_path / "other", n=1)
+    kept = other.store.refs.get("experiments/share_pj/trials/1")
+    report = sharing.push_trials(ex.store, ex.id, str(tmp_path / "other"))
+    assert report.trials_added == [2, 3] and report.renumbered == {1: 2, 2: 3}
+    assert other.store.refs.get("experiments/share_pj/trials/1") == kept
     before = files_of(tmp_path / "other")
-    with pytest.raises(TrialConflict, match="trial 1 of experiment 'share_pj'"):
-        sharing.push_trials(ex.store, ex.id, str(tmp_path / "other"))
+    again = sharing.push_trials(ex.store, ex.id, str(tmp_path / "other"))
+    assert again.trials_added == [] and again.objects_copied == 0
     assert files_of(tmp_path / "other") == before
 
 
