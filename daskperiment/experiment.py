@@ -228,7 +228,11 @@ class Experiment:
 
     @property
     def trial_id(self) -> int:
-        """Id of the last trial (0 before the first)."""
+        """Id of the last trial (0 before the first), counting trials that other processes
+        (workers, other notebooks) recorded since this instance last looked."""
+        st = self._read_store()
+        if st is not None:
+            self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
         return self._last_trial_id
 
     @property

@@ -445,7 +445,13 @@ class StepDelayed(Delayed):
         return self._experiment._compute_plain(self, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Delayed, (self.key, self.dask))
+        return (Delayed, (self.key, step_graph(self)))
+
+
+def step_graph(delayed: Delayed) -> Any:
+    """The graph of a step's delayed output: its steps and parameter placeholders (an
+    ``@ex.result`` output shows dask a one-task trial graph instead)."""
+    return delayed._dask
 
 
 class ResultDelayed(StepDelayed):
@@ -462,6 +468,18 @@ class ResultDelayed(StepDelayed):
         """
         return self._experiment._run_trial(self, seed=seed, **dask_kwargs)
 
+    @property
+    def dask(self) -> Any:
+        """What dask.compute, persist, client.compute and embedding see: one task running a
+        trial (daskperiment/native.py). The steps' graph itself is ``step_graph(self)``."""
+        from .native import trial_graph
+
+        return trial_graph(self)
+
+    def visualize(self, *args: Any, **kwargs: Any) -> Any:
+        """Draw the steps' graph (not the one-task trial graph dask computes)."""
+        return Delayed(self.key, step_graph(self)).visualize(*args, **kwargs)
+
 
 def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
     """The function users call in place of ``spec.func``: it builds a delayed task."""
@@ -472,6 +490,8 @@ def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
     @functools.wraps(spec.func)
     def step(*args: Any, **kwargs: Any) -> StepDelayed:
         key = f"{spec.name}-{uuid.uuid4().hex}"
+        # A result fed to another step is that step's input, not a trial of its own.
+        args, kwargs = _steps_of(args), _steps_of(kwargs)
         out = delayed_call(_TRIAL_PLACEHOLDER, key, *args, dask_key_name=key, **kwargs)
         built = kind(out.key, out.dask, experiment)
         if kind is ResultDelayed:
@@ -480,3 +500,14 @@ def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
 
     step.spec = spec  # type: ignore[attr-defined]
     return step
+
+
+def _steps_of(value: Any) -> Any:
+    """``value`` with each ``@ex.result`` output in it replaced by its plain step graph."""
+    if isinstance(value, ResultDelayed):
+        return Delayed(value.key, step_graph(value))
+    if type(value) in (list, tuple):
+        return type(value)(_steps_of(v) for v in value)
+    if type(value) is dict:
+        return {k: _steps_of(v) for k, v in value.items()}
+    return value

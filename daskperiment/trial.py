@@ -83,7 +83,7 @@ class TrialGraph:
 
     def __init__(self, result: Delayed, parameter_keys: Mapping[str, str]) -> None:
         self.key = result.key
-        self.graph: dict[Any, GraphNode] = convert_legacy_graph(dict(result.__dask_graph__()))
+        self.graph: dict[Any, GraphNode] = convert_legacy_graph(dict(result._dask))
         self.steps: dict[Any, StepCall] = {
             k: node.func
             for k, node in self.graph.items()
@@ -294,11 +294,17 @@ class TrialRun:
         seed: int | None = None,
         dask_kwargs: Mapping[str, Any] | None = None,
         use_cache: bool = True,
+        parameter_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.ex = ex
-        self.graph = TrialGraph(result, ex._parameters.by_key)
+        self.graph = TrialGraph(result, parameter_keys or ex._parameters.by_key)
         # Resolve before anything is written: an undefined parameter uses no trial id.
-        self.values = ex._parameters.resolve(self.graph.parameters, parameters)
+        # parameter_keys: values already resolved where dask took the graph (native.py).
+        self.values = (
+            dict(parameters or {})
+            if parameter_keys is not None
+            else ex._parameters.resolve(self.graph.parameters, parameters)
+        )
         self.seed_given = seed is not None
         self.seed = seeding.validate_seed(seed) if seed is not None else seeding.draw_seed()
         self.dask_kwargs = dict(dask_kwargs or {})
