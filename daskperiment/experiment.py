@@ -17,6 +17,7 @@ from daskperiment_store import Link
 
 from . import cache as step_cache
 from . import code, environment, history, live, metrics, script, trial
+from .compat import metric_key_alias
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -576,6 +577,7 @@ class Experiment:
             raise PersistedNotFound(step, record["trial_id"])
         return read_value(self._need_store(), link.oid)  # unpickles: documented
 
+    @metric_key_alias
     def save_metric(self, key: str, epoch: Any, value: Any) -> None:
         """Save one point of metric ``key`` from inside a running step."""
         ctx = _CURRENT.get()
@@ -588,6 +590,7 @@ class Experiment:
         trial, those its steps have saved so far (daskperiment/live.py)."""
         return sorted(live.metrics_of(self._need_store(), self.id, self._record(trial_id)))
 
+    @metric_key_alias
     def load_metric(
         self, key: str, trial_id: int | Iterable[int], *, unpickle: bool = False
     ) -> Any:

@@ -427,6 +427,9 @@ def _trial_placeholder() -> Delayed:
 
 _TRIAL_PLACEHOLDER = _trial_placeholder()
 _SERIAL = itertools.count()
+#: The ``@ex.result`` output built last in this process, by any experiment (script mode
+#: runs it when a script's last line is a bare call such as ``calculate_score(d)``).
+LAST_RESULT: list[Any] = [None]
 
 
 class StepDelayed(Delayed):
@@ -495,7 +498,7 @@ def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
         out = delayed_call(_TRIAL_PLACEHOLDER, key, *args, dask_key_name=key, **kwargs)
         built = kind(out.key, out.dask, experiment)
         if kind is ResultDelayed:
-            experiment._last_result = built
+            experiment._last_result = LAST_RESULT[0] = built
         return built
 
     step.spec = spec  # type: ignore[attr-defined]
@@ -511,3 +514,11 @@ def _steps_of(value: Any) -> Any:
     if type(value) is dict:
         return {k: _steps_of(v) for k, v in value.items()}
     return value
+
+
+def next_serial() -> int:
+    """The serial the next step output built will get (see ``StepDelayed._serial``)."""
+    global _SERIAL
+    n = next(_SERIAL)
+    _SERIAL = itertools.count(n)
+    return n
