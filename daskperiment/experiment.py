@@ -18,6 +18,7 @@ from daskperiment_store import Link
 from . import cache as step_cache
 from . import code, environment, history, live, metrics, script, trial
 from .compat import metric_key_alias
+from .environment.changes import log_changes as log_environment_changes
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -469,8 +470,8 @@ class Experiment:
             old = self._read_environment(self._read_store(), previous)
         except store.errors.StoreError:
             return
-        for message, lines in environment.diff(old, env):
-            log_diff(logger, message, lines)
+        since = (self._last_record or {}).get("trial_id")
+        log_environment_changes(logger, old, env, since, environment.diff)
 
     def _trial_recorded(self, trial_id: int, oid: str, record: dict[str, Any]) -> None:
         """Called once a trial's final record is in the store."""
