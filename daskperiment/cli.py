@@ -211,6 +211,7 @@ def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
         action="store_true",
         help="load pickle objects too: this RUNS CODE chosen by whoever stored the object",
     )
+    c.add_argument("--to", metavar="FILE", help="write the object to FILE: .npy, .parquet or .csv")
 
 
 def _diff_arguments(d: argparse.ArgumentParser) -> None:
@@ -641,6 +642,11 @@ def cmd_cat(args: argparse.Namespace) -> int:
             f"object {oid} is a pickle: loading it runs code chosen by whoever stored it; "
             "pass --unpickle-runs-code to load it anyway (only for stores you trust)"
         )
+    if args.to:
+        from .export import export
+
+        _print(f"wrote {export(st.get(oid), args.to)}")
+        return 0
     _write_object(kind, body)
     return 0
 
@@ -659,8 +665,9 @@ def _write_object(kind: str, body: Any) -> None:
         sys.stdout.flush()
         sys.stdout.buffer.write(bytes(body))
         return
-    if kind == "json":
+    if kind in ("json", "container"):
         # The stored JSON itself (links appear as {"$link": oid}); text is printed as is.
+        # A container's elements are its links: `cat` each of them.
         doc = json.loads(bytes(body).decode("utf-8"))
         if isinstance(doc, str):
             sys.stdout.write(doc)

@@ -565,8 +565,17 @@ class Experiment:
                 out["environment_summary"] = None
         return out
 
-    def get_persisted(self, step: str, trial_id: int | None = None) -> Any:
-        """The output step ``step`` (decorated with ``@ex.persist``) gave in a trial."""
+    def get_persisted(self, step: str, trial_id: int | None = None, *, to: Any = None) -> Any:
+        """The output step ``step`` (decorated with ``@ex.persist``) gave in a trial.
+
+        ``to``: also write it to that file (``.npy``, ``.parquet``, ``.csv``: see
+        daskperiment/export.py)."""
+        if to is not None:
+            from .export import export
+
+            value = self.get_persisted(step, trial_id)
+            export(value, to)
+            return value
         record = self._record(trial_id)
         steps = record.get("steps") or {}
         if step not in steps:
