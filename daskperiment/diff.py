@@ -41,6 +41,7 @@ from daskperiment_store import Link
 from . import environment, trial
 from .environment.changes import same_packages_as
 from .errors import DamagedTrial, TrialNotFound
+from .html import Text
 from .ids import parse_trial_id
 from .provenance import inputs as input_files
 from .provenance.diffparts import closure_part, source_part
@@ -202,6 +203,11 @@ class TrialDiff:
             f"changed: {changed or 'nothing'})"
         )
 
+    def _repr_html_(self) -> str:  # notebooks: coloured like the dashboard (html.py)
+        from .html import diff_html
+
+        return diff_html(self)
+
     def selected(self, groups: Iterable[str] | None = None) -> list[DiffFile]:
         """The files of ``groups`` (every group by default), in rendering order."""
         if groups is None:
@@ -221,7 +227,7 @@ class TrialDiff:
                 if line.startswith("@@"):
                     in_header = False
                 out.append(colorize(line, in_header) if color else line)
-        return "".join(f"{line}\n" for line in out)
+        return Text("".join(f"{line}\n" for line in out))
 
     def stat(self, groups: Iterable[str] | None = None, color: bool = False) -> str:
         """A ``git diff --stat`` summary: one line per file, then the totals."""
@@ -246,7 +252,7 @@ class TrialDiff:
             f" {_plural(len(files), 'file')} changed, {_plural(added, 'insertion')}(+), "
             f"{_plural(removed, 'deletion')}(-)"
         )
-        return "".join(f"{line.rstrip()}\n" for line in lines)
+        return Text("".join(f"{line.rstrip()}\n" for line in lines))
 
     def to_dict(self) -> dict[str, Any]:
         """The diff as JSON-ready data: each change as ``{"a": old, "b": new}`` (a side is

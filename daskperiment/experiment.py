@@ -28,6 +28,7 @@ from .errors import (
     TrialNotFound,
 )
 from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
+from .html import TrialInfo
 from .ids import validate_experiment_id
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
@@ -193,6 +194,11 @@ class Experiment:
         else:
             shown = str(self._target)
         return f"Experiment(id: {self.id}, trial_id: {self.trial_id}, backend: {shown})"
+
+    def _repr_html_(self) -> str:  # notebooks: summary and last trials (html.py)
+        from .html import experiment_html
+
+        return experiment_html(self)
 
     # -- loading -----------------------------------------------------------------------
 
@@ -553,7 +559,7 @@ class Experiment:
         """The record of one trial as plain data (digests as strings)."""
         record = self._record(trial_id)
         st = self._need_store()
-        out = _plain(record)
+        out = TrialInfo(_plain(record))  # a dict; a table in notebooks
         out["id"] = record["trial_id"]
         env_link = record.get("environment")
         if isinstance(env_link, Link):

@@ -19,6 +19,7 @@ written before the container, so a reader never finds a container whose elements
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,16 @@ from typing import Any
 import numpy as np
 
 from .digest import Oid, hash_chunks
-from .framing import Chunk, Encoded, Link, _canonical_json, _NotJson, to_tree
+from .framing import (
+    Chunk,
+    DecodeError,
+    Encoded,
+    Link,
+    _canonical_json,
+    _NotJson,
+    json_hook,
+    to_tree,
+)
 
 KIND = "container"
 #: Kinds a container's elements may have (checked when loading them).
@@ -102,9 +112,13 @@ def _is_pandas(value: Any) -> bool:
 def decode(body: Chunk, load: Callable[[Oid], Any]) -> Any:
     """The value of a container body; ``load(oid)`` reads one element (an ELEMENT_KINDS
     object)."""
-    from .codec import _decode_json
-
-    return _resolve(_decode_json(body), load)
+    try:
+        tree = json.loads(str(body, "utf-8"), object_hook=json_hook)
+    except (UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(f"container body is malformed: {exc}") from None
+    return _resolve(tree, load)
 
 
 def _resolve(tree: Any, load: Callable[[Oid], Any]) -> Any:
