@@ -16,7 +16,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, script, trial
+from . import code, environment, history, live, metrics, script, storedir, trial
 from .compat import metric_key_alias
 from .environment.changes import log_changes as log_environment_changes
 from .errors import (
@@ -74,6 +74,7 @@ def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
     if isinstance(backend, str):
         if "://" in backend:
             return backend, ("url", backend)
+        backend = storedir.experiment_path(backend, experiment_id)  # daskperiment_cache/
         return backend, ("local", os.path.abspath(backend))
     raise TypeError(
         "backend must be 'local', a pathlib.Path, a store URL (memory://..., s3://...), "

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import daskperiment_store as store
 from daskperiment_store import Link
 
+from . import storedir
 from .errors import DamagedTrial
 from .ids import parse_trial_id
 from .log import logger
@@ -461,11 +463,19 @@ def _local_time(epoch: float | None) -> datetime.datetime | None:
 
 
 def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
-    """The experiments recorded in one store, by id: ``{id, trials, last_activity}`` each.
+    """The experiments recorded in one store (or in every store of a directory of stores,
+    such as ``daskperiment_cache``), by id: ``{id, trials, last_activity}`` each.
 
     ``last_activity`` is the local time (``datetime``) the latest trial finished, or started
     if it is still running. Only ref names are listed and one record per experiment is read.
     """
+    if isinstance(store_or_url, str | os.PathLike) and "://" not in str(store_or_url):
+        stores = storedir.stores_in(store_or_url)  # a directory of stores: each of them
+        if stores:
+            return sorted(
+                (row for path in stores for row in list_experiments(str(path))),
+                key=lambda row: row["id"],
+            )
     st = (
         store_or_url
         if isinstance(store_or_url, store.Store)

@@ -348,10 +348,12 @@ class TrialRun:
         except BaseException as exc:
             elapsed = time.perf_counter() - started
             self._finish_failed(st, base, running_oid, exc, elapsed)
+            _log_failed(self.trial_id, describe_exception(exc))
             raise
         elapsed = time.perf_counter() - started
         if type(outcome) is Failure:
             self._finish_failed(st, base, running_oid, outcome, elapsed)
+            _log_failed(self.trial_id, outcome.description)
             raise _exception_of(outcome)
         try:
             value = self._finish_success(st, base, running_oid, outcome, elapsed)
@@ -565,6 +567,11 @@ class TrialRun:
 
 
 _NOTHING = object()
+
+
+def _log_failed(trial_id: int | None, description: str) -> None:
+    """The line a failed trial ends with, as sweeps log it (after its Started line)."""
+    logger.warning("Failed Experiment (trial id=%d): %s", trial_id, description)
 
 
 def _exception_of(failure: Failure) -> BaseException:
