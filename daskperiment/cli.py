@@ -534,11 +534,11 @@ def _show_damaged(args: argparse.Namespace, exc: DamagedTrial) -> int:
 
 def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     """``daskperiment show`` as text: one ``name: value`` line per field, then sections."""
-    params = r.get("params") or {}
     lines = [
         f"trial {r.get('id')} of {experiment_id}",
         f"status:       {r.get('status')}",
-        "parameters:   " + (", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) or "(none)"),
+        "parameters:   "
+        + (", ".join(f"{k}={v!r}" for k, v in trial.ordered_params(r)) or "(none)"),
         f"result:       {r.get('result_repr')} ({r.get('result_type')})",
         f"seed:         {r.get('seed')}",
         f"started:      {_when(r.get('started'))}",

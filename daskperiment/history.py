@@ -118,6 +118,7 @@ def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
         "status": status,
         "interrupted": bool(record.get("interrupted")),
         "params": record.get("params") or {},
+        "parameter_order": record.get("parameter_order") or [],
         "result": record.get("result_value")
         if record.get("result_value") is not None
         else record.get("result_repr"),
@@ -278,6 +279,7 @@ ROW_FIELDS = (
     "seed",
     "digests",
     "reused",
+    "parameter_order",  # absent from chunks written before it was kept
 )
 
 
@@ -379,6 +381,8 @@ def frame(rows: list[dict[str, Any]], parameter_order: Iterable[str] = (), verbo
     import pandas as pd
 
     names: dict[str, None] = {n: None for n in parameter_order}
+    for row in rows:  # declaration order, as each trial recorded it
+        names.update((n, None) for n in row.get("parameter_order") or () if n not in names)
     extra: dict[str, None] = {}
     for row in rows:
         for n in row["params"]:

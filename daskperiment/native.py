@@ -126,12 +126,13 @@ def _worker_client() -> Any:
 
 def trial_graph(result: Any) -> HighLevelGraph:
     """The graph dask gets for an ``@ex.result`` output: one task running its trial."""
-    from .trial import TrialGraph
+    from .trial import TrialGraph, declaration_order
 
     ex = result._experiment
     registry = ex._parameters
     found = TrialGraph(result, registry.by_key).parameters
     values = registry.resolve(found, None)  # ParameterUndefined now, before any trial
+    values = declaration_order(values, registry.names)
     keys = {key: name for name, key in found.items()}
     task = TrialTask(ex, result, values, keys, ex._default_seed)
     layer = {result.key: Task(result.key, task)}

@@ -305,6 +305,7 @@ class TrialRun:
             if parameter_keys is not None
             else ex._parameters.resolve(self.graph.parameters, parameters)
         )
+        self.values = declaration_order(self.values, ex._parameters.names)
         self.seed_given = seed is not None
         self.seed = seeding.validate_seed(seed) if seed is not None else seeding.draw_seed()
         self.dask_kwargs = dict(dask_kwargs or {})
@@ -399,6 +400,8 @@ class TrialRun:
             "parent": ex._last_trial_id or None,
             "seed": self.seed,
             **params,
+            # params are canonical JSON (sorted keys): the order they were declared in
+            "parameter_order": list(self.values),
             "code": Link(code_oid),
             "environment": Link(env_oid),
             "digests": {
@@ -567,6 +570,22 @@ class TrialRun:
 
 
 _NOTHING = object()
+
+
+def declaration_order(values: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """``values`` in the order ``names`` declares them (others after, as they come)."""
+    rank = {name: i for i, name in enumerate(names)}
+    return dict(sorted(values.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def ordered_params(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A record's parameters in declaration order (records before that order was kept:
+    by name)."""
+    params = record.get("params") or {}
+    order = [n for n in record.get("parameter_order") or () if n in params]
+    return [(n, params[n]) for n in order] + sorted(
+        (k, v) for k, v in params.items() if k not in order
+    )
 
 
 def _log_failed(trial_id: int | None, description: str) -> None:

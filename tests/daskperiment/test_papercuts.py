@@ -97,3 +97,42 @@ def test_the_runnable_example_runs_with_its_documented_command(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert "Finished Experiment (trial id=1)" in done.stderr + done.stdout
+
+
+def test_parameters_keep_their_declaration_order_everywhere(tmp_path: Path) -> None:
+    script = """
+import daskperiment
+ex = daskperiment.Experiment('order_pj', backend='store')
+zeta = ex.parameter('zeta', default=1)
+alpha = ex.parameter('alpha', default=2)
+mid = ex.parameter('mid', default=3)
+
+@ex.result
+def f(alpha, mid, zeta):
+    return alpha + mid + zeta
+
+f(alpha, mid, zeta).compute()
+"""
+    (tmp_path / "order.py").write_text(script)
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(
+        [sys.executable, "order.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "daskperiment", *args, "--store", "store"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    header = cli("log", "order_pj", "--format", "csv").splitlines()[0]
+    assert header.startswith("Trial ID,zeta,alpha,mid,Result")
+    assert "parameters:   zeta=1, alpha=2, mid=3" in cli("show", "order_pj", "1")
+    fresh = daskperiment.Experiment("order_pj", backend=tmp_path / "store")
+    assert list(fresh.get_history().columns[:3]) == ["zeta", "alpha", "mid"]
