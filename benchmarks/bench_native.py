@@ -34,6 +34,8 @@ def tree_bytes(path: Path) -> int:
 
 
 def overhead(trials: int, rounds: int) -> dict[str, list[float]]:
+    """Per-trial milliseconds: the two calls alternate trial by trial (so load on a shared
+    machine hits both alike); each round's median, per call."""
     logging.getLogger("daskperiment").setLevel(logging.WARNING)
     out: dict[str, list[float]] = {"r.compute()": [], "dask.compute(r)": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,13 +52,17 @@ def overhead(trials: int, rounds: int) -> dict[str, list[float]]:
 
         r = score(prep(a))
         r.compute()  # warm up: store created, environment captured
-        for i in range(rounds):
-            pairs = [("r.compute()", r.compute), ("dask.compute(r)", lambda: dask.compute(r))]
-            for name, run in pairs if i % 2 == 0 else pairs[::-1]:
-                started = time.perf_counter()
-                for _ in range(trials):
-                    run()
-                out[name].append((time.perf_counter() - started) / trials * 1000)
+        calls = {"r.compute()": r.compute, "dask.compute(r)": lambda: dask.compute(r)}
+        for _ in range(rounds):
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for i in range(trials):
+                order = list(calls) if i % 2 == 0 else list(calls)[::-1]
+                for name in order:
+                    started = time.perf_counter()
+                    calls[name]()
+                    times[name].append((time.perf_counter() - started) * 1000)
+            for name, values in times.items():
+                out[name].append(statistics.median(values))
     return out
 
 
@@ -102,7 +108,9 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()}; numpy {np.__version__}, pandas {pd.__version__}")
     # Default schedulers on both sides: the trial's own graph runs on dask's default (threads)
     # either way; dask.compute(r) adds the one outer task that runs the trial.
-    print("\nPer-trial time, ms (default scheduler, local store; median of rounds, all rounds)")
+    print(
+        "\nPer-trial time, ms (default scheduler, local store; median of round medians, each round)"
+    )
     for name, values in overhead(args.trials, args.rounds).items():
         shown = ", ".join(f"{v:.2f}" for v in values)
         print(f"  {name:18} {statistics.median(values):6.2f}   [{shown}]")

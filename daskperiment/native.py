@@ -124,13 +124,23 @@ def _worker_client() -> Any:
     return worker_client()
 
 
+#: result key -> its parameters (name -> placeholder key); keys are unique per built result
+_FOUND: dict[Any, dict[str, Any]] = {}
+
+
 def trial_graph(result: Any) -> HighLevelGraph:
     """The graph dask gets for an ``@ex.result`` output: one task running its trial."""
     from .trial import TrialGraph, declaration_order
 
     ex = result._experiment
     registry = ex._parameters
-    found = TrialGraph(result, registry.by_key).parameters
+    # dask asks for .dask several times per compute; a result's graph never changes
+    found = _FOUND.get(result.key)
+    if found is None:
+        found = TrialGraph(result, registry.by_key).parameters
+        if len(_FOUND) >= 1024:
+            _FOUND.clear()
+        _FOUND[result.key] = found
     values = registry.resolve(found, None)  # ParameterUndefined now, before any trial
     values = declaration_order(values, registry.names)
     keys = {key: name for name, key in found.items()}
