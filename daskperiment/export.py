@@ -60,6 +60,12 @@ def export(value: Any, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def written(value: Any, path: str | os.PathLike[str]) -> Any:
+    """``value``, after writing it to ``path`` (see :func:`export`)."""
+    export(value, path)
+    return value
+
+
 def _atomic(target: Path, write: Callable[[Path], None]) -> None:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)

@@ -31,7 +31,16 @@ from .errors import DamagedTrial
 from .ids import parse_trial_id
 from .log import logger
 from .reads import MALFORMED, read_json, read_trial
-from .trial import FAILED, RUNNING, SUCCESS, effective, trial_ref, trials_prefix
+from .record import (
+    DAMAGED,
+    FAILED,
+    RUNNING,
+    SUCCESS,
+    effective,
+    index_ref,
+    trial_ref,
+    trials_prefix,
+)
 
 CHUNK_SIZE = 256
 FLUSH_EVERY = 32
@@ -50,15 +59,8 @@ VERBOSE_COLUMNS = [
 ]
 
 
-#: Status of a trial whose ref or record cannot be read (see :func:`load_trial`).
-DAMAGED = "damaged"
-
 #: What reading a damaged ref or object raises (a corrupt file, a malformed record).
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
-
-
-def index_ref(experiment_id: str) -> str:
-    return f"experiments/{experiment_id}/index"
 
 
 def load_trial(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str, dict[str, Any]]:
@@ -142,7 +144,7 @@ def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
 MALFORMED_STATUS = "malformed"
 
 
-def malformed_row(trial_id: int, record_oid: str, exc: Exception) -> dict[str, Any]:
+def malformed_row(trial_id: int, record_oid: str | None, exc: Exception) -> dict[str, Any]:
     """The row of a trial whose ref names something that is not a trial record."""
     return {
         "trial_id": trial_id,
@@ -496,7 +498,7 @@ def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
         try:
             _, last = load_trial(st, experiment_id, max(ids))
             when = last.get("finished") or last.get("started")
-        except (store.errors.StoreError, DamagedTrial, *MALFORMED):
+        except (store.errors.StoreError, DamagedTrial, *MALFORMED):  # type: ignore[misc]
             when = None
         out.append(
             {

@@ -151,14 +151,17 @@ def classify(line: str, in_header: bool) -> str:
     return "context"
 
 
-def diff_html(diff: Any) -> str:
-    """A TrialDiff: the parameters as a table, then every changed part as a coloured diff."""
+def diff_html(diff: Any, missing: Any = None) -> str:
+    """A TrialDiff: the parameters as a table, then every changed part as a coloured diff
+    (``missing``: the value standing for a part one trial lacks)."""
     head = _title(f"Trial {diff.a} → {diff.b} of {diff.experiment}")
     if not diff:
         return f'<div style="{_BOX}">{head}<div>identical</div></div>'
     body = [head]
     if diff.parameters:
-        rows = [(name, _side(a), _side(b)) for name, (a, b) in diff.parameters.items()]
+        rows = [
+            (name, _side(a, missing), _side(b, missing)) for name, (a, b) in diff.parameters.items()
+        ]
         body.append(_table(rows, ("parameter", f"trial {diff.a}", f"trial {diff.b}")))
     out = [f'<table class="daskperiment-diff" style="border-collapse: collapse; {_MONO}">']
     for file in diff.files:
@@ -178,7 +181,5 @@ def diff_html(diff: Any) -> str:
     return f'<div class="daskperiment-trialdiff" style="{_BOX}">{"".join(body)}</div>'
 
 
-def _side(value: Any) -> str:
-    from .diff import MISSING
-
-    return "(absent)" if value is MISSING else _short(value)
+def _side(value: Any, missing: Any) -> str:
+    return "(absent)" if missing is not None and value is missing else _short(value)

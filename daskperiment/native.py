@@ -33,6 +33,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from daskperiment_store import MemoryBackend, Store
 
+from . import steps
 from .errors import DaskperimentError
 
 
@@ -94,7 +95,7 @@ class TrialTask:
 
     def _run(self, run_type: Any, dask_kwargs: dict[str, Any]) -> Any:
         run = run_type(
-            self.experiment, self.result, self.values, self.seed, dask_kwargs,
+            self.experiment._session(), self.result, self.values, self.seed, dask_kwargs,
             parameter_keys=self.keys,
         )  # fmt: skip
         return run.run()
@@ -130,7 +131,8 @@ _FOUND: dict[Any, dict[str, Any]] = {}
 
 def trial_graph(result: Any) -> HighLevelGraph:
     """The graph dask gets for an ``@ex.result`` output: one task running its trial."""
-    from .trial import TrialGraph, declaration_order
+    from .record import declaration_order
+    from .trialgraph import TrialGraph
 
     ex = result._experiment
     registry = ex._parameters
@@ -148,5 +150,7 @@ def trial_graph(result: Any) -> HighLevelGraph:
     layer = {result.key: Task(result.key, task)}
     return HighLevelGraph.from_collections(result.key, layer, dependencies=())
 
+
+steps.RESULT_GRAPH[0] = trial_graph  # what ResultDelayed.dask returns
 
 __all__ = ["StoreUnreachable", "TrialTask", "trial_graph"]

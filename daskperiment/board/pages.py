@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..trial import ordered_params
+from ..record import ordered_params
 from .codediff import classify, diff_stat, split_files
 from .query import format_duration
 
