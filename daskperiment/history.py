@@ -90,23 +90,30 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def damaged_row(trial_id: int, reason: str) -> dict[str, Any]:
-    """The history row of a trial that cannot be read: status ``damaged``, and what to do."""
+def _unreadable_row(
+    trial_id: int, record_oid: str | None, status: str, description: str
+) -> dict[str, Any]:
+    """The history row of a trial whose record is not shown: only its id, status and why."""
     return {
         "trial_id": trial_id,
-        "record": None,
-        "status": DAMAGED,
+        "record": record_oid,
+        "status": status,
         "interrupted": False,
         "params": {},
         "result": None,
         "result_type": None,
         "finished": None,
         "process_time": None,
-        "description": f"Damaged: {reason}; run `daskperiment fsck`",
+        "description": description,
         "seed": None,
-        "digests": {},
+        "digests": {"parameters": None, "code": None, "environment": None, "result": None},
         "reused": [],
     }
+
+
+def damaged_row(trial_id: int, reason: str) -> dict[str, Any]:
+    """The history row of a trial that cannot be read: status ``damaged``, and what to do."""
+    return _unreadable_row(trial_id, None, DAMAGED, f"Damaged: {reason}; run `daskperiment fsck`")
 
 
 def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
@@ -146,21 +153,8 @@ MALFORMED_STATUS = "malformed"
 
 def malformed_row(trial_id: int, record_oid: str | None, exc: Exception) -> dict[str, Any]:
     """The row of a trial whose ref names something that is not a trial record."""
-    return {
-        "trial_id": trial_id,
-        "record": record_oid,
-        "status": MALFORMED_STATUS,
-        "interrupted": False,
-        "params": {},
-        "result": None,
-        "result_type": None,
-        "finished": None,
-        "process_time": None,
-        "description": f"malformed record (not loaded, nothing ran): {exc}",
-        "seed": None,
-        "digests": {"parameters": None, "code": None, "environment": None, "result": None},
-        "reused": [],
-    }
+    reason = f"malformed record (not loaded, nothing ran): {exc}"
+    return _unreadable_row(trial_id, record_oid, MALFORMED_STATUS, reason)
 
 
 def _oid(link: Any) -> str | None:
