@@ -218,6 +218,7 @@ def _reading_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
         action="store_true",
         help="load pickle objects too: this RUNS CODE chosen by whoever stored the object",
     )
+    c.add_argument("--to", metavar="FILE", help="write the object to FILE: .npy, .parquet or .csv")
 
 
 def _diff_arguments(d: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from .history import DAMAGED, list_experiments
 from .location import experiment_store, open_store, stores_at
 from .provenance import commands as provenance_commands
 from .provenance import inputs as input_files
-from .record import trial_ref
+from .record import ordered_params, trial_ref
 
 # ---------------------------------------------------------------------------------------
 # Commands
@@ -160,11 +160,10 @@ def _show_damaged(args: argparse.Namespace, exc: DamagedTrial) -> int:
 
 def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
     """``daskperiment show`` as text: one ``name: value`` line per field, then sections."""
-    params = r.get("params") or {}
     lines = [
         f"trial {r.get('id')} of {experiment_id}",
         f"status:       {r.get('status')}",
-        "parameters:   " + (", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) or "(none)"),
+        "parameters:   " + (", ".join(f"{k}={v!r}" for k, v in ordered_params(r)) or "(none)"),
         f"result:       {r.get('result_repr')} ({r.get('result_type')})",
         f"seed:         {r.get('seed')}",
         f"started:      {_when(r.get('started'))}",
@@ -269,6 +268,11 @@ def cmd_cat(args: argparse.Namespace) -> int:
             f"object {oid} is a pickle: loading it runs code chosen by whoever stored it; "
             "pass --unpickle-runs-code to load it anyway (only for stores you trust)"
         )
+    if args.to:
+        from .export import export
+
+        _print(f"wrote {export(st.get(oid), args.to)}")
+        return 0
     _write_object(kind, body)
     return 0
 
@@ -287,7 +291,8 @@ def _write_object(kind: str, body: Any) -> None:
         sys.stdout.flush()
         sys.stdout.buffer.write(bytes(body))
         return
-    if kind == "json":
+    if kind in ("json", "container"):
+        # A container's elements are its links: `cat` each of them.
         # The stored JSON itself (links appear as {"$link": oid}); text is printed as is.
         doc = json.loads(bytes(body).decode("utf-8"))
         if isinstance(doc, str):

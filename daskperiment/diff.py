@@ -43,6 +43,7 @@ from .diffmodel import (
     PickledObject,
     TrialDiff,
 )
+from .environment.changes import same_packages_as
 from .errors import DamagedTrial, TrialNotFound
 from .ids import parse_trial_id
 from .provenance import inputs as input_files
@@ -377,6 +378,10 @@ def _environment(reader: _Reader, old: dict, new: dict, changes: dict, files: li
             continue  # same digest: the category is not read
         value_a = reader.get(cat_a) if cat_a else MISSING
         value_b = reader.get(cat_b) if cat_b else MISSING
+        if category == "packages" and isinstance(value_a, list) and isinstance(value_b, list):
+            value_b = same_packages_as(value_a, value_b)  # an install path alone: no change
+            if value_a == value_b:
+                continue
         changes["environment"][category] = (value_a, value_b)
         files.append(
             DiffFile(

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .html import Text
+
 #: Groups of files, in the order they are rendered (``render(groups=...)`` selects some).
 GROUPS = ("parameters", "trial", "code", "source", "steps", "result", "metrics", "environment")
 #: Lines of context around each change, as ``git diff``.
@@ -166,6 +168,11 @@ class TrialDiff:
             f"changed: {changed or 'nothing'})"
         )
 
+    def _repr_html_(self) -> str:  # notebooks: coloured like the dashboard (html.py)
+        from .html import diff_html
+
+        return diff_html(self, MISSING)
+
     def selected(self, groups: Iterable[str] | None = None) -> list[DiffFile]:
         """The files of ``groups`` (every group by default), in rendering order."""
         if groups is None:
@@ -185,7 +192,7 @@ class TrialDiff:
                 if line.startswith("@@"):
                     in_header = False
                 out.append(colorize(line, in_header) if color else line)
-        return "".join(f"{line}\n" for line in out)
+        return Text("".join(f"{line}\n" for line in out))
 
     def stat(self, groups: Iterable[str] | None = None, color: bool = False) -> str:
         """A ``git diff --stat`` summary: one line per file, then the totals."""
@@ -210,7 +217,7 @@ class TrialDiff:
             f" {_plural(len(files), 'file')} changed, {_plural(added, 'insertion')}(+), "
             f"{_plural(removed, 'deletion')}(-)"
         )
-        return "".join(f"{line.rstrip()}\n" for line in lines)
+        return Text("".join(f"{line.rstrip()}\n" for line in lines))
 
     def to_dict(self) -> dict[str, Any]:
         """The diff as JSON-ready data: each change as ``{"a": old, "b": new}`` (a side is

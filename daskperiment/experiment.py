@@ -13,7 +13,20 @@ import daskperiment_store as store
 from daskperiment_store import Link, Store
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, script, teams, trial, trialgraph
+from . import (  # noqa: F401 - native: dask.compute(result) runs a trial
+    code,
+    environment,
+    export,
+    history,
+    live,
+    metrics,
+    native,
+    script,
+    teams,
+    trial,
+    trialgraph,
+)
+from .compat import metric_key_alias
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -23,12 +36,12 @@ from .errors import (
     TrialNotFound,
 )
 from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
+from .html import TrialInfo, experiment_html
 from .ids import validate_experiment_id
 from .location import StoreHandle, experiment_target, worker_target
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
-from .provenance import inputs as input_files
-from .provenance import lineage
+from .provenance.methods import ProvenanceMethods
 from .reads import read_json, read_parameters, read_value
 from .record import effective, trial_ref
 from .session import ExperimentState, _register_exit_flush
@@ -49,7 +62,7 @@ _INSTANCES_LOCK = threading.Lock()
 _validate_id = validate_experiment_id
 
 
-class Experiment(ExperimentState, teams.TrialManagement):
+class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     """One experiment: its parameters, its steps and the trials recorded in its store.
 
     ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
@@ -134,12 +147,14 @@ class Experiment(ExperimentState, teams.TrialManagement):
             shown = str(self._target)
         return f"Experiment(id: {self.id}, trial_id: {self.trial_id}, backend: {shown})"
 
+    _repr_html_ = experiment_html  # notebooks: summary and last trials (html.py)
+
     # -- loading -----------------------------------------------------------------------
 
     @property
     def trial_id(self) -> int:
-        """Id of the last trial (0 before the first)."""
-        return self._last_trial_id
+        """Id of the last trial (0 before the first), by any process (a listing)."""
+        return self._refreshed_trial_id()
 
     @property
     def current_trial_id(self) -> int:
@@ -300,22 +315,6 @@ class Experiment(ExperimentState, teams.TrialManagement):
             return 0
         return step_cache.clear(self._store_for_writing(), self.id, step)
 
-    def track(self, path: Any) -> Any:
-        """Declare that the running step reads ``path`` (a file or a directory) and return
-        it: for readers no hook sees (pyarrow, h5py, subprocesses), e.g.
-        ``pd.read_parquet(ex.track(path))``. See docs/provenance.md."""
-        return input_files.track(path)
-
-    def trials_using(self, what: Any) -> list[lineage.Use]:
-        """The steps of trials that read the file ``what`` (a path: any version of it, or any
-        file below a directory) or used the digest ``what`` (a file's content, a step's
-        input, output or persisted object), oldest trial first."""
-        st = self._read_store()
-        if st is None:
-            return []
-        ids = self._reader.trial_ids(st)
-        return lineage.find_uses(((i, self._record(i)) for i in ids), what)
-
     def run_from_command_line(self, result: Any = None, argv: Any = None) -> Any:
         """Run one trial from the script's command line: ``python script.py a=1 b=2 --seed 1``.
 
@@ -399,7 +398,8 @@ class Experiment(ExperimentState, teams.TrialManagement):
         trial_id = teams.resolve(self, trial_id)
         record = self._record(trial_id)
         st = self._need_store()
-        out = _plain(record)
+        out = TrialInfo(_plain(record))  # a dict; a table in notebooks
+        out["id"] = record["trial_id"]
         out.update(teams.extras_of(self, trial_id, record))
         env_link = record.get("environment")
         if isinstance(env_link, Link):
@@ -411,8 +411,11 @@ class Experiment(ExperimentState, teams.TrialManagement):
                 out["environment_summary"] = None
         return out
 
-    def get_persisted(self, step: str, trial_id: int | None = None) -> Any:
-        """The output step ``step`` (decorated with ``@ex.persist``) gave in a trial."""
+    def get_persisted(self, step: str, trial_id: int | None = None, *, to: Any = None) -> Any:
+        """The output step ``step`` (decorated with ``@ex.persist``) gave in a trial; ``to``:
+        also written to that file (``.npy``, ``.parquet``, ``.csv``: export.py)."""
+        if to is not None:
+            return export.written(self.get_persisted(step, trial_id), to)
         record = self._record(trial_id)
         steps = record.get("steps") or {}
         if step not in steps:
@@ -424,6 +427,7 @@ class Experiment(ExperimentState, teams.TrialManagement):
             raise PersistedNotFound(step, record["trial_id"])
         return read_value(self._need_store(), link.oid)  # unpickles: documented
 
+    @metric_key_alias
     def save_metric(self, key: str, epoch: Any, value: Any) -> None:
         """Save one point of metric ``key`` from inside a running step."""
         ctx = _CURRENT.get()
@@ -436,6 +440,7 @@ class Experiment(ExperimentState, teams.TrialManagement):
         trial, those its steps have saved so far (daskperiment/live.py)."""
         return sorted(live.metrics_of(self._need_store(), self.id, self._record(trial_id)))
 
+    @metric_key_alias
     def load_metric(
         self, key: str, trial_id: int | Iterable[int], *, unpickle: bool = False
     ) -> Any:
@@ -510,24 +515,6 @@ class Experiment(ExperimentState, teams.TrialManagement):
         from .diff import diff_trials
 
         return diff_trials(self._read_store(), self.id, a, b)
-
-    def checkout(self, trial_id: int, directory: Any, force: bool = False) -> Any:
-        """Write trial ``trial_id``'s source tree (script or notebook cells, local modules)
-        into ``directory``, byte for byte; a non-empty directory needs ``force=True``."""
-        from .provenance.checkout import checkout
-
-        return checkout(self._read_store(), self.id, trial_id, directory, force)
-
-    def reproduce(self, trial_id: int) -> Any:
-        """Re-run trial ``trial_id`` from the store alone (its source tree, parameters and
-        seed, in a fresh process) and compare step by step: a
-        :class:`daskperiment.provenance.reproduce.ReproduceReport`, true when identical."""
-        from .provenance.reproduce import reproduce
-
-        report = reproduce(self._read_store(), self.id, trial_id)
-        if report.reproduction:
-            self._last_trial_id = max(self._last_trial_id, report.reproduction)
-        return report
 
     def export(self, path: Any, trials: Iterable[int] | None = None) -> Any:
         """Write trials (default: every finished one) and every object they reference into

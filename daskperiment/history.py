@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import daskperiment_store as store
 from daskperiment_store import Link
 
+from . import storedir
 from .errors import DamagedTrial
 from .identity import global_id_of
 from .ids import parse_trial_id
@@ -130,6 +132,7 @@ def row_of(
         "status": status,
         "interrupted": bool(record.get("interrupted")),
         "params": record.get("params") or {},
+        "parameter_order": record.get("parameter_order") or [],
         "result": record.get("result_value")
         if record.get("result_value") is not None
         else record.get("result_repr"),
@@ -284,6 +287,7 @@ ROW_FIELDS = (
     "seed",
     "digests",
     "reused",
+    "parameter_order",  # absent from chunks written before it was kept
 )
 
 
@@ -410,6 +414,8 @@ def frame(rows: list[dict[str, Any]], parameter_order: Iterable[str] = (), verbo
     import pandas as pd
 
     names: dict[str, None] = {n: None for n in parameter_order}
+    for row in rows:  # declaration order, as each trial recorded it
+        names.update((n, None) for n in row.get("parameter_order") or () if n not in names)
     extra: dict[str, None] = {}
     for row in rows:
         for n in row["params"]:
@@ -494,11 +500,19 @@ def _local_time(epoch: float | None) -> datetime.datetime | None:
 
 
 def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
-    """The experiments recorded in one store, by id: ``{id, trials, last_activity}`` each.
+    """The experiments recorded in one store (or in every store of a directory of stores,
+    such as ``daskperiment_cache``), by id: ``{id, trials, last_activity}`` each.
 
     ``last_activity`` is the local time (``datetime``) the latest trial finished, or started
     if it is still running. Only ref names are listed and one record per experiment is read.
     """
+    if isinstance(store_or_url, str | os.PathLike) and "://" not in str(store_or_url):
+        stores = storedir.stores_in(store_or_url)  # a directory of stores: each of them
+        if stores:
+            return sorted(
+                (row for path in stores for row in list_experiments(str(path))),
+                key=lambda row: row["id"],
+            )
     st = (
         store_or_url
         if isinstance(store_or_url, store.Store)

@@ -22,6 +22,7 @@ from typing import Any
 
 import daskperiment_store as store
 
+from . import storedir
 from .errors import DaskperimentError, ExperimentNotFound, SharingError
 from .history import list_experiments
 from .record import trials_prefix
@@ -44,6 +45,7 @@ def experiment_target(experiment_id: str, backend: Any) -> tuple[Any, Any]:
     if isinstance(backend, str):
         if "://" in backend:
             return backend, ("url", backend)
+        backend = storedir.experiment_path(backend, experiment_id)  # daskperiment_cache/
         return backend, ("local", os.path.abspath(backend))
     raise TypeError(
         "backend must be 'local', a pathlib.Path, a store URL (memory://..., s3://...), "

@@ -225,3 +225,20 @@ def annotation_ref(experiment_id: str, global_id: str, event_oid: str) -> str:
 def staging_prefix(experiment_id: str, token: str) -> str:
     """Prefix under which the trials of a bundle wait for their numbers during an import."""
     return f"{EXPERIMENTS_PREFIX}{experiment_id}/incoming/{token}/"
+
+
+def declaration_order(values: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """Parameter ``values`` in the order ``names`` declares them (others after, as they
+    come): the record's ``parameter_order``, as its ``params`` are canonical JSON (sorted)."""
+    rank = {name: i for i, name in enumerate(names)}
+    return dict(sorted(values.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def ordered_params(record: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A record's parameters in declaration order (records from before that order was kept:
+    by name)."""
+    params = record.get("params") or {}
+    order = [n for n in record.get("parameter_order") or () if n in params]
+    return [(n, params[n]) for n in order] + sorted(
+        (k, v) for k, v in params.items() if k not in order
+    )

@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import DaskperimentError
 from .provenance.sourcetree import note_script
-from .steps import ResultDelayed
+from .steps import LAST_RESULT, ResultDelayed, next_serial
 
 #: ``__name__`` a script sees when run by ``daskperiment run``.
 RUN_NAME = "__daskperiment__"
@@ -75,9 +75,16 @@ def parse_argv(argv: Sequence[str]) -> tuple[dict[str, Any], int | None]:
     return parse_assignments(items), seed
 
 
-def find_result(namespace: dict[str, Any], path: str = "the script") -> ResultDelayed:
-    """The result a script built: the ``@ex.result`` delayed object created last."""
+def find_result(
+    namespace: dict[str, Any], path: str = "the script", since: int | None = None
+) -> ResultDelayed:
+    """The result a script built: the ``@ex.result`` delayed object created last, bound to a
+    name or (``since``: serial of the first object the script could build) built by a bare
+    top-level call such as ``calculate_score(d)``, as daskperiment 0.5 scripts end."""
     found = [v for v in namespace.values() if isinstance(v, ResultDelayed)]
+    unbound = LAST_RESULT[0]
+    if since is not None and isinstance(unbound, ResultDelayed) and unbound._serial >= since:
+        found.append(unbound)
     if not found:
         raise ScriptError(
             f"{path} builds no result: call the function decorated with @ex.result at the "
@@ -104,12 +111,13 @@ def run_script(path: str | Path, argv: Sequence[str] = ()) -> Any:
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [path, *argv]
     sys.path.insert(0, script_dir)  # as `python script.py` would, for the script's imports
+    since = next_serial()
     try:
         namespace = runpy.run_path(path, run_name=RUN_NAME)
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
-    return run_trial(find_result(namespace, path), parameters, seed)
+    return run_trial(find_result(namespace, path, since), parameters, seed)
 
 
 def run_from_command_line(
@@ -126,5 +134,28 @@ def run_from_command_line(
             "ex.run_from_command_line() found no result: call the function decorated with "
             "@ex.result first (for example s = calculate_score(d)), or pass the result"
         )
-    parameters, seed = parse_argv(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv or "-h" in argv:
+        print(usage(result))
+        raise SystemExit(0)
+    parameters, seed = parse_argv(argv)
     return run_trial(result, parameters, seed)
+
+
+def usage(result: ResultDelayed) -> str:
+    """``--help`` of a script run by ``python script.py``: its parameters and defaults."""
+    ex = result._experiment
+    registry = ex._parameters
+    lines = [
+        f"usage: {Path(sys.argv[0]).name} [name=value ...] [--seed N]",
+        "",
+        f"Runs one trial of experiment {ex.id!r} (values are Python literals, else text).",
+        "",
+        "parameters (current value; Undefined: must be given):",
+    ]
+    for name in registry.names:
+        lines.append(f"  {name}={registry.current(name)!r}")
+    if not registry.names:
+        lines.append("  (none)")
+    lines += ["", "  --seed N    seed of random and numpy's global generator in every step"]
+    return "\n".join(lines)

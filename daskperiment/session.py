@@ -23,9 +23,10 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from . import environment, history
+from .environment.changes import log_changes as log_environment_changes
 from .errors import DamagedTrial
 from .location import StoreHandle
-from .log import log_diff, logger
+from .log import logger
 from .reads import MALFORMED, read_json
 
 if TYPE_CHECKING:
@@ -130,6 +131,13 @@ class ExperimentState:
             self._handle_obj = StoreHandle(self._store_for_writing())
         return self._handle_obj
 
+    def _refreshed_trial_id(self) -> int:
+        """The last trial id, counting trials other processes recorded (a listing)."""
+        st = self._read_store()
+        if st is not None:
+            self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
+        return self._last_trial_id
+
     def _load(self) -> None:
         st = self._read_store()
         if st is None:
@@ -225,8 +233,8 @@ class ExperimentState:
             old = self._read_environment(self._read_store(), previous)
         except store.errors.StoreError:
             return
-        for message, lines in environment.diff(old, env):
-            log_diff(logger, message, lines)
+        since = (self._last_record or {}).get("trial_id")
+        log_environment_changes(logger, old, env, since, environment.diff)
 
     def _trial_recorded(self, trial_id: int, oid: str, record: dict[str, Any]) -> None:
         """Called once a trial's final record is in the store."""

@@ -379,6 +379,18 @@ def _trial_placeholder() -> Delayed:
 
 _TRIAL_PLACEHOLDER = _trial_placeholder()
 _SERIAL = itertools.count()
+#: The ``@ex.result`` output built last in this process, by any experiment (script mode
+#: runs it when a script's last line is a bare call such as ``calculate_score(d)``).
+LAST_RESULT: list[Any] = [None]
+
+
+#: Builds the graph dask sees for an ``@ex.result`` output; daskperiment/native.py (imported
+#: by the experiment module, before any result exists) installs it.
+def _native_not_loaded(result: Any) -> Any:
+    raise RuntimeError("daskperiment.native is not loaded: import daskperiment first")
+
+
+RESULT_GRAPH: list[Callable[[Any], Any]] = [_native_not_loaded]
 
 
 class StepDelayed(Delayed):
@@ -397,7 +409,13 @@ class StepDelayed(Delayed):
         return self._experiment._compute_plain(self, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Delayed, (self.key, self.dask))
+        return (Delayed, (self.key, step_graph(self)))
+
+
+def step_graph(delayed: Delayed) -> Any:
+    """The graph of a step's delayed output: its steps and parameter placeholders (an
+    ``@ex.result`` output shows dask a one-task trial graph instead)."""
+    return delayed._dask
 
 
 class ResultDelayed(StepDelayed):
@@ -414,6 +432,16 @@ class ResultDelayed(StepDelayed):
         """
         return self._experiment._run_trial(self, seed=seed, **dask_kwargs)
 
+    @property
+    def dask(self) -> Any:
+        """What dask.compute, persist, client.compute and embedding see: one task running a
+        trial (daskperiment/native.py). The steps' graph itself is ``step_graph(self)``."""
+        return RESULT_GRAPH[0](self)
+
+    def visualize(self, *args: Any, **kwargs: Any) -> Any:
+        """Draw the steps' graph (not the one-task trial graph dask computes)."""
+        return Delayed(self.key, step_graph(self)).visualize(*args, **kwargs)
+
 
 def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
     """The function users call in place of ``spec.func``: it builds a delayed task."""
@@ -424,11 +452,32 @@ def make_step(experiment: Any, spec: StepSpec) -> Callable[..., StepDelayed]:
     @functools.wraps(spec.func)
     def step(*args: Any, **kwargs: Any) -> StepDelayed:
         key = f"{spec.name}-{uuid.uuid4().hex}"
+        # A result fed to another step is that step's input, not a trial of its own.
+        args, kwargs = _steps_of(args), _steps_of(kwargs)
         out = delayed_call(_TRIAL_PLACEHOLDER, key, *args, dask_key_name=key, **kwargs)
         built = kind(out.key, out.dask, experiment)
         if kind is ResultDelayed:
-            experiment._last_result = built
+            experiment._last_result = LAST_RESULT[0] = built
         return built
 
     step.spec = spec  # type: ignore[attr-defined]
     return step
+
+
+def _steps_of(value: Any) -> Any:
+    """``value`` with each ``@ex.result`` output in it replaced by its plain step graph."""
+    if isinstance(value, ResultDelayed):
+        return Delayed(value.key, step_graph(value))
+    if type(value) in (list, tuple):
+        return type(value)(_steps_of(v) for v in value)
+    if type(value) is dict:
+        return {k: _steps_of(v) for k, v in value.items()}
+    return value
+
+
+def next_serial() -> int:
+    """The serial the next step output built will get (see ``StepDelayed._serial``)."""
+    global _SERIAL
+    n = next(_SERIAL)
+    _SERIAL = itertools.count(n)
+    return n

@@ -43,6 +43,7 @@ from .record import (
     RECORD_VERSION,
     RUNNING,
     SUCCESS,
+    declaration_order,
     process_identity,
     trial_ref,
 )
@@ -79,11 +80,18 @@ class TrialRun:
         use_cache: bool = True,
         *,
         extra: Mapping[str, Any] | None = None,
+        parameter_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.session = session
-        self.graph = TrialGraph(result, session.parameters.by_key)
+        self.graph = TrialGraph(result, parameter_keys or session.parameters.by_key)
         # Resolve before anything is written: an undefined parameter uses no trial id.
-        self.values = session.parameters.resolve(self.graph.parameters, parameters)
+        # parameter_keys: values already resolved where dask took the graph (native.py).
+        self.values = declaration_order(
+            dict(parameters or {})
+            if parameter_keys is not None
+            else session.parameters.resolve(self.graph.parameters, parameters),
+            session.parameters.names,
+        )
         self.seed_given = seed is not None
         self.seed = seeding.validate_seed(seed) if seed is not None else seeding.draw_seed()
         self.dask_kwargs = dict(dask_kwargs or {})
@@ -163,10 +171,12 @@ class TrialRun:
             (outcome,) = schedule(graph, [last], **kwargs)
         except BaseException as exc:
             self.record_failure(st, exc, time.perf_counter() - started)
+            log_failed(self.trial_id, describe_exception(exc))
             raise
         elapsed = time.perf_counter() - started
         if type(outcome) is Failure:
             self.record_failure(st, outcome, elapsed)
+            log_failed(self.trial_id, outcome.description)
             raise _exception_of(outcome)
         try:
             value = self.record_success(st, outcome, elapsed)
@@ -214,6 +224,8 @@ class TrialRun:
             "parent": session.last_trial_id() or None,
             "seed": self.seed,
             **params,
+            # params are canonical JSON (sorted keys): the order they were declared in
+            "parameter_order": list(self.values),
             "code": Link(Oid(code_oid)),
             "environment": Link(Oid(env_oid)),
             "digests": {
@@ -387,6 +399,11 @@ class TrialRun:
 
 
 _NOTHING = object()
+
+
+def log_failed(trial_id: int | None, description: str) -> None:
+    """The line a failed trial ends with, as sweeps log it (after its Started line)."""
+    logger.warning("Failed Experiment (trial id=%s): %s", trial_id, description)
 
 
 def _exception_of(failure: Failure) -> BaseException:

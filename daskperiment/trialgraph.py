@@ -40,7 +40,7 @@ class TrialGraph:
 
     def __init__(self, result: Delayed, parameter_keys: Mapping[str, str]) -> None:
         self.key = result.key
-        self.graph: dict[Any, GraphNode] = convert_legacy_graph(dict(result.__dask_graph__()))
+        self.graph: dict[Any, GraphNode] = convert_legacy_graph(dict(result._dask))
         self.steps: dict[Any, StepCall] = {
             k: node.func
             for k, node in self.graph.items()

@@ -132,7 +132,7 @@ def oid_of(doc: Doc, *path: str) -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="daskperiment-cli-") as tmp:
         workdir = Path(tmp)
-        (workdir / "my_experiment.py").write_text(SCRIPT)
+        (workdir / "quickstart_script.py").write_text(SCRIPT)
         doc = Doc(workdir)
         sections(doc, workdir)
         doc.write(OUT)
@@ -145,16 +145,18 @@ def sections(doc: Doc, workdir: Path) -> None:
         "`daskperiment run SCRIPT [name=value ...] [--seed N]` executes the script (with "
         "`__name__ == '__daskperiment__'`), sets the parameters and computes one trial of the "
         "`@ex.result` it builds, then prints the result. The script used here "
-        "(`my_experiment.py`):\n\n```python\n" + SCRIPT + "```"
+        "(`quickstart_script.py`; `examples/my_experiment.py` is another, runnable example: "
+        "`daskperiment run examples/my_experiment.py n=500 noise=0.5 --seed 1`):\n\n"
+        "```python\n" + SCRIPT + "```"
     )
-    doc.run("daskperiment run my_experiment.py a=1 b=2 --seed 1")
-    doc.run("daskperiment run my_experiment.py a=1 b=3 --seed 2")
-    script = workdir / "my_experiment.py"
+    doc.run("daskperiment run quickstart_script.py a=1 b=2 --seed 1")
+    doc.run("daskperiment run quickstart_script.py a=1 b=3 --seed 2")
+    script = workdir / "quickstart_script.py"
     script.write_text(SCRIPT.replace("return 10 / s", "return 10 / s + 1"))
     doc.text(
         "Then `calculate_score` is edited (`return 10 / s + 1`) and the same parameters run again:"
     )
-    doc.run("daskperiment run my_experiment.py a=1 b=3 --seed 2")
+    doc.run("daskperiment run quickstart_script.py a=1 b=3 --seed 2")
 
     doc.text("## list: experiments in the store\n")
     doc.run("daskperiment list")
@@ -235,9 +237,15 @@ def sections(doc: Doc, workdir: Path) -> None:
     )
     other = workdir / "colleague"
     other.mkdir()
-    (other / "my_experiment.py").write_text(SCRIPT)
+    (other / "quickstart_script.py").write_text(SCRIPT)
     subprocess.run(
-        [shutil.which("daskperiment") or "daskperiment", "run", "my_experiment.py", "a=5", "b=5"],
+        [
+            shutil.which("daskperiment") or "daskperiment",
+            "run",
+            "quickstart_script.py",
+            "a=5",
+            "b=5",
+        ],
         cwd=other,
         capture_output=True,
     )

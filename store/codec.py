@@ -106,9 +106,9 @@ from .framing import (  # noqa: F401
 )
 
 #: Every kind this version reads and writes.
-KINDS = ("json", "ndarray", "pandas", "bytes", "pickle")
+KINDS = ("json", "ndarray", "pandas", "bytes", "container", "pickle")
 #: Kinds whose objects can hold links to other objects (see :func:`find_links`).
-LINK_KINDS = frozenset({"json"})
+LINK_KINDS = frozenset({"json", "container"})
 
 
 def _encode_json(value: Any) -> Encoded | None:
@@ -129,9 +129,9 @@ def _decode_json(body: Chunk) -> Any:
 
 
 def find_links(kind: str, body: Chunk) -> list[Oid]:
-    """Oids of the :class:`Link` values inside a ``json`` body, each once, in order of
+    """Oids of the :class:`Link` values inside a ``json`` or ``container`` body, each once, in order of
     appearance in the body; ``[]`` for every other kind."""
-    if kind != "json" or b'"$link"' not in bytes(body):
+    if kind not in LINK_KINDS or b'"$link"' not in bytes(body):
         return []
     found: dict[Oid, None] = {}
 
@@ -252,7 +252,23 @@ def encode(value: Any) -> Encoded:
         enc = codec_pandas.encode(value)
     else:
         enc = _encode_json(value)
+        if enc is None and (cls is dict or cls is list or cls is tuple):
+            from . import codec_container
+
+            enc = codec_container.encode(value, _encode_leaf)
     return enc if enc is not None else _encode_pickle(value)
+
+
+def _encode_leaf(value: Any) -> Encoded | None:
+    """An element of a container: its own encoding, or None (the container is pickled)."""
+    cls = type(value)
+    if cls is np.ndarray:
+        return _encode_ndarray(value)
+    if cls is bytes or cls is bytearray or cls is memoryview:
+        return _encode_bytes(value)
+    from . import codec_pandas
+
+    return codec_pandas.encode(value)
 
 
 def decode(kind: str, body: Chunk) -> Any:
@@ -272,6 +288,10 @@ def decode(kind: str, body: Chunk) -> Any:
         return codec_pandas.decode(body)
     if kind == "pickle":
         return _decode_pickle(body)
+    if kind == "container":
+        raise DecodeError(
+            "a container object links to its elements: read it with Store.get, not decode"
+        )
     raise DecodeError(f"unknown object kind {kind!r}; it may have been written by a newer version")
 
 

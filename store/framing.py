@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,9 @@ class Encoded:
     kind: str
     chunks: list[Chunk]
     size: int
+    #: Objects this one links to that must be stored with it (``container`` elements):
+    #: ``(oid, Encoded)`` pairs, written before this object.
+    children: list[tuple[Oid, Encoded]] = field(default_factory=list)
 
     @property
     def oid(self) -> Oid:

@@ -248,7 +248,7 @@ def verify_stream(oid: str, data: Any, where: str, limit: int | None = None) -> 
             size += len(piece)
             if size > header.body_size:
                 break
-            if not may_link and header.kind == "json":
+            if not may_link and header.kind in ("json", "container"):
                 text = bytes(piece)  # JSON bodies only; a marker may straddle two pieces
                 may_link = _LINK_MARKER in tail + text
                 tail = text[-(len(_LINK_MARKER) - 1) :]

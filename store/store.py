@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
-from . import bundle, codec, compress, fsck, gc, objfile, sync
+from . import bundle, codec, codec_container, compress, fsck, gc, objfile, sync
 from .backends.base import Backend, Buffers, KeyInfo
 from .codec import LINK_KINDS
 from .config import load_config
@@ -176,6 +176,9 @@ class Store:
         self._check_writable("put objects")
         enc = codec.encode(value)
         oid = hash_chunks(enc.kind, enc.chunks)
+        # A container's elements first: a reader never finds one whose elements are missing.
+        for child_oid, child in enc.children:
+            self._store_encoded(child_oid, child.kind, child.chunks, child.size)
         self._store_encoded(oid, enc.kind, enc.chunks, enc.size)
         return oid
 
@@ -288,6 +291,10 @@ class Store:
             if kind not in kinds:
                 raise UnexpectedKind(oid, kind, kinds, self.url)
         kind, body = verify_object(oid, data, self.path_of(oid))
+        if kind == codec_container.KIND:  # its elements are never pickles
+            return codec_container.decode(
+                body, lambda e: self.get(e, kinds=codec_container.ELEMENT_KINDS)
+            )
         return codec.decode(kind, body)
 
     def get_raw(self, oid: str) -> tuple[str, memoryview]:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..record import ordered_params
 from ..team_commands import team_rows
 from .codediff import classify, diff_stat, split_files
 from .query import format_duration
@@ -71,7 +72,7 @@ def trial_page(
         next_id=trial_id + 1 if has_next else None,
         status=status,
         summary=_summary(record),
-        params=[(str(k), _literal(v)) for k, v in sorted((record.get("params") or {}).items())],
+        params=[(str(k), _literal(v)) for k, v in ordered_params(record)],
         steps=_steps(record.get("steps") or {}, code),
         files=_files(record.get("steps")),
         digests=sorted((str(k), str(v)) for k, v in (record.get("digests") or {}).items()),

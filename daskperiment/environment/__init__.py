@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import platform as _platform
+from .changes import same_packages_as
 from .git import GitWatcher
 from .packages import PackageWatcher
 
@@ -165,6 +166,8 @@ def diff(
     changes = []
     for category in (*CATEGORIES, *extra):
         before, after = old.get(category), new.get(category)
+        if category == "packages" and isinstance(before, list) and isinstance(after, list):
+            after = same_packages_as(before, after)  # an install path alone is no change
         if before == after:
             continue
         lines = list(

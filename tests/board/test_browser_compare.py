@@ -56,7 +56,8 @@ def test_select_five_trials_and_compare_them(page, sweep_board, shot):
     page.locator("#compare-selected").click()
     page.wait_for_url("**/experiments/sweep/compare?trials=1,2,3,4,5")
     headers = page.locator("#compare-table th.param").all_inner_texts()
-    assert headers == ["depth", "lr"]  # optimizer and batch are the same in all five
+    # declaration order (lr, depth); optimizer and batch are the same in all five
+    assert headers == ["lr", "depth"]
     assert "optimizer=adam" in page.locator("#same-params").inner_text()
     assert row_ids_of(page, "#compare-table") == [1, 2, 3, 4, 5]
     page.wait_for_selector("#compare-metrics .plot[data-key='loss'][data-curves='5']")

@@ -18,9 +18,9 @@ def brush(*brushes: dict) -> str:
 def test_compare_json_keeps_only_the_differing_parameters(sweep_board):
     data = sweep_board.get(f"{API}/compare?trials=1,2,3,4,5").json()
     assert data["ids"] == [1, 2, 3, 4, 5]
-    assert data["differing"] == ["depth", "lr"]  # in the history's column order
+    assert data["differing"] == ["lr", "depth"]  # in the history's column order
     assert dict(data["same"]) == {"optimizer": "adam", "batch": "32"}
-    assert [row["params"] for row in data["rows"][:2]] == [["2", "0.0001"], ["4", "0.001"]]
+    assert [row["params"] for row in data["rows"][:2]] == [["0.0001", "2"], ["0.001", "4"]]
     assert data["results"][0] == "Result" and all(r["status"] == "success" for r in data["rows"])
     assert data["annotations"] == []  # no tags or notes recorded: no column for them
     wider = sweep_board.get(f"{API}/compare?trials=1,6").json()
@@ -30,7 +30,10 @@ def test_compare_json_keeps_only_the_differing_parameters(sweep_board):
 def test_compare_page_renders_the_table_escaped(sweep_board, board):
     page = sweep_board.get("/experiments/sweep/compare?trials=2,4,5")
     assert page.status == 200
-    assert re.findall(r'<th class="param" data-column="(\w+)"', page.text) == ["depth", "lr"]
+    assert re.findall(r'<th class="param" data-column="(\w+)"', page.text) == [
+        "lr",
+        "depth",
+    ]  # declaration order
     assert 'data-trials="2,4,5"' in page.text
     quick = board.get("/experiments/quickstart_pj/compare?trials=5,6")
     assert "&lt;script&gt;" in quick.text and "<script>alert" not in quick.text
@@ -48,7 +51,7 @@ def test_parallel_data_has_number_and_category_axes(sweep_board):
     data = sweep_board.get(f"{API}/parallel").json()
     assert data["ids"] == list(range(1, 9))
     axes = {axis["name"]: axis for axis in data["axes"]}
-    assert list(axes) == ["batch", "depth", "lr", "optimizer", "Result"]
+    assert list(axes) == ["lr", "depth", "optimizer", "batch", "Result"]
     assert axes["lr"]["kind"] == "number" and axes["lr"]["positive"] is True
     assert axes["lr"]["min"] == 0.0001 and axes["lr"]["max"] == 1.0
     assert axes["optimizer"] == {

@@ -20,7 +20,7 @@ import pytest
 
 import daskperiment
 import daskperiment_store as store
-from daskperiment import history, trial, trialgraph
+from daskperiment import history, steps, trial, trialgraph
 from daskperiment import record as trial_record
 from daskperiment.errors import (
     MetricNotFound,
@@ -86,13 +86,28 @@ def test_parameter_repr_follows_its_value() -> None:
     assert ex.parameter("a") is a
 
 
-def test_parameter_outside_a_trial_has_no_value_in_the_graph() -> None:
+def test_dask_compute_of_a_result_runs_a_trial() -> None:
     ex = memory_experiment("raw_graph_pj")
     s = two_steps(ex)
     ex.set_parameters(a=1, b=1)
-    # dask.compute bypasses the trial: parameters are only ever injected into a trial's copy
+    # dask.compute takes the result's one-task trial graph (daskperiment/native.py)
+    assert dask.compute(s, scheduler="sync") == (5.0,)
+    assert ex.trial_id == 1
+    assert ex.get_history().loc[1, "Result"] == 5.0
+
+
+def test_step_graph_outside_a_trial_has_no_parameter_values() -> None:
+    ex = memory_experiment("raw_step_pj")
+    a = ex.parameter("a")
+
+    @ex
+    def plus_one(a):
+        return a + 1
+
+    ex.set_parameters(a=1)
+    # an intermediate step through dask.compute: parameters are only injected by compute()
     with pytest.raises(ParameterUndefined):
-        dask.compute(s, scheduler="sync")
+        dask.compute(plus_one(a), scheduler="sync")
     assert ex.trial_id == 0
 
 
@@ -164,7 +179,7 @@ def test_one_graph_gives_distinct_keys_per_trial() -> None:
     second, keys2 = graph.build({"a": 5, "b": 2}, context)
     assert not set(first) & set(second)
     assert keys1[0] in first and keys2[0] in second
-    assert set(graph.graph) == set(s.__dask_graph__())  # the template is left untouched
+    assert set(graph.graph) == set(steps.step_graph(s))  # the template is left untouched
 
 
 def test_steps_records_come_back_from_processes_on_a_memory_store() -> None:

@@ -371,8 +371,9 @@ def test_failed_trial_raises_in_the_cell_and_is_in_the_history(executed: Execute
     assert (failure.ename, failure.evalue) == ("ZeroDivisionError", "division by zero")
     last = re.sub(r"\x1b\[[0-9;]*m", "", failure.traceback[-1])  # without the colours
     assert last == "ZeroDivisionError: division by zero"
-    # the trial started, then the error: no "Finished" line
-    assert_log(cell, [info("Started Experiment (trial id=3)"), GENERATED_SEED])
+    # the trial started, then failed: a "Failed" line (as sweeps log it), no "Finished" line
+    failed = warning("Failed Experiment (trial id=3): ZeroDivisionError(division by zero)")
+    assert_log(cell, [info("Started Experiment (trial id=3)"), GENERATED_SEED, failed])
     header, rows = table(shown(executed.cells["history-3"]))
     assert header == HISTORY_HEADER
     assert list(rows) == [1, 2, 3]

@@ -42,9 +42,13 @@ def prepare(p, i):
     return np.full(3, p * 1000 + i)
 
 
+seen = []  # ids of this process's trials: ex.trial_id may name another process's trial
+
+
 @ex.result
 def score(data):
     ex.save_metric("value", epoch=0, value=float(data[0]))
+    seen.append(ex.current_trial_id)
     return float(data[0])
 
 
@@ -55,7 +59,7 @@ ids = []
 for k in range(25):
     ex.set_parameters(p=PROC, i=k)
     result.compute(scheduler="sync")
-    ids.append(ex.trial_id)
+    ids.append(seen[-1])
 rows = ex.sweep(result, trials=[{"p": PROC, "i": k} for k in range(25, 50)], scheduler="threads")
 ids += [int(n) for n in rows.index]
 report(ids)
