@@ -67,6 +67,12 @@ def _trial_id(text: str) -> int:
     return trial_id
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: a whole number, 1 or more")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -190,6 +196,9 @@ def _reading_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
         "--verbose", "-v", action="store_true", help="add status, seed, digests, reused steps"
     )
     subs["log"].add_argument(
+        "-n", "--max-count", type=_count, metavar="N", help="only the last N trials"
+    )
+    subs["log"].add_argument(
         "--uses",
         metavar="PATH|DIGEST",
         help="only the trials whose steps read this file (any version) or used this digest",
@@ -311,9 +320,18 @@ def _experiment_store(
     except ExperimentNotFound:
         raise _not_found(location, experiment_id) from None
     # Names only: a damaged trial ref must not hide the experiment (it shows as damaged).
-    if check_trials and not st.refs.names(trial.trials_prefix(experiment_id)):
+    if check_trials and not _has_trials(st, experiment_id):
         raise _not_found(location, experiment_id)
     return st
+
+
+def _has_trials(st: store.Store, experiment_id: str) -> bool:
+    # A few existence checks first (opening.py); the listing only when they find nothing.
+    from .opening import last_trial_id
+
+    if last_trial_id(st, experiment_id):
+        return True
+    return bool(st.refs.names(trial.trials_prefix(experiment_id)))
 
 
 def _not_found(location: str, experiment_id: str) -> ExperimentNotFound:
@@ -448,7 +466,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     if args.uses is not None:
         return _log_uses(args)
-    frame = _experiment(args)[0].get_history(verbose=args.verbose)
+    frame = _experiment(args)[0].get_history(verbose=args.verbose, last=args.max_count)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv())
     elif args.format == "json":

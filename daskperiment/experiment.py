@@ -16,7 +16,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, script, trial
+from . import code, environment, history, live, metrics, opening, recent, script, trial
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -198,16 +198,17 @@ class Experiment:
         st = self._read_store()
         if st is None:
             return
-        ids = self._reader.trial_ids(st)
-        if not ids:
+        # Constant time however many trials (opening.py); the environment is compared with
+        # the last trial's when the next trial starts, not here (no scan, no pandas import).
+        self._last_trial_id = opening.last_trial_id(st, self.id)
+        if not self._last_trial_id:
             return
-        self._last_trial_id = ids[-1]
         try:
-            self._last_record = history.load_trial(st, self.id, ids[-1])[1]
+            self._last_record = history.load_trial(st, self.id, self._last_trial_id)[1]
         except store.errors.RefNotFound:  # deleted since the listing
             pass
         except MALFORMED as exc:  # never run it; its trial reads as malformed, others work
-            logger.warning("Trial %d of %s: %s", ids[-1], self.id, exc)
+            logger.warning("Trial %d of %s: %s", self._last_trial_id, self.id, exc)
         except DamagedTrial as exc:
             # Only the code and environment diffs of the next trial need it: new trials
             # still take fresh ids after the damaged one.
@@ -220,7 +221,6 @@ class Experiment:
             where,
             st.url,
         )
-        self._note_environment(None, environment.capture())
 
     def _scan_last_trial_id(self, st: store.Store) -> int:
         ids = self._reader.trial_ids(st)
@@ -530,13 +530,16 @@ class Experiment:
             raise self._not_found(self._need_store(), trial_id) from None
         return trial.effective(record)
 
-    def get_history(self, verbose: bool = False) -> Any:
+    def get_history(self, verbose: bool = False, last: int | None = None) -> Any:
         """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
         ``Success``, ``Finished``, ``Process Time``, ``Description`` (``verbose`` adds the
-        status, seed, digests and reused steps), indexed by ``Trial ID``."""
+        status, seed, digests and reused steps), indexed by ``Trial ID``. ``last=n``: only
+        the last ``n`` trials, read in time that does not grow with the history."""
         st = self._read_store()
         rows: list[dict[str, Any]] = []
-        if st is not None:
+        if st is not None and last is not None:
+            rows = recent.last_rows(st, self.id, recent.validate_count(last))
+        elif st is not None:
             ids = self._reader.trial_ids(st)
             if ids:
                 self._last_trial_id = max(self._last_trial_id, ids[-1])
