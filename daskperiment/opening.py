@@ -59,16 +59,15 @@ def indexed_lower_bound(st: store.Store, experiment_id: str) -> int:
     """The largest trial id in the history index's last chunk; 0 without a usable index."""
     try:
         root_oid = st.refs.get(history.index_ref(experiment_id))
-    except store.errors.RefNotFound:
-        return 0
-    try:
         chunks = history.chunk_links(read_json(st, root_oid))
         if not chunks:
             return 0
         last = max(chunks, key=int)
         ids = read_json(st, chunks[last].oid)["columns"]["trial_id"]
         return max(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
-    except (*_DAMAGE, StopIteration) as exc:
+    except store.errors.RefNotFound:
+        return 0
+    except _DAMAGE as exc:
         # Derived data only: without it the search starts at trial 1.
         logger.debug("history index of %s not used to open it: %s", experiment_id, exc)
         return 0

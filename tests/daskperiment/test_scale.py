@@ -184,3 +184,11 @@ def test_experiment_opens_without_importing_pandas_or_scanning_packages(tmp_path
 
     assert run() == "ran"
     assert run() == "1 False False"
+
+
+@pytest.mark.parametrize("garbage", [b"garbage\n", b"0" * 32 + b"\n"])
+def test_a_damaged_index_only_makes_opening_search_from_trial_one(garbage: bytes) -> None:
+    st = build_history("dmg_pj", trials=300, indexed=290)
+    st.backend.put("refs/" + history.index_ref("dmg_pj"), garbage)
+    assert opening.last_trial_id(st, "dmg_pj") == 300
+    assert fresh(st, "dmg_pj").get_history(last=2).index.tolist() == [299, 300]
