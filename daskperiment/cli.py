@@ -264,6 +264,12 @@ def _maintenance_arguments(subs: dict[str, argparse.ArgumentParser]) -> None:
         subs[name].add_argument(
             "experiment", nargs="?", type=_experiment_id, metavar="EXP", help="only EXP's store"
         )
+        subs[name].add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="a progress bar on stderr (default: when stderr is a terminal)",
+        )
     subs["gc"].add_argument("--dry-run", action="store_true", help="only list what would go")
     subs["gc"].add_argument(
         "--grace",
@@ -736,7 +742,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     if not stores:
         raise store.errors.StoreError(f"no stores in {_location(args)}; pass --store PATH|URL")
     for st in stores:
-        report = st.fsck()
+        with _progress_bar(args, f"fsck {st.url}") as bar:
+            report = st.fsck(progress=bar)
         problems = trial_ref_problems(st)
         ok = ok and report.ok and not problems
         first, *rest = report.summary().splitlines()
@@ -748,13 +755,28 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+@contextlib.contextmanager
+def _progress_bar(args: argparse.Namespace, label: str) -> Iterator[Any]:
+    """A progress bar on stderr for fsck and gc, when asked or when stderr is a terminal."""
+    from daskperiment_store.progress import TerminalBar
+
+    wanted = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = TerminalBar(label, sys.stderr) if wanted else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     location = _location(args)
     targets = _stores(location, args.experiment)
     for st in targets:
         if not args.dry_run:
             st = store.open(st.url, create=False)  # writable this time
-        report = st.gc(grace=args.grace, dry_run=args.dry_run)
+        with _progress_bar(args, f"gc {st.url}") as bar:
+            report = st.gc(grace=args.grace, dry_run=args.dry_run, progress=bar)
         verb = "would remove" if args.dry_run else "removed"
         _print(
             f"{st.url}: {verb} {len(report.objects_removed)} objects "

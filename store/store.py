@@ -21,6 +21,7 @@ from .config import load_config
 from .digest import Oid, hash_chunks, validate_oid
 from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore, UnexpectedKind
 from .objfile import object_key, oid_from_key
+from .progress import Progress
 from .refs import RefStore
 from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 
@@ -406,14 +407,17 @@ class Store:
 
     # -- maintenance -------------------------------------------------------------------
 
-    def fsck(self) -> FsckReport:
-        """Verify every object, ref and link; list leftover temp files (see store.fsck)."""
-        return fsck.fsck(self)
+    def fsck(self, progress: Progress | None = None) -> FsckReport:
+        """Verify every object, ref and link; list leftover temp files (see store.fsck).
+        ``progress(phase, done, total)`` follows the walk (store.progress)."""
+        return fsck.fsck(self, progress)
 
-    def gc(self, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
+    def gc(
+        self, grace: float = 3600.0, dry_run: bool = False, progress: Progress | None = None
+    ) -> GcReport:
         """Remove objects unreachable from any ref and leftover temp files older than
         ``grace`` seconds; with ``dry_run`` only report them (see store.gc)."""
-        return gc.gc(self, grace=grace, dry_run=dry_run)
+        return gc.gc(self, grace=grace, dry_run=dry_run, progress=progress)
 
     def export_bundle(
         self, path: str | os.PathLike[str] | BinaryIO, refs: Iterable[str] | str = ""
