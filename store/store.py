@@ -378,6 +378,7 @@ class Store:
         oids: Iterable[str],
         *,
         on_missing: Callable[[Oid | None, Oid], None] | None = None,
+        seen: set[str] | None = None,
     ) -> Iterator[Oid]:
         """Yield every object reachable from ``oids`` (themselves included), each once.
 
@@ -385,8 +386,9 @@ class Store:
         :class:`ObjectNotFound` naming the object that links to it, unless ``on_missing``
         is given: then it is called with ``(linking oid or None for a root, missing oid)``
         and the walk goes on. A corrupt JSON object raises :class:`CorruptObject`.
+        ``seen``: oids not to visit (walked before); the walk adds those it visits.
         """
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         for root in oids:
             stack: list[tuple[Oid | None, Oid]] = [(None, validate_oid(root))]
             while stack:

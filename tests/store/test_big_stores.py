@@ -126,3 +126,32 @@ def test_cli_draws_the_bar_only_when_asked_or_on_a_terminal(tmp_path: Path) -> N
     assert "checked 1500 objects" in asked.stdout
     swept = run("gc", "--dry-run", "--progress").stderr
     assert "sweep   100%" in swept and "mark" in swept
+
+
+def test_push_goes_in_batches_and_an_interrupted_push_keeps_finished_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daskperiment_store import sync
+
+    monkeypatch.setattr(sync, "REF_BATCH", 10)
+    src = store.open(store.MemoryBackend())
+    dst = store.open(store.MemoryBackend())
+    shared = store.Link(src.put({"code": "shared by every trial"}))
+    leaves = {}
+    for n in range(50):
+        leaves[n] = src.put({"leaf": n})
+        top = src.put({"trial": n, "leaf": store.Link(leaves[n]), "code": shared})
+        src.refs.create(f"trials/{n:02d}", top)
+    lost = bytes(src.backend.get(object_key(leaves[35])))
+    src.backend.delete(object_key(leaves[35]))
+    with pytest.raises(store.errors.ObjectNotFound):
+        src.push(dst)
+    # batches 0-9, 10-19, 20-29 finished: their refs and objects are there, nothing dangles
+    assert dst.refs.names("trials/") == [f"trials/{n:02d}" for n in range(30)]
+    assert dst.fsck().ok
+    src.backend.put(object_key(leaves[35]), lost)
+    report = src.push(dst)
+    assert report.refs_updated == [f"trials/{n:02d}" for n in range(30, 50)]
+    assert len(report.refs_unchanged) == 30
+    assert report.objects_copied == 40  # 20 leaves, 20 tops: the shared code was there
+    assert dst.fsck().ok
