@@ -192,3 +192,32 @@ def test_a_damaged_index_only_makes_opening_search_from_trial_one(garbage: bytes
     st.backend.put("refs/" + history.index_ref("dmg_pj"), garbage)
     assert opening.last_trial_id(st, "dmg_pj") == 300
     assert fresh(st, "dmg_pj").get_history(last=2).index.tolist() == [299, 300]
+
+
+def test_cli_log_n_shows_the_last_trials_and_refuses_a_bad_count(tmp_path: Path) -> None:
+    st = store.open(str(tmp_path / "s"), create=True)
+    ex = daskperiment.Experiment("cli_n_pj", backend=st)
+    a = ex.parameter("a")
+
+    @ex.result
+    def ident(a):
+        return a
+
+    for value in range(1, 8):
+        ex.set_parameters(a=value)
+        ident(a).compute(scheduler="sync")
+    ex._flush_index()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def log(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "daskperiment", "--store", str(tmp_path / "s"), "log"]
+        return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    done = log("cli_n_pj", "-n", "3", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert [line.split(",")[:2] for line in done.stdout.splitlines()[1:]] == [
+        ["5", "5"], ["6", "6"], ["7", "7"],
+    ]  # fmt: skip
+    bad = log("cli_n_pj", "-n", "0")
+    assert bad.returncode == 2
+    assert "invalid count '0': a whole number, 1 or more" in bad.stderr
