@@ -32,7 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daskperiment import trial  # noqa: E402
+from daskperiment import trialgraph  # noqa: E402
 from daskperiment.provenance import record, sourcetree  # noqa: E402
 from daskperiment.script import RUN_NAME, find_result  # noqa: E402
 
@@ -80,7 +80,7 @@ def capture_cost(result: Any, n: int) -> float:
     """Median seconds of one trial's provenance capture, nothing having changed."""
     ex = result._experiment
     st = ex._store_for_writing()
-    specs = trial.TrialGraph(result, ex._parameters.by_key).specs()
+    specs = trialgraph.TrialGraph(result, ex._parameters.by_key).specs()
     record.apply({"digests": {}}, st, ex.id, specs)  # the first: everything written
     times = []
     for _ in range(n):

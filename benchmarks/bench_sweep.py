@@ -196,6 +196,7 @@ def bench_live(root: Path, repeat: int) -> None:
     """What the live view of running trials costs: per step, and per write."""
     import daskperiment_store as store
     from daskperiment import live, metrics
+    from daskperiment import record as trial_record
 
     print("live metrics:")
     st = store.open(root / "live")
@@ -217,7 +218,7 @@ def bench_live(root: Path, repeat: int) -> None:
     buffer = metrics.MetricBuffer()
     for i in range(100_000):
         buffer.add("loss", i, 1.0 / (i + 1))
-    w = live.Watch(st, live.live_prefix("x", 1), "step-key", buffer)
+    w = live.Watch(st, trial_record.live_prefix("x", 1), "step-key", buffer)
 
     def flush(k: int) -> float:
         w.sizes.clear()

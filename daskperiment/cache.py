@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from dask._task_spec import DataNode, Dict, GraphNode, List, Task, TaskRef, Tuple
 
@@ -48,8 +48,6 @@ from .cache_run import (
     CachedStepCall,
     Entry,
     LoadPlan,
-    cache_prefix,
-    cache_ref,
     code_digest,
     entry_of,
     files_changed_message,
@@ -65,7 +63,9 @@ from .log import logger
 from .provenance import inputs as input_files
 from .provenance.record import dependency_key
 from .reads import read_value
+from .record import cache_prefix, cache_ref
 from .steps import StepCall, StepOutput, StepSpec, TrialContext
+from .steps import records_of as _records_of
 
 __all__ = [
     "ENTRY_TYPE",
@@ -109,8 +109,15 @@ class _Unresolved(Exception):
     """An input whose key cannot be known before the trial runs."""
 
 
-def is_cached_step(node: GraphNode) -> bool:
-    return isinstance(node, Task) and isinstance(node.func, StepCall) and bool(node.func.spec.cache)
+def is_cached_step(node: GraphNode | None) -> bool:
+    return (
+        isinstance(node, Task) and isinstance(node.func, StepCall) and bool(_call(node).spec.cache)
+    )
+
+
+def _call(node: Task) -> StepCall:
+    """The step call a cached step's task runs."""
+    return cast(StepCall, node.func)
 
 
 class Planner:
@@ -133,7 +140,7 @@ class Planner:
         self.hits: dict[Any, tuple[Entry, dict]] = {}
         self.repair: dict[Any, str] = {}
         self._digests: dict[Any, str] = {}
-        self._loads: dict[Any, Task] = {}
+        self._loads: dict[Any, GraphNode] = {}
 
     # -- deciding ----------------------------------------------------------------------
 
@@ -141,10 +148,10 @@ class Planner:
         """Status of the cached step ``k`` (its cached dependencies decided first)."""
         if k in self.status:
             return self.status[k]
-        node = self.graph[k]
+        node = self._task(k)
         upstream = [d for d in node.dependencies if is_cached_step(self.graph.get(d))]
         ups = [self.decide(d) for d in upstream]
-        spec = node.func.spec
+        spec = _call(node).spec
         try:
             deps = dependency_key(spec, self.trial)
             key = make_key(spec, self._input_keys(node), self.trial.seed, deps)
@@ -226,8 +233,6 @@ class Planner:
 
     def rewrite(self, keys: list[Any]) -> dict[Any, GraphNode]:
         """The trial's graph with hits loaded or dropped and the other cached steps wrapped."""
-        from .trial import _records_of
-
         graph = dict(self.graph)
         consumers: dict[Any, list[Any]] = {}
         for k, node in graph.items():
@@ -255,27 +260,31 @@ class Planner:
                         graph[c] = DataNode(c, self._carried(k, needed))
         return _cull(graph, keys)
 
+    def _task(self, k: Any) -> Task:
+        """The task of step ``k`` (every cached step's node is a Task)."""
+        return cast(Task, self.graph[k])
+
     def _wrapped(self, k: Any, check: bool) -> Task:
-        node = self.graph[k]
-        call = CachedStepCall(node.func.spec, self.keys[k], check, self.repair.get(k), self.pid)
+        node = self._task(k)
+        call = CachedStepCall(_call(node).spec, self.keys[k], check, self.repair.get(k), self.pid)
         return Task(k, call, *node.args, **node.kwargs)
 
     def _carried(self, k: Any, needed: set[Any]) -> dict[str, dict]:
         """Records of hit ``k`` and of the dropped hits upstream whose records it carries."""
-        records = {self.graph[k].args[1]: self.hits[k][1]}
+        records = {self._task(k).args[1]: self.hits[k][1]}
         for d in self.graph[k].dependencies:
             if d in self.hits and d not in needed:
                 records.update(self._carried(d, needed))
         return records
 
-    def _load_node(self, k: Any, needed: set[Any]) -> Task:
+    def _load_node(self, k: Any, needed: set[Any]) -> GraphNode:
         if k not in self._loads:
-            node = self.graph[k]
+            node = self._task(k)
             entry = self.hits[k][0]
             fallback: dict[Any, GraphNode] = {
                 k: Task(
                     k,
-                    CachedStepCall(node.func.spec, self.keys[k], False, entry.output, self.pid),
+                    CachedStepCall(_call(node).spec, self.keys[k], False, entry.output, self.pid),
                     *node.args,
                     **node.kwargs,
                 )
@@ -285,7 +294,7 @@ class Planner:
             plan = LoadPlan(
                 k,
                 node.args[1],
-                node.func.spec.name,
+                _call(node).spec.name,
                 entry.output,
                 entry.trial,
                 self._carried(k, needed),
@@ -374,14 +383,23 @@ def clear(st: store.Store, experiment_id: str, step: str | None = None) -> int:
     return removed
 
 
+def _is_pickle(st: store.Store, oid: str) -> bool:
+    """Whether ``oid`` is a pickle (read from its header; an unreadable object counts as one)."""
+    try:
+        return st.info(oid).kind == "pickle"
+    except store.errors.StoreError:
+        return True
+
+
 def derive_entries(
     st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, Mapping]]
 ) -> int:
     """Create cache entries for the cached steps of trials that arrived from another store.
 
     Cache refs never travel (two stores' entries for one key would conflict); the receiving
-    side derives them from the records instead. An existing entry is kept. Returns how many
-    were created.
+    side derives them from the records instead. An existing entry is kept. Outputs stored as
+    pickles get no entry: a later trial reusing one would run code chosen by the sender, so
+    only data (JSON, arrays, frames, bytes) arrives reusable. Returns how many were created.
     """
     created = 0
     for trial_id in sorted(arrived, reverse=True):
@@ -389,6 +407,8 @@ def derive_entries(
         for step in (record.get("steps") or {}).values():
             key, persisted = step.get("cache"), step.get("persisted")
             if not key or not isinstance(persisted, Link):
+                continue
+            if _is_pickle(st, persisted.oid):  # reusing it would run the sender's code
                 continue
             plain = dict(step, output=persisted.oid)
             plain["metrics"] = {k: v.oid for k, v in (step.get("metrics") or {}).items()}

@@ -27,6 +27,7 @@ from .log import logger
 from .provenance import inputs as input_files
 from .provenance.record import dependency_key
 from .reads import read_json, read_value
+from .record import cache_ref
 from .steps import (
     PERSIST,
     STEP,
@@ -41,17 +42,6 @@ from .steps import (
 #: Tag of every cache key; a new key layout gets a new tag, so old entries simply miss.
 KEY_TAG = "daskperiment.cache/v1"
 ENTRY_TYPE = "daskperiment.cache-entry"
-
-
-def cache_prefix(experiment_id: str, step: str | None = None) -> str:
-    """Prefix of the cache refs of an experiment, or of one of its steps."""
-    base = f"experiments/{experiment_id}/cache/"
-    return base if step is None else f"{base}{step}/"
-
-
-def cache_ref(experiment_id: str, step: str, key: str) -> str:
-    """Name of the ref holding the cache entry of ``step`` under ``key``."""
-    return f"{cache_prefix(experiment_id, step)}{key}"
 
 
 @functools.lru_cache(maxsize=4096)

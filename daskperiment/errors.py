@@ -34,15 +34,16 @@ class InvalidExperimentId(DaskperimentError, ValueError):
     """An experiment id is empty, too long, or has characters other than ASCII letters,
     digits, ``_`` and ``-`` (the rule is in :mod:`daskperiment.ids`)."""
 
-    def __init__(self, experiment_id: object) -> None:
-        from .ids import MAX_EXPERIMENT_ID_LENGTH
+    #: The longest experiment id (``daskperiment.ids.MAX_EXPERIMENT_ID_LENGTH`` is this).
+    MAX_LENGTH = 200
 
+    def __init__(self, experiment_id: object) -> None:
         self.experiment_id = experiment_id
         shown = repr(experiment_id)
         if isinstance(experiment_id, str) and len(shown) > 80:
             shown = f"{shown[:60]}... ({len(experiment_id)} characters)"
         super().__init__(
-            f"Experiment ID must be 1 to {MAX_EXPERIMENT_ID_LENGTH} ASCII letters, digits, "
+            f"Experiment ID must be 1 to {self.MAX_LENGTH} ASCII letters, digits, "
             f"'_' and '-', got {shown}"
         )
 
@@ -239,3 +240,7 @@ class DamagedTrial(DaskperimentError, LookupError):
         super().__init__(
             f"trial {trial_id} of experiment {experiment_id!r} is damaged ({reason}); {FSCK_ADVICE}"
         )
+
+
+class SharingError(DaskperimentError, ValueError):
+    """A bundle or a store cannot be shared as asked (e.g. a bundle of several experiments)."""

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
 import numbers
-import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import daskperiment_store as store
-from daskperiment_store import Link
+from daskperiment_store import Link, Store
 
 from . import cache as step_cache
-from . import code, environment, history, live, metrics, opening, recent, script, trial
+from . import code, environment, history, live, metrics, recent, script, trial, trialgraph
 from .errors import (
     DamagedTrial,
     MetricNotFound,
@@ -27,19 +24,20 @@ from .errors import (
 )
 from .history import list_experiments  # noqa: F401 - re-exported (daskperiment.list_experiments)
 from .ids import validate_experiment_id
+from .location import StoreHandle, experiment_target, worker_target
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
 from .provenance import inputs as input_files
 from .provenance import lineage
-from .reads import MALFORMED, read_json, read_parameters, read_value
+from .reads import read_json, read_parameters, read_value
+from .record import effective, trial_ref
+from .session import ExperimentState, _register_exit_flush
 from .steps import (
     _CURRENT,
     PERSIST,
     RESULT,
     STEP,
     StepSpec,
-    StoreHandle,
-    _shareable_location,
     current_step,
     make_step,
 )
@@ -47,38 +45,11 @@ from .steps import (
 _INSTANCES: dict[tuple[str, Any], Experiment] = {}
 _INSTANCES_LOCK = threading.Lock()
 
-CODE_TYPE = "daskperiment.code"
-ENVIRONMENT_TYPE = "daskperiment.environment"
-
 
 _validate_id = validate_experiment_id
 
 
-def _backend_of(experiment_id: str, backend: Any) -> tuple[Any, Any]:
-    """``(target, location key)`` for the ``backend`` argument, without touching storage.
-
-    The target is what ``daskperiment_store.open`` takes: a local path (``str``), a URL, a ``Store`` or a
-    backend. Nothing is created here: the store is created by the first trial.
-    """
-    if isinstance(backend, store.Store):
-        return backend, ("store", id(backend))
-    if isinstance(backend, store.backends.base.Backend):
-        return backend, ("backend", id(backend))
-    if isinstance(backend, str) and backend == "local":
-        backend = f"daskperiment_cache/{experiment_id}"
-    if isinstance(backend, os.PathLike):
-        backend = os.fspath(backend)
-    if isinstance(backend, str):
-        if "://" in backend:
-            return backend, ("url", backend)
-        return backend, ("local", os.path.abspath(backend))
-    raise TypeError(
-        "backend must be 'local', a pathlib.Path, a store URL (memory://..., s3://...), "
-        f"a store.Store or a store backend, got {backend!r}"
-    )
-
-
-class Experiment:
+class Experiment(ExperimentState):
     """One experiment: its parameters, its steps and the trials recorded in its store.
 
     ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
@@ -94,7 +65,7 @@ class Experiment:
         system_metrics: bool | None = None,
     ) -> Experiment:  # fmt: skip
         experiment_id = _validate_id(id)
-        target, location = _backend_of(experiment_id, backend)
+        target, location = experiment_target(experiment_id, backend)
         key = (experiment_id, location)
         with _INSTANCES_LOCK:
             instance = _INSTANCES.get(key)
@@ -117,7 +88,7 @@ class Experiment:
     def __reduce__(self) -> tuple[Any, ...]:
         # Steps that use ``ex`` (save_metric, current_trial_id) carry it to workers: send how
         # to find the store, not the instance with its locks and caches.
-        return (_worker_instance, (self.id, _worker_target(self._target, self._store)))
+        return (_worker_instance, (self.id, worker_target(self._target, self._store)))
 
     def _setup(self, experiment_id: str, target: Any, load: bool = True) -> None:
         self.id = experiment_id
@@ -148,35 +119,6 @@ class Experiment:
 
     # -- the store ---------------------------------------------------------------------
 
-    def _read_store(self) -> store.Store | None:
-        """The store for reading, or None while it does not exist yet (nothing recorded)."""
-        if self._store is None:
-            if self._target is None:  # a worker's stand-in for a store it cannot reach
-                return None
-            try:
-                self._store = store.open(self._target, create=False)
-            except store.errors.StoreNotFound:
-                return None
-            self._backend = self._store.backend
-        return self._store
-
-    def _store_for_writing(self) -> store.Store:
-        """The store for recording trials, created on first use."""
-        if self._writable is None:
-            st = self._read_store()
-            if st is None or st.read_only:
-                st = store.open(self._target, create=True)
-                if self._store is None:
-                    self._store, self._backend = st, st.backend
-            self._writable = st
-        return self._writable
-
-    @property
-    def _handle(self) -> StoreHandle:
-        if self._handle_obj is None:
-            self._handle_obj = StoreHandle(self._store_for_writing())
-        return self._handle_obj
-
     @property
     def store(self) -> store.Store:
         """The experiment's store (created if it does not exist yet)."""
@@ -193,38 +135,6 @@ class Experiment:
         return f"Experiment(id: {self.id}, trial_id: {self.trial_id}, backend: {shown})"
 
     # -- loading -----------------------------------------------------------------------
-
-    def _load(self) -> None:
-        st = self._read_store()
-        if st is None:
-            return
-        # Constant time however many trials (opening.py); the environment is compared with
-        # the last trial's when the next trial starts, not here (no scan, no pandas import).
-        self._last_trial_id = opening.last_trial_id(st, self.id)
-        if not self._last_trial_id:
-            return
-        try:
-            self._last_record = history.load_trial(st, self.id, self._last_trial_id)[1]
-        except store.errors.RefNotFound:  # deleted since the listing
-            pass
-        except MALFORMED as exc:  # never run it; its trial reads as malformed, others work
-            logger.warning("Trial %d of %s: %s", self._last_trial_id, self.id, exc)
-        except DamagedTrial as exc:
-            # Only the code and environment diffs of the next trial need it: new trials
-            # still take fresh ids after the damaged one.
-            logger.warning("%s", exc)
-        where = "path" if isinstance(self._backend, store.LocalBackend) else "url"
-        logger.info(
-            "Loaded Experiment(id: %s, trial_id: %d) from %s=%s",
-            self.id,
-            self._last_trial_id,
-            where,
-            st.url,
-        )
-
-    def _scan_last_trial_id(self, st: store.Store) -> int:
-        ids = self._reader.trial_ids(st)
-        return ids[-1] if ids else 0
 
     @property
     def trial_id(self) -> int:
@@ -340,7 +250,7 @@ class Experiment:
     ) -> Any:
         if seed is None:
             seed = self._default_seed
-        run = trial.TrialRun(self, result, parameters, seed, dask_kwargs, cache)
+        run = trial.TrialRun(self._session(), result, parameters, seed, dask_kwargs, cache)
         return run.run()
 
     def sweep(
@@ -370,7 +280,7 @@ class Experiment:
         from .sweep import run_sweep
 
         return run_sweep(
-            self,
+            self._session(),
             result,
             grid,
             trials=trials,
@@ -419,82 +329,14 @@ class Experiment:
         return script.run_from_command_line(self, result, argv, caller)
 
     def _compute_plain(self, delayed: Any, **dask_kwargs: Any) -> Any:
-        graph = trial.TrialGraph(delayed, self._parameters.by_key)
+        graph = trialgraph.TrialGraph(delayed, self._parameters.by_key)
         values = self._parameters.resolve(graph.parameters, None)
         dsk, keys = graph.build(values, None)
-        return trial.compute_graph(dsk, keys, dask_kwargs)[0]
-
-    def _code_tree(self, st: store.Store, specs: Iterable[StepSpec]) -> str:
-        order = {name: i for i, name in enumerate(self._steps)}
-        specs = sorted(specs, key=lambda s: order.get(s.name, len(order)))
-        cache_key = ("code", tuple(id(s.code) for s in specs))
-        oid = self._tree_cache.get(cache_key)
-        if oid is None:
-            steps = [[s.name, Link(st.put(s.code.source))] for s in specs]
-            oid = st.put({"type": CODE_TYPE, "steps": steps})
-            self._tree_cache[cache_key] = oid
-            self._tree_cache[("code-keep", cache_key)] = specs  # keep ids valid
-        return oid
-
-    def _environment_tree(self, st: store.Store) -> tuple[str, dict[str, Any]]:
-        env = environment.capture()
-        cached = self._tree_cache.get("env")
-        if cached is not None and cached[0] is env:
-            return cached[1], env
-        tree = {name: Link(st.put(value)) for name, value in env.items()}
-        oid = st.put({"type": ENVIRONMENT_TYPE, "categories": tree})
-        self._tree_cache["env"] = (env, oid)
-        return oid, env
-
-    def _note_environment(self, env_oid: str | None, env: dict[str, Any]) -> None:
-        """Log what changed in the environment since the last trial (once per change)."""
-        if env_oid is None:
-            from daskperiment_store import codec
-
-            tree = {name: Link(codec.digest(value)) for name, value in env.items()}
-            env_oid = codec.digest({"type": ENVIRONMENT_TYPE, "categories": tree})
-        previous = self._env_seen
-        if previous is None and self._last_record is not None:
-            link = self._last_record.get("environment")
-            previous = link.oid if isinstance(link, Link) else None
-        self._env_seen = env_oid
-        if previous is None or previous == env_oid:
-            return
-        try:
-            old = self._read_environment(self._read_store(), previous)
-        except store.errors.StoreError:
-            return
-        for message, lines in environment.diff(old, env):
-            log_diff(logger, message, lines)
-
-    def _trial_recorded(self, trial_id: int, oid: str, record: dict[str, Any]) -> None:
-        """Called once a trial's final record is in the store."""
-        with self._lock:
-            self._last_trial_id = max(self._last_trial_id, trial_id)
-            self._last_record = record
-            row = history.row_of(record, oid)
-            self._reader.remember(row)
-            self._pending_rows.append(row)
-            due = time.monotonic() - self._last_flush >= history.FLUSH_SECONDS
-            if len(self._pending_rows) >= history.FLUSH_EVERY or due:
-                self._flush_index()
-
-    def _flush_index(self) -> None:
-        rows, self._pending_rows = self._pending_rows, []
-        self._last_flush = time.monotonic()
-        if self._writable is None:  # this process only reads: it never writes the index
-            return
-        rows += self._reader.take_discovered()
-        if rows:
-            try:
-                history.flush_index(self._writable, self.id, rows)
-            except store.errors.StoreError as exc:
-                # The index only speeds reading up: the records are already safe.
-                logger.debug("history index not updated: %s", exc)
+        return trialgraph.compute_graph(dsk, keys, dask_kwargs)[0]
 
     # -- reading -----------------------------------------------------------------------
 
-    def _need_store(self) -> store.Store:
+    def _need_store(self) -> Store:
         st = self._read_store()
         if st is None:
             raise TrialNotFound(None, self.id, 0)
@@ -506,13 +348,13 @@ class Experiment:
         if not isinstance(trial_id, numbers.Integral) or isinstance(trial_id, bool):
             raise self._not_found(st, trial_id)
         try:
-            return st.refs.get(trial.trial_ref(self.id, int(trial_id)))
+            return st.refs.get(trial_ref(self.id, int(trial_id)))
         except store.errors.CorruptRef as exc:
             raise DamagedTrial(trial_id, self.id, f"its ref: CorruptRef: {exc}") from None
         except (store.errors.RefNotFound, ValueError, TypeError):
             raise self._not_found(st, trial_id) from None
 
-    def _not_found(self, st: store.Store, trial_id: object) -> TrialNotFound:
+    def _not_found(self, st: Store, trial_id: object) -> TrialNotFound:
         # The trials written since this instance last looked (by other processes) count.
         self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
         return TrialNotFound(trial_id, self.id, self._last_trial_id)
@@ -528,7 +370,7 @@ class Experiment:
             _, record = history.load_trial(self._need_store(), self.id, int(trial_id))
         except store.errors.RefNotFound:  # deleted meanwhile
             raise self._not_found(self._need_store(), trial_id) from None
-        return trial.effective(record)
+        return effective(record)
 
     def get_history(self, verbose: bool = False, last: int | None = None) -> Any:
         """A DataFrame of every trial: parameters, then ``Result``, ``Result Type``,
@@ -623,18 +465,12 @@ class Experiment:
             sources = self._read_code(self._need_store(), record)
         return code.format_code(sources, decorators=False)
 
-    def _read_code(self, st: store.Store, record: dict[str, Any]) -> dict[str, str]:
+    def _read_code(self, st: Store, record: dict[str, Any]) -> dict[str, str]:
         link = record.get("code")
         if not isinstance(link, Link):
             return {}
         tree = read_json(st, link.oid)
         return {name: read_json(st, source.oid) for name, source in tree["steps"]}
-
-    def _read_environment(self, st: store.Store | None, oid: str) -> dict[str, Any]:
-        if st is None:
-            raise store.errors.ObjectNotFound(oid)
-        tree = read_json(st, oid)
-        return {name: read_json(st, link.oid) for name, link in tree["categories"].items()}
 
     def get_environment(self, trial_id: int | None = None, category: str | None = None) -> Any:
         """The environment of a trial (the current one if ``trial_id`` is None): a dict of
@@ -643,6 +479,8 @@ class Experiment:
             env = environment.capture()
         else:
             link = self._record(trial_id).get("environment")
+            if not isinstance(link, Link):
+                raise TrialNotFound(trial_id, self.id, self._last_trial_id)
             env = self._read_environment(self._need_store(), link.oid)
         if category is None:
             return env
@@ -723,17 +561,6 @@ class Experiment:
         return start(self, port=port, host=host, **kwargs)
 
 
-def _worker_target(target: Any, st: store.Store | None) -> Any:
-    """Where a worker process finds the store (None: it cannot, e.g. a memory store)."""
-    if isinstance(target, str):
-        return os.path.abspath(target) if "://" not in target else target
-    if st is None and isinstance(target, store.Store):
-        st = target
-    if st is not None:
-        return _shareable_location(st)
-    return None if isinstance(target, store.MemoryBackend) else target
-
-
 def _worker_instance(experiment_id: str, target: Any) -> Experiment:
     """The experiment in a worker process: the existing instance if there is one, else one
     that is not loaded (no log lines, no environment capture) until it is used for reading."""
@@ -764,41 +591,3 @@ def _token(experiment_id: str, target: Any) -> str:
 
     where = target.url if isinstance(target, store.Store) else str(target)
     return hashlib.blake2b(f"{experiment_id}\0{where}".encode(), digest_size=6).hexdigest()
-
-
-_EXIT_FLUSH: weakref.WeakSet[Experiment] = weakref.WeakSet()
-
-
-_EXIT_FLUSH_REGISTERED = False
-
-
-def _register_exit_flush(ex: Experiment) -> None:
-    global _EXIT_FLUSH_REGISTERED
-    if not _EXIT_FLUSH_REGISTERED:
-        _EXIT_FLUSH_REGISTERED = True
-        # Remote stores (s3fs/aiohttp) need concurrent.futures executors, which shut down in
-        # threading's exit hooks, before atexit handlers run: flushing from an atexit handler
-        # would fail on S3 and lose the last rows of the history index. Register with the
-        # same hook list concurrent.futures uses, so this flush runs before that shutdown
-        # (hooks run last-registered first, and this one is registered after theirs).
-        register = getattr(threading, "_register_atexit", None)
-        try:
-            if register is None:
-                raise RuntimeError("no threading exit hooks")
-            register(_flush_all)
-        except RuntimeError:  # interpreter already shutting down, or no such hook
-            atexit.register(_flush_all)
-    _EXIT_FLUSH.add(ex)
-
-
-def _flush_all() -> None:
-    for ex in list(_EXIT_FLUSH):
-        try:
-            ex._flush_index()
-        except Exception as exc:  # noqa: BLE001 - the index is derived data; records are safe
-            logger.warning(
-                "Could not update the history index of %s at exit (%s); the trial records "
-                "are stored and get_history() reads them",
-                ex.id,
-                exc,
-            )

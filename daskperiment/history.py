@@ -29,7 +29,16 @@ from .errors import DamagedTrial
 from .ids import parse_trial_id
 from .log import logger
 from .reads import MALFORMED, read_json, read_trial
-from .trial import FAILED, RUNNING, SUCCESS, effective, trial_ref, trials_prefix
+from .record import (
+    DAMAGED,
+    FAILED,
+    RUNNING,
+    SUCCESS,
+    effective,
+    index_ref,
+    trial_ref,
+    trials_prefix,
+)
 
 CHUNK_SIZE = 256
 FLUSH_EVERY = 32
@@ -48,15 +57,8 @@ VERBOSE_COLUMNS = [
 ]
 
 
-#: Status of a trial whose ref or record cannot be read (see :func:`load_trial`).
-DAMAGED = "damaged"
-
 #: What reading a damaged ref or object raises (a corrupt file, a malformed record).
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
-
-
-def index_ref(experiment_id: str) -> str:
-    return f"experiments/{experiment_id}/index"
 
 
 def load_trial(st: store.Store, experiment_id: str, trial_id: int) -> tuple[str, dict[str, Any]]:
@@ -86,23 +88,30 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def damaged_row(trial_id: int, reason: str) -> dict[str, Any]:
-    """The history row of a trial that cannot be read: status ``damaged``, and what to do."""
+def _unreadable_row(
+    trial_id: int, record_oid: str | None, status: str, description: str
+) -> dict[str, Any]:
+    """The history row of a trial whose record is not shown: only its id, status and why."""
     return {
         "trial_id": trial_id,
-        "record": None,
-        "status": DAMAGED,
+        "record": record_oid,
+        "status": status,
         "interrupted": False,
         "params": {},
         "result": None,
         "result_type": None,
         "finished": None,
         "process_time": None,
-        "description": f"Damaged: {reason}; run `daskperiment fsck`",
+        "description": description,
         "seed": None,
-        "digests": {},
+        "digests": {"parameters": None, "code": None, "environment": None, "result": None},
         "reused": [],
     }
+
+
+def damaged_row(trial_id: int, reason: str) -> dict[str, Any]:
+    """The history row of a trial that cannot be read: status ``damaged``, and what to do."""
+    return _unreadable_row(trial_id, None, DAMAGED, f"Damaged: {reason}; run `daskperiment fsck`")
 
 
 def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
@@ -139,23 +148,10 @@ def row_of(record: Mapping[str, Any], record_oid: str) -> dict[str, Any]:
 MALFORMED_STATUS = "malformed"
 
 
-def malformed_row(trial_id: int, record_oid: str, exc: Exception) -> dict[str, Any]:
+def malformed_row(trial_id: int, record_oid: str | None, exc: Exception) -> dict[str, Any]:
     """The row of a trial whose ref names something that is not a trial record."""
-    return {
-        "trial_id": trial_id,
-        "record": record_oid,
-        "status": MALFORMED_STATUS,
-        "interrupted": False,
-        "params": {},
-        "result": None,
-        "result_type": None,
-        "finished": None,
-        "process_time": None,
-        "description": f"malformed record (not loaded, nothing ran): {exc}",
-        "seed": None,
-        "digests": {"parameters": None, "code": None, "environment": None, "result": None},
-        "reused": [],
-    }
+    reason = f"malformed record (not loaded, nothing ran): {exc}"
+    return _unreadable_row(trial_id, record_oid, MALFORMED_STATUS, reason)
 
 
 def _oid(link: Any) -> str | None:
@@ -482,7 +478,7 @@ def list_experiments(store_or_url: Any) -> list[dict[str, Any]]:
         try:
             _, last = load_trial(st, experiment_id, max(ids))
             when = last.get("finished") or last.get("started")
-        except (store.errors.StoreError, DamagedTrial, *MALFORMED):
+        except (store.errors.StoreError, DamagedTrial, *MALFORMED):  # type: ignore[misc]
             when = None
         out.append(
             {

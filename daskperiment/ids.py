@@ -15,7 +15,8 @@ import re
 
 from .errors import InvalidExperimentId, InvalidTrialId
 
-MAX_EXPERIMENT_ID_LENGTH = 200
+#: It becomes a directory name and part of ref names (the error states the same limit).
+MAX_EXPERIMENT_ID_LENGTH = InvalidExperimentId.MAX_LENGTH
 TRIAL_ID_LIMIT = 2**63
 _EXPERIMENT_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_EXPERIMENT_ID_LENGTH}}}")
 _TRIAL_ID = re.compile(r"[1-9][0-9]{0,18}")

@@ -35,6 +35,7 @@ from urllib.parse import quote, unquote
 import daskperiment_store as store
 
 from .log import logger
+from .record import live_prefix, trial_ref
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,11 +49,6 @@ LIVE_INTERVAL = 1.0
 
 #: Longest encoded metric key written live (a ref component must fit a file name).
 _MAX_COMPONENT = 200
-
-
-def live_prefix(experiment_id: str, trial_id: int) -> str:
-    """Name prefix of the live refs of one trial."""
-    return f"experiments/{experiment_id}/live/{trial_id}/"
 
 
 def encode_component(text: str) -> str:
@@ -274,11 +270,10 @@ def _live_oids(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, 
 
 def _reread(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, list[str]]:
     from .reads import MALFORMED, read_record
-    from .trial import trial_ref
 
     try:
         record = read_record(st, st.refs.get(trial_ref(experiment_id, trial_id)))
-    except (store.errors.StoreError, *MALFORMED):
+    except (store.errors.StoreError, *MALFORMED):  # type: ignore[misc]
         return {}
     final = record.get("metrics") or {}
     return {key: [link.oid] for key, link in final.items()}
@@ -303,7 +298,7 @@ def _readable_refs(st: store.Store, prefix: str) -> dict[str, str]:
         return dict(st.refs.list(prefix))
     except store.errors.CorruptRef:
         pass
-    out = {}
+    out: dict[str, str] = {}
     for name in st.refs.names(prefix):
         try:
             out[name] = st.refs.get(name)

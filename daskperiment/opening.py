@@ -26,7 +26,7 @@ import daskperiment_store as store
 from . import history
 from .log import logger
 from .reads import read_json
-from .trial import trial_ref
+from .record import index_ref, trial_ref
 
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
 
@@ -58,7 +58,7 @@ def gallop(exists: Callable[[int], bool], start: int) -> int:
 def indexed_lower_bound(st: store.Store, experiment_id: str) -> int:
     """The largest trial id in the history index's last chunk; 0 without a usable index."""
     try:
-        root_oid = st.refs.get(history.index_ref(experiment_id))
+        root_oid = st.refs.get(index_ref(experiment_id))
         chunks = history.chunk_links(read_json(st, root_oid))
         if not chunks:
             return 0

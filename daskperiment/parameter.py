@@ -154,7 +154,7 @@ class ParameterRegistry:
 
     def name_of_key(self, key: object) -> str | None:
         """The parameter whose placeholder has graph key ``key`` (None if not one of ours)."""
-        return self._by_key.get(key)  # type: ignore[arg-type]
+        return self._by_key.get(key)  # type: ignore[arg-type,call-overload]
 
     def resolve(self, names: Iterable[str], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         """Values of ``names`` for one trial: ``overrides`` first, then current values.

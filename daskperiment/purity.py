@@ -25,6 +25,7 @@ import daskperiment_store as store
 from .log import logger
 from .provenance import inputs as input_files
 from .reads import MALFORMED, read_json
+from .record import purity_ref
 
 PURITY_TYPE = "daskperiment.purity"
 
@@ -32,11 +33,6 @@ PURITY_TYPE = "daskperiment.purity"
 #: never change, so this is never stale.
 _SEEN: dict[tuple[str, str, str], str | None] = {}
 _SEEN_MAX = 10_000
-
-
-def purity_ref(experiment_id: str, step: str, inputs: str) -> str:
-    """Name of the ref remembering the output of ``step`` for input digest ``inputs``."""
-    return f"experiments/{experiment_id}/purity/{step}/{inputs}"
 
 
 def check(st: store.Store, experiment_id: str, steps: Mapping[str, Mapping[str, Any]]) -> list[str]:

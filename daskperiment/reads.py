@@ -16,6 +16,7 @@ from typing import Any
 import daskperiment_store as store
 
 from .errors import MalformedRecord, PickleRefused
+from .record import RECORD_TYPE
 
 JSON_KINDS = frozenset({"json"})
 SERIES_KINDS = frozenset({"pandas", "ndarray"})
@@ -32,8 +33,6 @@ def read_record(st: store.Store, oid: str) -> dict[str, Any]:
     """The trial record ``oid``: JSON, a mapping of type ``daskperiment.trial`` with an
     integer ``trial_id``; anything else raises :class:`MalformedRecord` (or
     :class:`store.UnexpectedKind` for a non-JSON object). Never unpickles."""
-    from .trial import RECORD_TYPE  # trial imports the readers that import this module
-
     record = read_json(st, oid)
     if not isinstance(record, dict) or record.get("type") != RECORD_TYPE:
         raise MalformedRecord(oid, f"it is not a {RECORD_TYPE!r} mapping")

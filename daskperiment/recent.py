@@ -17,6 +17,7 @@ from . import history, opening
 from .errors import DamagedTrial
 from .log import logger
 from .reads import MALFORMED, read_json
+from .record import index_ref
 
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
 
@@ -40,7 +41,7 @@ def last_rows(st: store.Store, experiment_id: str, count: int) -> list[dict[str,
 
 def _index_chunks(st: store.Store, experiment_id: str) -> dict[str, store.Link]:
     try:
-        root = read_json(st, st.refs.get(history.index_ref(experiment_id)))
+        root = read_json(st, st.refs.get(index_ref(experiment_id)))
         return dict(history.chunk_links(root))
     except store.errors.RefNotFound:
         return {}

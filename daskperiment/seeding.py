@@ -31,7 +31,7 @@ def validate_seed(seed: object) -> int:
             f"seed must be an integer between 0 and {MAX_SEED}, got {seed!r} "
             f"({type(seed).__name__})"
         )
-    value = int(seed)  # type: ignore[arg-type]
+    value = int(seed)  # type: ignore[arg-type,call-overload]
     if not 0 <= value <= MAX_SEED:
         raise ValueError(f"seed must be an integer between 0 and {MAX_SEED}, got {value}")
     return value
@@ -46,7 +46,7 @@ def apply_seed(seed: int) -> None:
             import numpy as np
         except ImportError:  # numpy is a dependency, but a step may run in a bare worker
             return
-    np.random.seed(seed)
+    np.random.seed(seed)  # type: ignore[union-attr]
 
 
 def _numpy_integer() -> type:

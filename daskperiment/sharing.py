@@ -33,19 +33,18 @@ import re
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import daskperiment_store as store
 from daskperiment_store import bundle as store_bundle
 from daskperiment_store import sync as store_sync
 
-from . import history, purity, trial
+from . import history
 from .errors import (
     ConflictError,
-    DaskperimentError,
     ExperimentNotFound,
     InvalidTrialId,
+    SharingError,
     TrialNotFound,
 )
 from .ids import (
@@ -54,9 +53,12 @@ from .ids import (
     is_experiment_id,
     parse_trial_id,
     trial_id_of,
+    validate_experiment_id,
     validate_trial_id,
 )
+from .location import open_store
 from .reads import MALFORMED, read_trial, read_value
+from .record import RUNNING, purity_prefix, purity_ref, trial_ref, trials_prefix
 
 #: Where ``backend="local"`` puts an experiment's store, relative to the current directory.
 DEFAULT_DIRECTORY = "daskperiment_cache"
@@ -79,10 +81,6 @@ class TrialConflict(ConflictError):
             "nothing was changed (existing trials are never overwritten)",
             hint,
         )
-
-
-class SharingError(DaskperimentError, ValueError):
-    """A bundle or a store cannot be shared as asked (e.g. a bundle of several experiments)."""
 
 
 @dataclass
@@ -148,98 +146,13 @@ def _size(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Where stores are
-# ---------------------------------------------------------------------------------------
-
-
-def is_url(location: Any) -> bool:
-    """Whether ``location`` is a URL fsspec handles (``file://`` counts as a local path)."""
-    return isinstance(location, str) and "://" in location and not location.startswith("file://")
-
-
-def is_store_directory(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a local directory holding one store per experiment (it has no
-    ``config`` of its own but is not empty), like ``./daskperiment_cache``."""
-    p = Path(path)
-    if not p.is_dir() or (p / "config").exists():
-        return False
-    return any(True for _ in p.iterdir())
-
-
-def locate(location: Any, experiment_id: str, *, directory: bool | None = None) -> Any:
-    """What ``daskperiment_store.open`` needs for ``experiment_id`` at ``location``.
-
-    A ``Store``, a backend or a URL is the store itself (a store holds experiments by id), and
-    so is a local path with a ``config``. Any other local path is a directory of stores (one
-    per experiment, like ``./daskperiment_cache``), giving ``<path>/<experiment_id>``, when
-    ``directory`` is true; when it is None (the Python API, where a path names the store as
-    in ``Experiment(backend=path)``) only an existing, non-empty directory counts as one.
-    """
-    if isinstance(location, store.Store | store.backends.base.Backend) or is_url(location):
-        return location
-    path = os.fspath(location)
-    if path.startswith("file://"):
-        path = path.removeprefix("file://")
-    if (Path(path) / "config").exists():
-        return path
-    if directory or (directory is None and is_store_directory(path)):
-        return os.path.join(path, experiment_id)
-    return path
-
-
-def open_store(
-    location: Any,
-    experiment_id: str,
-    *,
-    create: bool = False,
-    read_only: bool = False,
-    directory: bool | None = None,
-) -> store.Store:
-    """Open the store holding ``experiment_id`` at ``location`` (see :func:`locate`).
-
-    Raises :class:`ExperimentNotFound` when there is no store there and ``create`` is false.
-    """
-    target = locate(location, experiment_id, directory=directory)
-    try:
-        return open_target(target, create=create, read_only=read_only and not create)
-    except store.errors.StoreNotFound:
-        raise ExperimentNotFound(experiment_id, f"{_display(target)} (no store there)") from None
-
-
-def open_target(target: Any, *, create: bool = False, read_only: bool = False) -> store.Store:
-    """``daskperiment_store.open`` with a URL fsspec cannot handle (unknown protocol, missing package)
-    reported as a :class:`SharingError` naming the location."""
-    if isinstance(target, store.Store):
-        return target
-    try:
-        return store.open(target, create=create, read_only=read_only)
-    except store.errors.StoreError:
-        raise
-    except (ValueError, ImportError) as exc:
-        hint = (
-            " (pip install 'daskperiment[s3]' for s3:// URLs)"
-            if isinstance(exc, ImportError)
-            else ""
-        )
-        raise SharingError(f"cannot open a store at {_display(target)}: {exc}{hint}") from exc
-
-
-def _display(target: Any) -> str:
-    if isinstance(target, store.Store):
-        return target.url
-    if isinstance(target, store.backends.base.Backend):
-        return target.url
-    return os.fspath(target)
-
-
-# ---------------------------------------------------------------------------------------
 # Selecting trials
 # ---------------------------------------------------------------------------------------
 
 
 def trial_refs(st: store.Store, experiment_id: str) -> dict[int, str]:
     """Trial id -> record oid for every trial ref of ``experiment_id`` in ``st``."""
-    prefix = trial.trials_prefix(experiment_id)
+    prefix = trials_prefix(experiment_id)
     out = {}
     for name, oid in st.refs.list(prefix).items():
         trial_id = parse_trial_id(name[len(prefix) :])
@@ -276,7 +189,7 @@ def _finished(st: store.Store, refs: Mapping[int, str]) -> _Sorted:
         except MALFORMED as exc:
             out.malformed[trial_id] = exc
             continue
-        if record.get("status") == trial.RUNNING:
+        if record.get("status") == RUNNING:
             out.skipped.append(trial_id)
         else:
             out.done[trial_id] = (oid, record)
@@ -343,7 +256,7 @@ def _purity_wanted(
     st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]
 ) -> dict[str, str]:
     """Purity ref name -> record oid, for inputs the receiver has no ref for yet."""
-    present = set(st.refs.list(f"experiments/{experiment_id}/purity/"))
+    present = set(st.refs.list(purity_prefix(experiment_id)))
     wanted: dict[str, tuple[str, str]] = {}  # name -> (record oid, output)
     for trial_id in sorted(arrived):
         record_oid, record = arrived[trial_id]
@@ -351,7 +264,7 @@ def _purity_wanted(
             inputs, output, step = entry.get("inputs"), entry.get("output"), entry.get("step")
             if not inputs or not output or not step or entry.get("reused"):
                 continue
-            name = purity.purity_ref(experiment_id, step, inputs)
+            name = purity_ref(experiment_id, step, inputs)
             if name in present:
                 continue
             if name not in wanted or wanted[name][1] != output:
@@ -389,7 +302,7 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
     report.trials_malformed = sorted(found.malformed)
     if not done:
         return report
-    names = {trial.trial_ref(experiment_id, t): oid for t, (oid, _) in done.items()}
+    names = {trial_ref(experiment_id, t): oid for t, (oid, _) in done.items()}
 
     def unchanged(selected: Mapping[str, str]) -> None:
         # Only what was checked above travels: a source whose refs moved since is refused.
@@ -414,7 +327,7 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
 
 def _refuse_odd_refs(src: store.Store, experiment_id: str) -> None:
     """Refuse trial refs that are not canonical ids (``trials/01``): they would alias others."""
-    prefix = trial.trials_prefix(experiment_id)
+    prefix = trials_prefix(experiment_id)
     odd = [n for n in src.refs.names(prefix) if parse_trial_id(n[len(prefix) :]) is None]
     if odd:
         raise SharingError(
@@ -494,7 +407,7 @@ def export_trials(
         )
     if not done:
         raise SharingError(f"experiment {experiment_id!r} has no finished trial to export")
-    names = [trial.trial_ref(experiment_id, t) for t in done]
+    names = [trial_ref(experiment_id, t) for t in done]
     written = st.export_bundle(path, names)
     return ShareReport(
         "export",
@@ -570,10 +483,8 @@ def import_bundle(
     trial id exists with another record, :class:`daskperiment_store.errors.BundleError` for a malformed,
     truncated or tampered bundle.
     """
-    from .experiment import _validate_id
-
     old_id, refs = bundle_experiment(path)
-    new_id = _validate_id(id) if id is not None else old_id
+    new_id = validate_experiment_id(id) if id is not None else old_id
     if isinstance(backend, str) and backend == "local":
         backend = os.path.join(DEFAULT_DIRECTORY, new_id)
     dst = open_store(backend, new_id, create=True, directory=directory)

@@ -21,11 +21,8 @@ Inside a trial a step runs, on whichever worker dask chose:
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import itertools
-import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -44,7 +41,9 @@ from . import live, metrics, seeding, sysmetrics
 from .code import CodeSnapshot
 from .display import SafeRepr
 from .errors import NotInTrial
+from .location import StoreHandle
 from .provenance import inputs as input_files
+from .running import CURRENT_STEP
 
 #: Graph key of the per-trial context placeholder shared by every step.
 TRIAL_KEY = "daskperiment-trial"
@@ -56,61 +55,6 @@ _repr = SafeRepr()
 _repr.maxstring = 80
 _repr.maxother = 80
 _repr.maxlist = _repr.maxtuple = _repr.maxdict = 8
-
-
-# ---------------------------------------------------------------------------------------
-# Reaching the store from any process
-# ---------------------------------------------------------------------------------------
-
-_OPEN_STORES: dict[str, store.Store] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-class StoreHandle:
-    """A picklable way for a worker to reach the experiment's store.
-
-    In the client process (and in-process workers) it resolves to the very ``Store`` object
-    the experiment uses. In another process it reopens the store: a local store by its absolute
-    path, any other by its pickled backend. A store that exists only in the client's memory
-    (``MemoryBackend``, ``memory://``) resolves to ``None`` elsewhere; steps then hand their
-    values back and the client writes them.
-    """
-
-    def __init__(self, st: store.Store) -> None:
-        self.token = uuid.uuid4().hex
-        self.store: store.Store | None = st
-        self.location: Any = _shareable_location(st)
-        _OPEN_STORES[self.token] = st
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"token": self.token, "location": self.location}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.token = state["token"]
-        self.location = state["location"]
-        self.store = None
-
-    def open(self) -> store.Store | None:
-        """The store for writing from this process, or None if it is not reachable here."""
-        if self.store is not None:
-            return self.store
-        with _OPEN_LOCK:
-            st = _OPEN_STORES.get(self.token)
-            if st is None and self.location is not None:
-                st = store.open(self.location, create=False)
-                _OPEN_STORES[self.token] = st
-        self.store = st
-        return st
-
-
-def _shareable_location(st: store.Store) -> Any:
-    backend = st.backend
-    if isinstance(backend, store.MemoryBackend) or backend.url.startswith("memory://"):
-        return None
-    if isinstance(backend, store.LocalBackend):
-        # Workers may run with another working directory than the client.
-        return os.path.abspath(backend.url)
-    return backend
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,6 +94,16 @@ class StepOutput:
         return f"StepOutput({self.value!r})"
 
 
+def value_of(output: Any) -> Any:
+    """The value a step returned, with or without its records around it."""
+    return output.value if type(output) is StepOutput else output
+
+
+def records_of(output: Any) -> dict[str, dict]:
+    """The step records ``output`` carries ({} for a plain value)."""
+    return output.records if type(output) is StepOutput else {}
+
+
 @dataclass
 class StepContext:
     """The running step, visible to ``ex.save_metric`` through a context variable."""
@@ -160,9 +114,7 @@ class StepContext:
     metrics: metrics.MetricBuffer = field(default_factory=metrics.MetricBuffer)
 
 
-_CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
-    "daskperiment_step", default=None
-)
+_CURRENT = CURRENT_STEP
 
 
 def current_step(what: str) -> StepContext:

@@ -51,16 +51,16 @@ from dask.delayed import Delayed
 
 import daskperiment_store as store
 
-from . import cache, seeding, sysmetrics
+from . import cache, seeding
 from .guard import HOLDING, Failure, add_gather, guard
 from .log import logger
-from .steps import StepOutput, TrialContext
+from .steps import StepOutput
 from .trial import FAILED, TrialRun, describe_exception
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .experiment import Experiment
+    from .session import Session
 
 SWEEP_SEED_TAG = b"daskperiment.sweep-seed/1"
 
@@ -140,7 +140,7 @@ class SweepTrial(TrialRun):
 
     def __init__(
         self,
-        ex: Experiment,
+        session: Session,
         result: Delayed,
         params: Mapping[str, Any],
         seed: int | None,
@@ -148,11 +148,9 @@ class SweepTrial(TrialRun):
         info: dict[str, Any],
         use_cache: bool,
     ) -> None:
-        super().__init__(ex, result, params, seed, None, use_cache)
+        super().__init__(session, result, params, seed, None, use_cache, extra={"sweep": info})
         self.seed_note = seed_note
         self.info = info
-        self.base: dict[str, Any] = {}
-        self.running_oid = ""
         self.done = False
         self.started_at = time.time()
         self._failure: Failure | None = None
@@ -160,38 +158,27 @@ class SweepTrial(TrialRun):
     def start(
         self, st: store.Store, token: str, exclusive: bool = False
     ) -> tuple[dict[Any, GraphNode], Any]:
-        """Allocate the trial and build its guarded graph; returns it and its last key."""
-        ex = self.ex
-        self.base = self._base_record(st)
-        self.base["sweep"] = self.info
-        self.trial_id, self.running_oid = self._allocate(st, self.base)
-        logger.info("Started Experiment (trial id=%d)", self.trial_id)
+        """Begin the trial (:meth:`TrialRun.begin`) and guard its graph; returns the graph
+        and its last key."""
+        graph, keys, context = self.begin(st)
+        graph = guard(cache.prepare(st, self.experiment_id, graph, keys, context), exclusive)
+        last = f"trial-{self.trial_id}-{token}"
+        add_gather(graph, keys, last)
+        return graph, last
+
+    def _log_seed(self) -> None:
         if self.seed_note == "derived":
             logger.info(
                 "Random seed is derived from the sweep's seed %d: %d",
                 self.info["seed"],
                 self.seed,
             )
-        elif self.seed_note == "given":
-            logger.info("Random seed is initialized with given seed: %d", self.seed)
         else:
-            logger.info(
-                "Random seed is not provided, initialized with generated seed: %d", self.seed
-            )
-        ex._note_environment(self.base["environment"].oid, self._env)
-        context = TrialContext(
-            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps,
-            sys_clock=sysmetrics.trial_clock(ex._system_metrics),
-        )  # fmt: skip
-        graph, keys = self.graph.build(self.values, context)
-        graph = guard(cache.prepare(st, ex.id, graph, keys, context), exclusive)
-        last = f"trial-{self.trial_id}-{token}"
-        add_gather(graph, keys, last)
-        return graph, last
+            super()._log_seed()
 
     def succeed(self, st: store.Store, outputs: list[Any]) -> None:
         """Record the trial from its outputs (the result's first)."""
-        self._finish_success(st, self.base, self.running_oid, tuple(outputs), _span(outputs))
+        self.record_success(st, tuple(outputs), _span(outputs))
         self.done = True
         logger.info("Finished Experiment (trial id=%d)", self.trial_id)
 
@@ -203,12 +190,12 @@ class SweepTrial(TrialRun):
             elapsed = max(failure.at - self.started_at, 0.0)
         else:
             elapsed = time.time() - self.started_at
-        self._finish_failed(st, self.base, self.running_oid, failure, elapsed)
+        self.record_failure(st, failure, elapsed)
         self.done = True
         logger.warning(
             "Failed Experiment (trial id=%d): %s",
             self.trial_id,
-            self._failure.description if self._failure else describe_exception(failure),
+            self._failure.description if self._failure else describe_exception(failure),  # type: ignore[arg-type]
         )
 
     def _finalize(
@@ -242,7 +229,7 @@ class Sweep:
 
     def __init__(
         self,
-        ex: Experiment,
+        session: Session,
         result: Delayed,
         param_sets: list[dict[str, Any]],
         seeds: list[tuple[int | None, str]],
@@ -252,7 +239,7 @@ class Sweep:
         dask_kwargs: Mapping[str, Any] | None = None,
         one_step_per_process: bool = True,
     ) -> None:
-        self.ex = ex
+        self.session = session
         # A sweep started from inside a step already holds its process's step lock.
         self.exclusive = one_step_per_process and not getattr(HOLDING, "active", False)
         self.token = uuid.uuid4().hex[:12]
@@ -260,7 +247,7 @@ class Sweep:
         # Every trial resolves its parameters here, before any of them is allocated.
         self.trials = [
             SweepTrial(
-                ex,
+                session,
                 result,
                 params,
                 trial_seed,
@@ -279,7 +266,7 @@ class Sweep:
         """Run every trial; returns their ids in sweep order."""
         if not self.trials:
             return []
-        self.st = st = self.ex._store_for_writing()
+        self.st = st = self.session.store_for_writing()
         try:
             graph, by_key = self._start_all(st)
             now = time.time()
@@ -327,11 +314,13 @@ class Sweep:
 
     def _finish(self, t: SweepTrial, outcome: Any) -> None:
         """Record one trial from its gathered outputs, its Failure or an exception."""
+        st = self.st
+        assert st is not None  # set by run() before any trial starts
         try:
             if isinstance(outcome, Failure | BaseException):
-                t.fail(self.st, outcome)
+                t.fail(st, outcome)
             else:
-                t.succeed(self.st, outcome)
+                t.succeed(st, outcome)
         except Exception as exc:  # noqa: BLE001 - the other trials must still be recorded
             t.done = True
             logger.error("Trial %s could not be recorded: %s", t.trial_id, exc)
@@ -442,7 +431,7 @@ def _interactive() -> bool:
 
 
 def run_sweep(
-    ex: Experiment,
+    session: Session,
     result: Delayed,
     grid: Mapping[str, Iterable[Any]] | None = None,
     *,
@@ -467,11 +456,11 @@ def run_sweep(
         )
     param_sets = expand(grid, trials)
     if seed is None and seeds is None:
-        seed = ex._default_seed
+        seed = session.default_seed
     chosen = trial_seeds(len(param_sets), seed, seeds)
     sweep_seed = seeding.validate_seed(seed) if seed is not None and seeds is None else None
     run = Sweep(
-        ex,
+        session,
         result,
         param_sets,
         chosen,
@@ -486,5 +475,5 @@ def run_sweep(
     finally:
         # A sweep is a natural batch: its rows join the history index now (one
         # compare-and-swap), rather than only at the next periodic flush or at exit.
-        ex._flush_index()
-    return ex.get_history(verbose=verbose).loc[ids]
+        session.flush_index()
+    return session.history(verbose).loc[ids]

@@ -20,263 +20,40 @@ Order of a trial (see docs/design.md):
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import dask
-import dask.threaded
-from dask._task_spec import DataNode, GraphNode, Task, TaskRef, convert_legacy_graph
-from dask.base import get_scheduler
+from dask._task_spec import GraphNode
 from dask.delayed import Delayed
 
 import daskperiment_store as store
-from daskperiment_store import Link
+from daskperiment_store import Link, Oid
 
 from . import cache, display, live, purity, seeding, sysmetrics
 from .errors import RecordError, StepFailed
 from .guard import RECORDS_ATTR, Failure, add_gather, describe_exception, guard
 from .log import logger
-from .parameter import KEY_PREFIX
 from .provenance import record as provenance
-from .steps import PERSIST, TRIAL_KEY, StepCall, StepOutput, TrialContext
+from .record import (
+    FAILED,
+    RECORD_TYPE,
+    RECORD_VERSION,
+    RUNNING,
+    SUCCESS,
+    process_identity,
+    trial_ref,
+)
+from .steps import (
+    PERSIST,
+    StepOutput,
+    TrialContext,
+)
+from .trialgraph import TrialGraph, resolve_scheduler, suffixed
 
 if TYPE_CHECKING:
-    from .experiment import Experiment
-
-RECORD_TYPE = "daskperiment.trial"
-RECORD_VERSION = 1
-RUNNING, SUCCESS, FAILED = "running", "success", "failed"
-
-_VALUE_SUFFIX = "~value"
-_RECORD_SUFFIX = "~record"
-
-
-def trial_ref(experiment_id: str, trial_id: int) -> str:
-    """Name of the ref holding trial ``trial_id``'s record."""
-    return f"experiments/{experiment_id}/trials/{trial_id}"
-
-
-def trials_prefix(experiment_id: str) -> str:
-    """Name prefix of every trial ref of an experiment."""
-    return f"experiments/{experiment_id}/trials/"
-
-
-# ---------------------------------------------------------------------------------------
-# The graph of one trial
-# ---------------------------------------------------------------------------------------
-
-
-class TrialGraph:
-    """A private copy of a result's graph, rewritten for one trial.
-
-    - parameter placeholders become the trial's values, the trial placeholder its context;
-    - a task that is not a step but consumes a step's output gets the bare value through a
-      small ``~value`` task (steps hand :class:`StepOutput` objects to each other);
-    - a step whose record cannot reach the result through a chain of steps gets a
-      ``~record`` task, so every step's record comes back to the client.
-    """
-
-    def __init__(self, result: Delayed, parameter_keys: Mapping[str, str]) -> None:
-        self.key = result.key
-        self.graph: dict[Any, GraphNode] = convert_legacy_graph(dict(result.__dask_graph__()))
-        self.steps: dict[Any, StepCall] = {
-            k: node.func
-            for k, node in self.graph.items()
-            if isinstance(node, Task) and isinstance(node.func, StepCall)
-        }
-        #: parameter name -> graph key, for the parameters of *this* experiment in the graph
-        self.parameters: dict[str, Any] = {}
-        for k in self.graph:
-            if isinstance(k, str) and k.startswith(KEY_PREFIX) and k in parameter_keys:
-                self.parameters[parameter_keys[k]] = k
-
-    def specs(self) -> list[Any]:
-        """The step definitions in the graph (each once)."""
-        seen: dict[int, Any] = {}
-        for call in self.steps.values():
-            seen.setdefault(id(call.spec), call.spec)
-        return list(seen.values())
-
-    def build(
-        self, values: Mapping[str, Any], trial: TrialContext | None
-    ) -> tuple[dict[Any, GraphNode], list[Any]]:
-        """The graph of one computation and the keys to compute (the result first).
-
-        ``self.graph`` is left untouched, so one TrialGraph can give the graphs of many
-        trials. Within a trial every key gets a suffix unique to that trial: several trials of
-        the same graph may run at once on one cluster, and a distributed scheduler must
-        never mistake one trial's task for another's.
-        """
-        graph = dict(self.graph)
-        for name, key in self.parameters.items():
-            graph[key] = DataNode(key, values[name])
-        graph[TRIAL_KEY] = DataNode(TRIAL_KEY, trial)
-        if trial is None:
-            return graph, [self.key]
-        self._unwrap_for_plain_consumers(graph)
-        keys = [self.key, *self._record_tasks(graph)]
-        suffix = f"-{uuid.uuid4().hex[:12]}"
-        subs = {k: _suffixed(k, suffix) for k in graph}
-        graph = {subs[k]: node.substitute(subs, key=subs[k]) for k, node in graph.items()}
-        return graph, [subs[k] for k in keys]
-
-    def _unwrap_for_plain_consumers(self, graph: dict[Any, GraphNode]) -> None:
-        steps = self.steps
-        subs: dict[Any, Any] = {}
-        for key, node in list(graph.items()):
-            if key in steps or not (node.dependencies & steps.keys()):
-                continue
-            for dep in node.dependencies & steps.keys():
-                if dep not in subs:
-                    subs[dep] = value_key = _suffixed(dep, _VALUE_SUFFIX)
-                    graph[value_key] = Task(value_key, _value_of, TaskRef(dep))
-            graph[key] = node.substitute(subs)
-
-    def _record_tasks(self, graph: dict[Any, GraphNode]) -> list[Any]:
-        """``~record`` tasks for the steps whose records do not ride along to the result."""
-        steps = self.steps
-        reached = set()
-        todo = [self.key] if self.key in steps else []
-        while todo:
-            key = todo.pop()
-            if key in reached:
-                continue
-            reached.add(key)
-            todo.extend(dep for dep in graph[key].dependencies if dep in steps)
-        extra = []
-        for key in steps.keys() - reached:
-            record_key = _suffixed(key, _RECORD_SUFFIX)
-            graph[record_key] = Task(record_key, _records_of, TaskRef(key))
-            extra.append(record_key)
-        return extra
-
-
-def compute_graph(
-    graph: dict[Any, GraphNode], keys: list[Any], dask_kwargs: Mapping[str, Any]
-) -> list[Any]:
-    """Run ``graph`` on the scheduler ``dask.compute`` would use; the values of ``keys``."""
-    schedule, kwargs = resolve_scheduler(dask_kwargs)
-    return list(schedule(graph, keys, **kwargs))
-
-
-def resolve_scheduler(dask_kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The scheduler function ``dask.compute`` would use, and the keyword arguments left for it.
-
-    The graph goes straight to the scheduler: it is already minimal (only what the result
-    needs), so dask's collection optimizations would only cost time. The lookup imports
-    ``distributed`` the first time (to find a running Client): a trial resolves it before
-    starting its clock, so that import is not counted as the trial's Process Time.
-    """
-    kwargs = dict(dask_kwargs)
-    for unused in ("optimize_graph", "traverse"):  # dask.compute's own options
-        kwargs.pop(unused, None)
-    schedule = get_scheduler(scheduler=kwargs.pop("scheduler", None), get=kwargs.pop("get", None))
-    if schedule is None:
-        schedule = dask.threaded.get  # the default scheduler of dask.delayed
-    return schedule, kwargs
-
-
-def _suffixed(key: Any, suffix: str) -> Any:
-    return (f"{key[0]}{suffix}", *key[1:]) if isinstance(key, tuple) else f"{key}{suffix}"
-
-
-def _value_of(output: Any) -> Any:
-    return output.value if type(output) is StepOutput else output
-
-
-def _records_of(output: Any) -> dict[str, dict]:
-    return output.records if type(output) is StepOutput else {}
-
-
-# ---------------------------------------------------------------------------------------
-# Processes: telling a running trial from an interrupted one
-# ---------------------------------------------------------------------------------------
-
-
-def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), None where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
-
-
-_HOST = socket.gethostname()
-_BOOT = _boot_id()
-
-
-_IDENTITY: dict[str, Any] = {}
-
-
-def process_identity() -> dict[str, Any]:
-    """Who runs a trial: enough to recognise later that this process is gone.
-
-    Read once per process (a fork gets a new pid, hence a new identity): the start time of
-    a process never changes, and reading ``/proc`` for it costs a file open per trial.
-    """
-    pid = os.getpid()
-    if _IDENTITY.get("pid") != pid:
-        _IDENTITY.update(host=_HOST, pid=pid, start=_process_start(pid), boot=_BOOT)
-    return dict(_IDENTITY)
-
-
-def is_process_gone(process: Mapping[str, Any]) -> bool:
-    """Whether the process named by a running record certainly no longer runs.
-
-    Only decidable on the same host: the pid is not alive, or it is alive but is another
-    process (different start time or boot), i.e. the pid was reused.
-    """
-    if process.get("host") != _HOST:
-        return False
-    if process.get("boot") and _BOOT and process["boot"] != _BOOT:
-        return True
-    pid = process.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by someone else
-        pass
-    start = process.get("start")
-    return start is not None and _process_start(pid) not in (None, start)
-
-
-def interrupted_description(record: Mapping[str, Any]) -> str:
-    process = record.get("process") or {}
-    return (
-        f"Interrupted: the process running this trial (pid {process.get('pid')} on "
-        f"{process.get('host')}) ended before the trial finished"
-    )
-
-
-def effective(record: dict[str, Any]) -> dict[str, Any]:
-    """``record``, with a running trial whose process is gone shown as failed."""
-    if record.get("status") == RUNNING and is_process_gone(record.get("process") or {}):
-        record = dict(record)
-        record["status"] = FAILED
-        record["description"] = interrupted_description(record)
-        record["interrupted"] = True
-    return record
-
+    from .session import Session
 
 # ---------------------------------------------------------------------------------------
 # One trial
@@ -284,75 +61,118 @@ def effective(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrialRun:
-    """Runs one trial of ``result`` for experiment ``ex``; see the module docstring."""
+    """One trial of ``result`` for the experiment of ``session``; see the module docstring.
+
+    Its life: :meth:`begin` (record written *running*, id taken, graph built), then
+    :meth:`record_success` or :meth:`record_failure`. :meth:`run` does all three on one
+    graph; a sweep (daskperiment/sweep.py) begins many trials and computes them together.
+    """
 
     def __init__(
         self,
-        ex: Experiment,
+        session: Session,
         result: Delayed,
         parameters: Mapping[str, Any] | None = None,
         seed: int | None = None,
         dask_kwargs: Mapping[str, Any] | None = None,
         use_cache: bool = True,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.ex = ex
-        self.graph = TrialGraph(result, ex._parameters.by_key)
+        self.session = session
+        self.graph = TrialGraph(result, session.parameters.by_key)
         # Resolve before anything is written: an undefined parameter uses no trial id.
-        self.values = ex._parameters.resolve(self.graph.parameters, parameters)
+        self.values = session.parameters.resolve(self.graph.parameters, parameters)
         self.seed_given = seed is not None
         self.seed = seeding.validate_seed(seed) if seed is not None else seeding.draw_seed()
         self.dask_kwargs = dict(dask_kwargs or {})
         self.use_cache = use_cache
+        #: fields added to the record (a sweep's ``{"sweep": ...}``)
+        self.extra = dict(extra or {})
         self.trial_id: int | None = None
+        self.base: dict[str, Any] = {}
+        self.running_oid = ""
         #: purity refs to point at the final record (see daskperiment/purity.py)
         self._purity_updates: list[str] = []
         self._step_prov: dict[str, dict[str, Any]] = {}
         self._deps: dict[str, str] = {}
 
-    def run(self) -> Any:
-        ex = self.ex
-        st = ex._store_for_writing()
-        base = self._base_record(st)
-        self.trial_id, running_oid = self._allocate(st, base)
+    @property
+    def experiment_id(self) -> str:
+        return self.session.experiment_id
+
+    def _taken_id(self) -> int:
+        """The trial's id, once :meth:`begin` has taken it."""
+        if self.trial_id is None:
+            raise RuntimeError("the trial has not begun: TrialRun.begin takes its id")
+        return self.trial_id
+
+    # -- the lifecycle -------------------------------------------------------------------
+
+    def begin(self, st: store.Store) -> tuple[dict[Any, GraphNode], list[Any], TrialContext]:
+        """Write the running record, take the trial id and build the trial's graph:
+        ``(graph, keys of the result, the context steps run in)``."""
+        self.base = self._base_record(st)
+        self.base.update(self.extra)
+        self.trial_id, self.running_oid = self._allocate(st, self.base)
         logger.info("Started Experiment (trial id=%d)", self.trial_id)
+        self._log_seed()
+        self.session.note_environment(self.base["environment"].oid, self._env)
+        context = TrialContext(
+            self.experiment_id, self.trial_id, self.seed, self.session.handle(),
+            self.use_cache, self._deps,
+            sys_clock=sysmetrics.trial_clock(self.session.system_metrics),
+        )  # fmt: skip
+        graph, keys = self.graph.build(self.values, context)
+        return graph, keys, context
+
+    def record_success(self, st: store.Store, outputs: tuple[Any, ...], elapsed: float) -> Any:
+        """Record the trial as succeeded from its outputs (the result's first); its value."""
+        return self._finish_success(st, self.base, self.running_oid, outputs, elapsed)
+
+    def record_failure(
+        self, st: store.Store, failure: BaseException | Failure, elapsed: float
+    ) -> None:
+        """Record the trial as failed, keeping what its finished steps saved."""
+        self._finish_failed(st, self.base, self.running_oid, failure, elapsed)
+
+    def _log_seed(self) -> None:
         if self.seed_given:
             logger.info("Random seed is initialized with given seed: %d", self.seed)
         else:
             logger.info(
                 "Random seed is not provided, initialized with generated seed: %d", self.seed
             )
-        ex._note_environment(base["environment"].oid, self._env)
-        context = TrialContext(
-            ex.id, self.trial_id, self.seed, ex._handle, self.use_cache, self._deps,
-            sys_clock=sysmetrics.trial_clock(ex._system_metrics),
-        )  # fmt: skip
-        graph, keys = self.graph.build(self.values, context)
+
+    def run(self) -> Any:
+        """Begin, compute and record the trial; the result's value (or the step's error)."""
+        st = self.session.store_for_writing()
+        graph, keys, context = self.begin(st)
         started = time.perf_counter()
         try:
             # One-time lookups (the first imports distributed) stay off the trial's clock.
             schedule, kwargs = resolve_scheduler(self.dask_kwargs)
             started = time.perf_counter()
             # Cached steps: reused outputs are loaded or left out (daskperiment/cache.py).
-            graph = guard(cache.prepare(st, ex.id, graph, keys, context))
+            graph = guard(cache.prepare(st, self.experiment_id, graph, keys, context))
             # Guarded: a failing step's Failure reaches the end with the records of every
             # step that finished (daskperiment/guard.py).
-            last = _suffixed(keys[0], "~trial")
+            last = suffixed(keys[0], "~trial")
             add_gather(graph, keys, last)
             (outcome,) = schedule(graph, [last], **kwargs)
         except BaseException as exc:
-            elapsed = time.perf_counter() - started
-            self._finish_failed(st, base, running_oid, exc, elapsed)
+            self.record_failure(st, exc, time.perf_counter() - started)
             raise
         elapsed = time.perf_counter() - started
         if type(outcome) is Failure:
-            self._finish_failed(st, base, running_oid, outcome, elapsed)
+            self.record_failure(st, outcome, elapsed)
             raise _exception_of(outcome)
         try:
-            value = self._finish_success(st, base, running_oid, outcome, elapsed)
+            value = self.record_success(st, outcome, elapsed)
         except BaseException as exc:
             # The final record could not be written (a full disk, a lost connection): record
             # the trial as failed with that cause rather than leave it "running", then raise.
-            self._record_failure_of_recording(st, base, running_oid, exc, elapsed)
+            self._record_failure_of_recording(st, self.base, self.running_oid, exc, elapsed)
             raise
         logger.info("Finished Experiment (trial id=%d)", self.trial_id)
         return value
@@ -378,21 +198,21 @@ class TrialRun:
     # -- before ------------------------------------------------------------------------
 
     def _base_record(self, st: store.Store) -> dict[str, Any]:
-        ex = self.ex
+        session = self.session
         params, params_oid = _parameter_fields(st, self.values)
-        code_oid = ex._code_tree(st, self.graph.specs())
-        env_oid, self._env = ex._environment_tree(st)
+        code_oid = session.code_tree(st, self.graph.specs())
+        env_oid, self._env = session.environment_tree(st)
         base = {
             "type": RECORD_TYPE,
             "version": RECORD_VERSION,
-            "experiment": ex.id,
+            "experiment": session.experiment_id,
             "trial_id": None,
             "status": RUNNING,
-            "parent": ex._last_trial_id or None,
+            "parent": session.last_trial_id() or None,
             "seed": self.seed,
             **params,
-            "code": Link(code_oid),
-            "environment": Link(env_oid),
+            "code": Link(Oid(code_oid)),
+            "environment": Link(Oid(env_oid)),
             "digests": {
                 "parameters": params_oid,
                 "code": code_oid,
@@ -403,23 +223,25 @@ class TrialRun:
             "started": time.time(),
         }
         # Source tree, step closures and libraries: daskperiment/provenance/record.py
-        self._step_prov, self._deps = provenance.apply(base, st, ex.id, self.graph.specs())
+        self._step_prov, self._deps = provenance.apply(
+            base, st, session.experiment_id, self.graph.specs()
+        )
         return base
 
     def _allocate(self, st: store.Store, base: dict[str, Any]) -> tuple[int, str]:
         """Create the first free ``trials/<n>`` ref, pointing at the running record."""
-        ex = self.ex
-        candidate = ex._last_trial_id + 1
+        session = self.session
+        candidate = session.last_trial_id() + 1
         for _ in range(100_000):
             record = dict(base, trial_id=candidate)
             oid = st.put(record)
             try:
-                st.refs.create(trial_ref(ex.id, candidate), oid)
+                st.refs.create(trial_ref(session.experiment_id, candidate), oid)
             except store.errors.RefExists:
                 # Another process took it: jump to what exists now rather than step by one.
-                candidate = max(candidate, ex._scan_last_trial_id(st)) + 1
+                candidate = max(candidate, session.scan_last_trial_id(st)) + 1
                 continue
-            ex._last_trial_id = max(ex._last_trial_id, candidate)
+            session.took_trial_id(candidate)
             return candidate, oid
         raise RecordError(candidate, "no free trial id found after many attempts")
 
@@ -440,9 +262,9 @@ class TrialRun:
         value = output.value if type(output) is StepOutput else output
         record = dict(base, trial_id=self.trial_id, status=SUCCESS)
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
-        cache.after_trial(st, self.ex.id, self.trial_id, record["steps"])
+        cache.after_trial(st, self.experiment_id, self._taken_id(), record["steps"])
         try:
-            self._purity_updates = purity.check(st, self.ex.id, record["steps"])
+            self._purity_updates = purity.check(st, self.experiment_id, record["steps"])
         except store.errors.StoreError as exc:
             # Purity refs are derived data: failing to read one must not lose the trial.
             logger.warning("Purity of trial %s could not be checked: %s", self.trial_id, exc)
@@ -481,7 +303,7 @@ class TrialRun:
             traceback=text,
         )
         try:
-            extra = live.parts_without_records(st, self.ex.id, self.trial_id, records)
+            extra = live.parts_without_records(st, self.experiment_id, self._taken_id(), records)
             record["steps"], record["metrics"] = self._steps_and_metrics(st, records, extra)
         except (store.errors.StoreError, OSError, KeyError, TypeError, ValueError) as exc2:
             # What the steps saved is a bonus here: the failure itself must be recorded.
@@ -502,15 +324,16 @@ class TrialRun:
         record.setdefault("traceback", None)
         live_refs = live.take_flags(record)  # live metrics: daskperiment/live.py
         oid = st.put(record)
+        trial_id = self._taken_id()
         try:
-            st.refs.swap(trial_ref(self.ex.id, self.trial_id), running_oid, oid)
+            st.refs.swap(trial_ref(self.experiment_id, trial_id), running_oid, oid)
         except store.errors.StoreError as exc:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
-        self.ex._trial_recorded(self.trial_id, oid, record)
+        self.session.trial_recorded(trial_id, oid, record)
         # The trial is recorded from here on: what follows is derived data, whose failure
         # (a store error, or an OS error such as a full disk) is a warning, not the trial's.
         try:
-            live.cleanup(st, self.ex.id, self.trial_id, live_refs)
+            live.cleanup(st, self.experiment_id, trial_id, live_refs)
         except (store.errors.StoreError, OSError) as exc:
             logger.warning("Live metrics of trial %s not cleaned up: %s", self.trial_id, exc)
         try:
@@ -554,7 +377,9 @@ class TrialRun:
             entry["metrics"] = {k: Link(v) for k, v in rec["metrics"].items()}
             entry.update(self._step_prov.get(name, {}))
             steps[label] = entry
-        metrics_out = {key: Link(_merge_metric(st, oids)) for key, oids in metric_parts.items()}
+        metrics_out = {
+            key: Link(Oid(_merge_metric(st, oids))) for key, oids in metric_parts.items()
+        }
         return steps, metrics_out
 
 

@@ -20,7 +20,7 @@ from . import errors
 from .backends import Backend, FsspecBackend, LocalBackend, MemoryBackend
 from .codec import Encoded, Link, decode, encode
 from .codec import digest as digest
-from .config import load_config
+from .config import CONFIG_KEY, load_config
 from .digest import ALGORITHM, Oid, is_oid, validate_oid
 from .errors import (
     BundleError,
@@ -50,6 +50,7 @@ from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 from .store import Store
 
 __all__ = [
+    "is_store",
     "ALGORITHM",
     "Backend",
     "BundleError",
@@ -143,6 +144,20 @@ def open(  # noqa: A001 - the natural name, like io.open; used as store.open
         compression_threads=compression_threads,
         max_object_size=max_object_size,
     )
+
+
+def is_store(target: str | os.PathLike[str] | Backend | Store) -> bool:
+    """Whether a store exists at ``target`` (anything :func:`open` takes): its ``config``
+    object is there. Never creates anything; a local path is one ``stat``, a URL or a
+    backend one ``exists`` call."""
+    if isinstance(target, Store):
+        return True
+    if isinstance(target, Backend):
+        return target.exists(CONFIG_KEY)
+    text = os.fspath(target)
+    if "://" in text and not text.startswith("file://"):
+        return FsspecBackend(text, read_only=True, create=False).exists(CONFIG_KEY)
+    return (Path(text.removeprefix("file://")).expanduser() / CONFIG_KEY).is_file()
 
 
 def _backend_for(target: Any, *, read_only: bool, durability: str, create: bool) -> Backend:

@@ -91,10 +91,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         # Experiments on S3 stores made by this process would flush their history index at
         # exit, after the server is gone: flush them while it still runs.
-        experiment = sys.modules.get("daskperiment.experiment")
-        if experiment is not None:
-            experiment._flush_all()
-            experiment._EXIT_FLUSH.clear()
+        session = sys.modules.get("daskperiment.session")
+        if session is not None:
+            session._flush_all()
+            session._EXIT_FLUSH.clear()
         server.stop()
         for name, value in saved.items():
             if value is None:

@@ -147,6 +147,27 @@ def test_store_never_imports_dask_or_daskperiment() -> None:
     assert forbidden_imports(ROOT / "store", {"dask", "distributed", "daskperiment"}) == []
 
 
+def test_daskperiment_has_no_import_cycles() -> None:
+    package = ROOT / "daskperiment"
+    cycles = import_cycles(package)
+    assert not cycles, _describe(cycles, import_graph(package))
+
+
+@pytest.mark.parametrize("package", ["store", "daskperiment"])
+def test_no_module_is_over_600_lines(package: str) -> None:
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert long == {}, "split these modules by concern"
+
+
+def test_the_trial_record_and_ref_names_depend_on_nothing_of_daskperiment() -> None:
+    """record.py is what every reader and writer agrees on: it imports none of them."""
+    assert import_graph(ROOT / "daskperiment")["daskperiment.record"] == set()
+
+
 # -- the checker itself -----------------------------------------------------------------------
 
 

@@ -18,8 +18,16 @@ import xxhash
 
 from daskperiment import ids
 from daskperiment.errors import FSCK_ADVICE, DamagedTrial, ExperimentNotFound, TrialNotFound
-from daskperiment.history import DAMAGED
 from daskperiment.ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id
+from daskperiment.location import store_locations
+from daskperiment.record import (
+    DAMAGED,
+    EXPERIMENTS_PREFIX,
+    RUNNING,
+    split_trial_ref,
+    trial_ref,
+    trials_prefix,
+)
 
 from .codediff import diff_text
 from .errors import BoardError, PageNotFound
@@ -97,7 +105,7 @@ class ExperimentView:
         listing, no file reads) and the refs of the trials last seen running are read: with
         10,000 trials this takes milliseconds where reading every ref takes a tenth of a second.
         """
-        prefix = f"experiments/{self.id}/trials/"
+        prefix = trials_prefix(self.id)
         hasher = xxhash.xxh3_64()
         for name in sorted(self.store.refs.names(prefix)):
             hasher.update(f"{name};".encode())
@@ -126,7 +134,7 @@ class ExperimentView:
             # next check. When the set of running trials changed, the next check's token
             # (over the new set) differs once more: one extra read, never a stale table.
             frame = _shown(self.experiment.get_history(verbose=True))
-            running = tuple(int(i) for i in frame.index[(statuses(frame) == "running").to_numpy()])
+            running = tuple(int(i) for i in frame.index[(statuses(frame) == RUNNING).to_numpy()])
             self._snapshot = Snapshot(version, frame, time.monotonic(), running)
             return self._snapshot
 
@@ -167,16 +175,16 @@ class ExperimentView:
                 raise  # it names the ids that exist
             except KeyError:
                 raise TrialNotFound(trial_id, self.id, self.experiment.trial_id) from None
-        if record.get("status") not in ("running", None):
+        if record.get("status") not in (RUNNING, None):
             self._records[trial_id] = record
         return record
 
     def has_trial(self, trial_id: int) -> bool:
         """Whether trial ``trial_id`` exists (one ref lookup)."""
-        return bool(self.store.refs.has(f"experiments/{self.id}/trials/{trial_id}"))
+        return bool(self.store.refs.has(trial_ref(self.id, trial_id)))
 
     def is_running(self, trial_id: int) -> bool:
-        return self.trial(trial_id).get("status") == "running"
+        return self.trial(trial_id).get("status") == RUNNING
 
     def code(self, trial_id: int) -> str:
         if self.trial(trial_id).get("status") == DAMAGED:
@@ -258,11 +266,9 @@ class Catalog:
                 f"no store at {text!r}: no such directory; pass --store PATH|URL (a store, or a "
                 "directory of stores such as ./daskperiment_cache)"
             )
-        if (path / "config").is_file():
-            return [text]
-        # a directory of stores (the default ./daskperiment_cache): rescanned on every call so
-        # experiments created while the dashboard runs appear
-        return [str(p) for p in sorted(path.iterdir()) if (p / "config").is_file()]
+        # a store, or a directory of stores (the default ./daskperiment_cache): rescanned on
+        # every call so experiments created while the dashboard runs appear
+        return list(store_locations(text))
 
     def check(self) -> None:
         """Fail now (BoardError) when the target is not a store or a directory of stores."""
@@ -305,10 +311,10 @@ class Catalog:
         """Ids of the experiments with at least one trial (cheap: ref names only)."""
         found: set[str] = set()
         for location in self._locations():
-            for name in self._open(location).refs.names("experiments/"):
-                parts = name.split("/")
-                if len(parts) == 4 and parts[2] == "trials" and is_experiment_id(parts[1]):
-                    found.add(parts[1])
+            for name in self._open(location).refs.names(EXPERIMENTS_PREFIX):
+                split = split_trial_ref(name)
+                if split is not None and is_experiment_id(split[0]):
+                    found.add(split[0])
         return sorted(found)
 
     def _shown(self, location: Any) -> str:
@@ -319,7 +325,7 @@ class Catalog:
         named after the experiment is looked at first (and usually is the only one)."""
         locations = self._locations()
         locations.sort(key=lambda loc: _where(loc).name != exp_id)
-        prefix = f"experiments/{exp_id}/trials/"
+        prefix = trials_prefix(exp_id)
         for location in locations:
             opened = self._open(location)
             if opened.refs.names(prefix):

@@ -27,7 +27,8 @@ ANNOTATIONS = ("tags", "notes", "note")
 def differing(frame: pd.DataFrame, ids: list[int]) -> tuple[list[str], list[str]]:
     """``(parameters whose values differ among trials ids, parameters equal in all)``."""
     rows = frame.loc[ids]
-    differ, same = [], []
+    differ: list[str] = []
+    same: list[str] = []
     for name in parameter_columns(frame):
         texts = {format_cell(v) if pd.notna(v) else "\0missing" for v in rows[name].tolist()}
         (differ if len(texts) > 1 else same).append(name)

@@ -54,7 +54,7 @@ def parallel_data(frame: pd.DataFrame) -> dict[str, Any]:
     "min", "max", "positive"} | {"name", "kind": "category", "categories", "values"
     (index into categories)}]}``
     """
-    axes = []
+    axes: list[dict[str, Any]] = []
     for name in axes_of(frame):
         column = frame[name]
         numbers = _numeric(column)

@@ -31,7 +31,7 @@ def _figure(**kwargs: Any) -> Any:
         toolbar_location="above",
         **kwargs,
     )
-    fig.title.text_font_size = "13px"
+    fig.title.text_font_size = "13px"  # type: ignore[union-attr]
     fig.outline_line_color = None
     fig.grid.grid_line_alpha = 0.4
     return fig
@@ -101,13 +101,13 @@ def result_plot(
         HoverTool(tooltips=tooltips),
         TapTool(callback=OpenURL(url=f"/experiments/{experiment_id}/trials/@id", same_tab=True)),
     )
-    return json_item(fig)
+    return dict(json_item(fig))
 
 
 def _colour(fig: Any, values: pd.Series, name: str, data: dict[str, Any]) -> tuple[Any, bool]:
     """Colour the points by ``values``: a colour bar for numbers, a legend for categories.
     Returns the ``color`` argument of the scatter and whether a legend was added."""
-    from bokeh.models import ColorBar, LinearColorMapper
+    from bokeh.models import ColorBar, LinearColorMapper  # type: ignore[attr-defined]
     from bokeh.palettes import Viridis256
     from bokeh.transform import factor_cmap
 
@@ -167,4 +167,4 @@ def metric_plot(
         fig.legend.location = "top_right"
         fig.legend.click_policy = "hide"
         fig.legend.label_text_font_size = "11px"
-    return json_item(fig)
+    return dict(json_item(fig))

@@ -95,8 +95,8 @@ class BoardServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        if ":" in str(shown):
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else str(host)
+        if ":" in shown:
             shown = f"[{shown}]"
         return f"http://{shown}:{port}/"
 
@@ -163,7 +163,7 @@ class BoardHandler(BaseHTTPRequestHandler):
             return self._error(400, str(exc), is_api)
         except BoardError as exc:
             return self._error(500, str(exc), is_api)
-        except (*MALFORMED, PickleRefused) as exc:  # never decoded: reported as it is
+        except (*MALFORMED, PickleRefused) as exc:  # type: ignore[misc]  # never decoded
             logger.warning("%s: %s", self.path, exc)
             return self._error(500, str(exc), is_api)
         except Exception as exc:  # a broken record must not take the server down

@@ -51,7 +51,7 @@ _MASK = (
 _ALWAYS = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_Q_OVERFLOW | _IN_IGNORED
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 
-Stat = tuple[int, int, int] | None
+Stat = tuple[int, ...] | None
 
 
 class FileWatch:

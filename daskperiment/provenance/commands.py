@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
+
+from ..location import experiment_store
 
 SUMMARIES = {
     "checkout": "write a trial's source tree (script and local modules) into a directory",
@@ -17,7 +20,9 @@ EXAMPLES = {
 }
 
 
-def add_arguments(subs: dict[str, argparse.ArgumentParser], exp_arg: dict, trial_type: Any) -> None:
+def add_arguments(
+    subs: Mapping[str, argparse.ArgumentParser], exp_arg: dict, trial_type: Any
+) -> None:
     c = subs["checkout"]
     c.add_argument("experiment", **exp_arg)
     c.add_argument("trial", type=trial_type, metavar="TRIAL", help="trial id")
@@ -48,20 +53,18 @@ def show_lines(record: dict[str, Any]) -> list[str]:
 
 
 def cmd_checkout(args: argparse.Namespace) -> int:
-    from ..cli import _experiment_store, _location
     from .checkout import checkout
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(args.store, args.experiment)
     done = checkout(st, args.experiment, args.trial, args.directory, force=args.force)
     print(done)
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..cli import _experiment_store, _location
     from .reproduce import reproduce
 
-    st = _experiment_store(_location(args), args.experiment)
+    st = experiment_store(args.store, args.experiment)
     report = reproduce(st, args.experiment, args.trial)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))

@@ -13,14 +13,14 @@ from typing import Any
 
 from daskperiment_store import Link
 
+from ..diffmodel import MISSING, DiffFile, PickledObject
+
 
 def _oid(value: Any) -> str | None:
     return value.oid if isinstance(value, Link) else None
 
 
 def _text(reader: Any, oid: str | None) -> list[str] | None:
-    from ..diff import PickledObject
-
     if oid is None:
         return None
     value = reader.get(oid)
@@ -43,8 +43,6 @@ def _files_of(reader: Any, oid: str | None) -> dict[str, str]:
 
 def source_part(reader: Any, old: dict, new: dict, changes: dict, files: list) -> None:
     """Changed files of the two trials' source trees."""
-    from ..diff import MISSING, DiffFile
-
     oid_a, oid_b = _oid(old.get("source")), _oid(new.get("source"))
     changes["source"] = {}
     if oid_a == oid_b:
@@ -80,8 +78,6 @@ def _closure_entries(reader: Any, oids: list[str]) -> dict[str, str]:
 
 def closure_part(reader: Any, old: dict, new: dict, changes: dict, files: list) -> None:
     """Helpers (functions, classes, constants) whose source differs between the trials."""
-    from ..diff import MISSING, DiffFile
-
     changes["closure"] = {}
     oids_a, oids_b = _closure_oids(old), _closure_oids(new)
     if oids_a == oids_b:

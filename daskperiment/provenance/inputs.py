@@ -39,6 +39,7 @@ from daskperiment_store import codec
 
 from ..errors import NotInTrial
 from ..log import logger
+from ..running import CURRENT_STEP
 from .statcache import shared
 
 #: Prefix of the value recorded for a file that could not be hashed.
@@ -248,9 +249,7 @@ def track(path: str | os.PathLike) -> Any:
     """
     rec = _RECORDING.get()
     if rec is None:
-        from ..steps import _CURRENT  # here: steps imports this module
-
-        if _CURRENT.get() is None:
+        if CURRENT_STEP.get() is None:
             raise NotInTrial("ex.track")
         return path  # a step computed outside a trial (an intermediate): nothing is recorded
     rec.tracked[os.path.abspath(os.fsdecode(os.fspath(path)))] = None

@@ -88,7 +88,7 @@ def find_uses(records: Iterable[tuple[int, Mapping[str, Any]]], query: str) -> l
     for trial_id, record in records:
         steps = record.get("steps") or {}
         for label in sorted(steps, key=lambda k: (steps[k].get("started") or 0, k)):
-            seen: set[tuple[str, str | None]] = set()
+            seen: set[tuple[str | None, str | None]] = set()
             for use in _step_uses(trial_id, label, steps[label]):
                 if _matches(use, query, as_digest) and (use.path, use.digest) not in seen:
                     seen.add((use.path, use.digest))

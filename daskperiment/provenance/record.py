@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import daskperiment_store as store
-from daskperiment_store import Link
+from daskperiment_store import Link, Oid
 
 from ..steps import StepSpec
 from . import closure as _closure
@@ -51,7 +51,7 @@ def apply(
         return {}, {}
     source = sourcetree.capture(st)
     if source is not None:
-        base["source"] = Link(source)
+        base["source"] = Link(Oid(source))
     marker = os.environ.get(REPRODUCES_ENV, "")
     exp, _, trial_id = marker.rpartition(":")
     if exp == experiment_id and trial_id.isdigit():
@@ -60,7 +60,7 @@ def apply(
     deps: dict[str, str] = {}
     for spec in specs:
         c = _closure.of(spec.func)
-        steps[spec.name] = {"closure": Link(_closure_oid(st, c)), "libraries": c.libraries}
+        steps[spec.name] = {"closure": Link(Oid(_closure_oid(st, c))), "libraries": c.libraries}
         deps[spec.name] = c.key
     return steps, deps
 

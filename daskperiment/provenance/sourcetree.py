@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import daskperiment_store as store
-from daskperiment_store import Link, codec
+from daskperiment_store import Link, Oid, codec
 
 from . import libraries as _libs
 
@@ -148,7 +148,7 @@ class SourceTree:
                 "root": root,
                 "main": main_rel,
                 "kind": kind,
-                "files": {rel: Link(oid) for rel, (oid, _) in blobs.items()},
+                "files": {rel: Link(Oid(oid)) for rel, (oid, _) in blobs.items()},
             }
             cached = (codec.digest(tree), tree)
             self._trees = {shape: cached}  # only the last: old shapes are not reused

@@ -550,6 +550,53 @@ def test_trials_pulled_from_another_store_make_their_steps_reusable(log: Path) -
     assert there.get_trial(2)["steps"]["prepare"]["reused_from"] == 1
 
 
+def test_pulled_pickled_outputs_get_no_cache_entry(log: Path) -> None:
+    """Reusing a pulled pickle would run the sender's code: it arrives without an entry."""
+    here = daskperiment.Experiment(id="pickled_pj", backend="origin")
+    a = here.parameter("a")
+    path = str(log)
+
+    @here.persist(cache=True)
+    def as_set(a):
+        with open(path, "a") as f:
+            f.write("as_set\n")
+        return {a, a + 1}  # a set: only pickle can store it
+
+    @here.result
+    def size(values):
+        return len(values)
+
+    result = size(as_set(a))
+    here.set_parameters(a=1)
+    assert result.compute() == 2
+    assert calls(log) == {"as_set": 1}
+    record = here.get_trial(1)
+    assert store.open("origin").info(record["steps"]["as_set"]["persisted"]).kind == "pickle"
+
+    other = store.open("copy")
+    other.pull(here.store, refs=["experiments/pickled_pj/trials/1"])
+    pulled = other.get(other.refs.get("experiments/pickled_pj/trials/1"), kinds={"json"})
+    assert cache.derive_entries(other, "pickled_pj", {1: ("", pulled)}) == 0
+    assert other.refs.names("experiments/pickled_pj/cache/") == []
+
+    there = daskperiment.Experiment(id="pickled_pj", backend="copy")
+    b = there.parameter("a")
+
+    @there.persist(cache=True)
+    def as_set(a):  # noqa: F811 - the same step in the colleague's process
+        with open(path, "a") as f:
+            f.write("as_set\n")
+        return {a, a + 1}
+
+    @there.result
+    def size(values):  # noqa: F811
+        return len(values)
+
+    there.set_parameters(a=1)
+    assert size(as_set(b)).compute() == 2
+    assert calls(log) == {"as_set": 1}  # ran again: nothing of the sender's was unpickled
+
+
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_chain_resolution_under_a_scheduler(scheduler: str, log: Path, dp_log: Any) -> None:
     ex = daskperiment.Experiment(id="cache_pj")

@@ -20,7 +20,8 @@ import pytest
 
 import daskperiment
 import daskperiment_store as store
-from daskperiment import history, trial
+from daskperiment import history, trial, trialgraph
+from daskperiment import record as trial_record
 from daskperiment.errors import (
     MetricNotFound,
     NotInTrial,
@@ -157,7 +158,7 @@ def test_one_graph_gives_distinct_keys_per_trial() -> None:
     """Several trials of one graph may run at once on a cluster: keys never collide."""
     ex = memory_experiment("keys_pj")
     s = two_steps(ex)
-    graph = trial.TrialGraph(s, ex._parameters.by_key)
+    graph = trialgraph.TrialGraph(s, ex._parameters.by_key)
     context = trial.TrialContext("keys_pj", 1, 0, None)  # type: ignore[arg-type]
     first, keys1 = graph.build({"a": 1, "b": 2}, context)
     second, keys2 = graph.build({"a": 5, "b": 2}, context)
@@ -299,7 +300,7 @@ def test_history_index_is_written_in_batches_and_never_needed() -> None:
     s = two_steps(ex)
     run_trials(ex, s, history.FLUSH_EVERY + 3)
     st = ex.store
-    name = history.index_ref(ex.id)
+    name = trial_record.index_ref(ex.id)
     assert st.refs.has(name)  # the first batch was flushed
     expected = ex.get_history()
     assert expected.index.tolist() == list(range(1, history.FLUSH_EVERY + 4))
@@ -347,9 +348,9 @@ def test_running_trial_of_a_dead_process_shows_as_interrupted() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     st = ex.store
-    record = dict(st.get(st.refs.get(trial.trial_ref(ex.id, 1))))
+    record = dict(st.get(st.refs.get(trial_record.trial_ref(ex.id, 1))))
     record.update(trial_id=2, status="running", process={**record["process"], "pid": dead.pid})
-    st.refs.create(trial.trial_ref(ex.id, 2), st.put(record))
+    st.refs.create(trial_record.trial_ref(ex.id, 2), st.put(record))
     run_trials(ex, s, 1)  # the dead trial does not block the next id
     table = ex.get_history(verbose=True)
     assert table.index.tolist() == [1, 2, 3]
@@ -364,10 +365,10 @@ def test_running_trial_of_a_live_process_shows_as_running() -> None:
     s = two_steps(ex)
     run_trials(ex, s, 1)
     st = ex.store
-    record = dict(st.get(st.refs.get(trial.trial_ref(ex.id, 1))))
+    record = dict(st.get(st.refs.get(trial_record.trial_ref(ex.id, 1))))
     record.update(trial_id=2, status="running", finished=None, process_time=None)
-    record["process"] = trial.process_identity()
-    st.refs.create(trial.trial_ref(ex.id, 2), st.put(record))
+    record["process"] = trial_record.process_identity()
+    st.refs.create(trial_record.trial_ref(ex.id, 2), st.put(record))
     table = ex.get_history(verbose=True)
     assert table.loc[2, "Status"] == "running"
     assert table.loc[2, "Description"] == "Running"
@@ -524,11 +525,11 @@ def test_a_writer_adds_rows_the_index_lacks() -> None:
     run_trials(ex, s, 3)
     ex._flush_index()
     st = ex.store
-    name = history.index_ref(ex.id)
+    name = trial_record.index_ref(ex.id)
     st.refs.delete(name)  # as if the writer had died before flushing
     reader = daskperiment.Experiment(id="heal_reader_pj", backend=st)  # unrelated: never writes
     reader.get_history()
-    assert not st.refs.has(history.index_ref("heal_reader_pj"))
+    assert not st.refs.has(trial_record.index_ref("heal_reader_pj"))
     assert ex.get_history().index.tolist() == [1, 2, 3]
     # the rows ex had to read from records go into its next flush
     ex._reader._final_rows.clear()

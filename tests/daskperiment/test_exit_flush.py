@@ -15,6 +15,7 @@ import pytest
 
 import daskperiment_store as store
 from daskperiment import history
+from daskperiment import record as trial_record
 
 SCRIPT = """
 import sys
@@ -35,7 +36,7 @@ for value in range(3):
 
 
 def _indexed_trials(st: store.Store) -> set[int]:
-    root = st.get(st.refs.get(history.index_ref("exit_pj")))
+    root = st.get(st.refs.get(trial_record.index_ref("exit_pj")))
     indexed: set[int] = set()
     for link in history.chunk_links(root).values():
         indexed |= set(history.rows_of_chunk(st.get(link.oid)))

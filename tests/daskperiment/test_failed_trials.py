@@ -166,8 +166,10 @@ def test_points_flushed_live_survive_a_killed_worker(python: Any) -> None:
     run = python.run(
         """
         import os, signal, time
-        import daskperiment, store
+        import daskperiment
+        import daskperiment_store as store
         from daskperiment import live
+        from daskperiment import record as trial_record
 
         live.LIVE_INTERVAL = 0.2
         ex = daskperiment.Experiment("killed_pj")
@@ -177,7 +179,7 @@ def test_points_flushed_live_survive_a_killed_worker(python: Any) -> None:
             st = store.open(os.path.abspath("daskperiment_cache/killed_pj"))
             for epoch in range(3):
                 ex.save_metric("loss", epoch=epoch, value=1.0 / (epoch + 1))
-            while not st.refs.names(live.live_prefix("killed_pj", 1)):
+            while not st.refs.names(trial_record.live_prefix("killed_pj", 1)):
                 time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -19,6 +19,7 @@ import pytest
 import daskperiment
 import daskperiment_store as store
 from daskperiment import live
+from daskperiment import record as trial_record
 
 KEYS = ["loss", "a/b", "..", "x.lock", "über"]
 
@@ -149,7 +150,7 @@ def test_points_are_written_in_batches_not_one_by_one(tmp_path: Path) -> None:
         st = store.open(backend)
         started = time.monotonic()
         epoch = 0
-        while not st.refs.names(live.live_prefix("live_pj", 1)):
+        while not st.refs.names(trial_record.live_prefix("live_pj", 1)):
             for _ in range(1000):
                 ex.save_metric("loss", epoch=epoch, value=1.0 / (epoch + 1))
                 epoch += 1
@@ -195,7 +196,7 @@ def test_a_failed_trial_keeps_its_points_and_leaves_no_live_refs(tmp_path: Path)
         st = store.open(backend)
         ex.save_metric("loss", epoch=0, value=1.0)
         deadline = time.monotonic() + 60
-        while not st.refs.names(live.live_prefix("live_pj", 1)):
+        while not st.refs.names(trial_record.live_prefix("live_pj", 1)):
             assert time.monotonic() < deadline, "no live write within a minute"
             time.sleep(0.05)
         raise RuntimeError("diverged")

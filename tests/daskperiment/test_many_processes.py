@@ -16,7 +16,8 @@ import pytest
 
 import daskperiment
 import daskperiment_store as store
-from daskperiment import history, purity, trial
+from daskperiment import history, purity
+from daskperiment import record as trial_record
 
 PROCESSES = 4
 PER_PROCESS = 50
@@ -96,7 +97,7 @@ def check_store(where: str, reported: dict[int, list[int]]) -> None:
     assert (rows["Result"] == rows["p"] * 1000 + rows["i"]).all()
 
     st = store.open(where, create=False)
-    prefix = trial.trials_prefix("many_pj")
+    prefix = trial_record.trials_prefix("many_pj")
     records = {int(n[len(prefix) :]): st.get(oid) for n, oid in st.refs.list(prefix).items()}
     purity_refs = st.refs.list("experiments/many_pj/purity/")
     assert len(purity_refs) == 2 * total  # one per step and input: every input is new
@@ -109,13 +110,13 @@ def check_store(where: str, reported: dict[int, list[int]]) -> None:
             metric = st.get(record["metrics"]["value"].oid)
             assert metric.tolist() == [record["result_value"]]
             for step in record["steps"].values():
-                ref = purity.purity_ref("many_pj", step["step"], step["inputs"])
+                ref = trial_record.purity_ref("many_pj", step["step"], step["inputs"])
                 named = purity.remembered_output(st, purity_refs[ref], step["step"], step["inputs"])
                 assert named == step["output"]
     assert all(len(p) == 1 for p in pids.values()) and len(set.union(*pids.values())) == 4
 
     # Every process's rows reached the one history index (compare-and-swap, no lost update)
-    root = st.get(st.refs.get(history.index_ref("many_pj")))
+    root = st.get(st.refs.get(trial_record.index_ref("many_pj")))
     indexed = set()
     for link in history.chunk_links(root).values():
         indexed |= set(history.rows_of_chunk(st.get(link.oid)))

@@ -16,7 +16,7 @@ import pytest
 import daskperiment
 import daskperiment_store as store
 from daskperiment import history, opening
-from daskperiment.trial import trial_ref
+from daskperiment.record import index_ref, trial_ref
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = 20_000
@@ -100,7 +100,7 @@ def test_last_trial_id_without_an_index(big: store.Store) -> None:
     copy = store.open(store.MemoryBackend(), create=True)
     for key in big.backend.list(""):
         copy.backend.put(key, big.backend.get(key))
-    copy.refs.delete(history.index_ref("big_pj"))
+    copy.refs.delete(index_ref("big_pj"))
     assert opening.last_trial_id(copy, "big_pj") == TRIALS
     assert opening.last_trial_id(copy, "no_such_pj") == 0
 
@@ -189,7 +189,7 @@ def test_experiment_opens_without_importing_pandas_or_scanning_packages(tmp_path
 @pytest.mark.parametrize("garbage", [b"garbage\n", b"0" * 32 + b"\n"])
 def test_a_damaged_index_only_makes_opening_search_from_trial_one(garbage: bytes) -> None:
     st = build_history("dmg_pj", trials=300, indexed=290)
-    st.backend.put("refs/" + history.index_ref("dmg_pj"), garbage)
+    st.backend.put("refs/" + index_ref("dmg_pj"), garbage)
     assert opening.last_trial_id(st, "dmg_pj") == 300
     assert fresh(st, "dmg_pj").get_history(last=2).index.tolist() == [299, 300]
 

@@ -31,7 +31,8 @@ GIB = 1 << 30
 PEAK_LIMIT_MB = 300
 
 IMPORT = """
-import json, resource, sys, store
+import json, resource, sys
+import daskperiment_store as store
 from daskperiment_store.errors import BundleError, ObjectTooLarge
 s = store.open(sys.argv[1])
 try:

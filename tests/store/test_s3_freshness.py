@@ -23,7 +23,8 @@ WRITERS = 4
 TRIALS = 25
 
 WRITER = """
-import json, sys, store
+import json, sys
+import daskperiment_store as store
 url, w, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 start = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 s = store.open(url)
@@ -36,7 +37,8 @@ print("done", flush=True)
 # Lists once before the writers start (with fsck, gc and ref listings, which fill s3fs's
 # listing cache), then keeps listing and collecting while they run, then reads every write.
 OBSERVER = """
-import json, sys, time, store
+import json, sys, time
+import daskperiment_store as store
 url, expected = sys.argv[1], int(sys.argv[2])
 s = store.open(url)
 s.fsck(); s.gc(); s.refs.list("runs/"); list(s.iter_oids())
