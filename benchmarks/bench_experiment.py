@@ -320,6 +320,21 @@ def bench_import(work: Path, existing: Path | None = None) -> None:
     row("whole process: python -c 'import daskperiment'", statistics.median(wall), "s")
 
 
+# --- scale: opening, history, log -n 20, dashboard and per-trial at 1k / 10k / 100k ------------
+
+
+def bench_scale(root: Path, sizes_text: str) -> None:
+    """The issue's figures at scale, each beside its baseline (benchmarks/scale.py)."""
+    import scale
+
+    sizes = [int(n) for n in sizes_text.split(",") if n]
+    root.mkdir(parents=True, exist_ok=True)
+    scale.bench_opening(root, sizes, pipeline)
+    scale.bench_board_first_view(root / f"history_{max(sizes)}", max(sizes))
+    scale.bench_trial_growth(root, sizes, pipeline)
+    FIGURES.update(scale.FIGURES)
+
+
 # --- persisting a large array -------------------------------------------------------------------
 
 
@@ -399,10 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-history", action="store_true", help="skip get_history")
     parser.add_argument(
         "--only",
-        default="trials,import,metrics,persist,history",
+        default="trials,import,metrics,persist,history",  # and "scale" (minutes at 100k)
         help="comma-separated sections to run (default: all)",
     )
     parser.add_argument("--mb", type=int, default=100, help="size of the persisted array")
+    parser.add_argument(
+        "--scale", default="1000,10000,100000", help="trial counts of the 'scale' section"
+    )
+    parser.add_argument("--scale-store", help="keep (and reuse) the scale section's trials here")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -425,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         if "history" in only and not args.skip_history:
             history = Path(args.history_store) if args.history_store else work / "history"
             bench_history(history, args.history)
+        if "scale" in only:
+            bench_scale(Path(args.scale_store) if args.scale_store else work / "scale", args.scale)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

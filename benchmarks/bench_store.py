@@ -238,6 +238,20 @@ def bench_small(work: Path, n: int, target: str) -> None:
     )
 
 
+def bench_big(args: argparse.Namespace) -> int:
+    """fsck and gc of big stores, push of many trials to S3 (benchmarks/scale.py)."""
+    import scale
+
+    if args.big:
+        root = Path(args.big_store or tempfile.mkdtemp(prefix="bench-big-", dir=args.dir))
+        root.mkdir(parents=True, exist_ok=True)
+        scale.bench_big_stores(root, [int(n) for n in args.big.split(",")])
+    if args.push_source:
+        trials = len(store.open(args.push_source).refs.names("experiments/history_pj/trials/"))
+        scale.bench_push_s3(Path(args.push_source), trials)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", help="directory on the disk to measure (default: a temp dir)")
@@ -245,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hash-mb", type=int, default=256, help="size of the hashed array")
     parser.add_argument("--repeat", type=int, default=11, help="rounds per measurement")
     parser.add_argument("--small", type=int, default=10_000, help="number of small objects")
+    parser.add_argument(
+        "--big", help="only fsck/gc of stores of these many objects (e.g. 100000,1000000)"
+    )
+    parser.add_argument("--big-store", help="keep (and reuse) the big stores in this directory")
+    parser.add_argument("--push-source", help="a store of 'history_pj' trials to push to moto S3")
     args = parser.parse_args(argv)
+    if args.big or args.push_source:
+        return bench_big(args)
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     print(
         f"store benchmarks in {work} (python {sys.version.split()[0]}, numpy {np.__version__}, "

@@ -263,6 +263,12 @@ def _maintenance_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
         subs[name].add_argument(
             "experiment", nargs="?", type=_experiment_id, metavar="EXP", help="only EXP's store"
         )
+        subs[name].add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="a progress bar on stderr (default: when stderr is a terminal)",
+        )
     subs["gc"].add_argument("--dry-run", action="store_true", help="only list what would go")
     subs["gc"].add_argument(
         "--grace",

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import daskperiment_store as store
@@ -351,7 +352,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     if not stores:
         raise store.errors.StoreError(f"no stores in {_location(args)}; pass --store PATH|URL")
     for st in stores:
-        report = st.fsck()
+        with _progress_bar(args, f"fsck {st.url}") as bar:
+            report = st.fsck(progress=bar)
         problems = trial_ref_problems(st)
         ok = ok and report.ok and not problems
         first, *rest = report.summary().splitlines()
@@ -363,13 +365,28 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+@contextlib.contextmanager
+def _progress_bar(args: argparse.Namespace, label: str) -> Iterator[Any]:
+    """A progress bar on stderr for fsck and gc, when asked or when stderr is a terminal."""
+    from daskperiment_store.progress import TerminalBar
+
+    wanted = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = TerminalBar(label, sys.stderr) if wanted else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     location = _location(args)
     targets = stores_at(location, args.experiment)
     for st in targets:
         if not args.dry_run:
             st = store.open(st.url, create=False)  # writable this time
-        report = st.gc(grace=args.grace, dry_run=args.dry_run)
+        with _progress_bar(args, f"gc {st.url}") as bar:
+            report = st.gc(grace=args.grace, dry_run=args.dry_run, progress=bar)
         verb = "would remove" if args.dry_run else "removed"
         _print(
             f"{st.url}: {verb} {len(report.objects_removed)} objects "

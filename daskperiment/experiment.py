@@ -21,6 +21,7 @@ from . import (  # noqa: F401 - native: dask.compute(result) runs a trial
     live,
     metrics,
     native,
+    recent,
     script,
     teams,
     trial,
@@ -153,7 +154,7 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
 
     @property
     def trial_id(self) -> int:
-        """Id of the last trial (0 before the first), by any process (a listing)."""
+        """Id of the last trial (0 before the first), by any process."""
         return self._refreshed_trial_id()
 
     @property
@@ -375,6 +376,7 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     def get_history(
         self,
         verbose: bool = False,
+        last: int | None = None,
         *,
         where: str | None = None,
         tags: Iterable[str] | str | None = None,
@@ -382,11 +384,14 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     ) -> Any:
         """A DataFrame of every trial, indexed by ``Trial ID``: parameters, ``Result``,
         ``Result Type``, ``Success``, ``Finished``, ``Process Time``, ``Description`` (+
-        ``verbose`` columns; ``Tags`` once a trial has one). ``all``: archived trials too;
-        ``tags``, ``where`` (the dashboard's filter): see daskperiment/teams.py."""
+        ``verbose`` columns; ``Tags`` once a trial has one). ``last=n``: only the last ``n``
+        trials, read in time that does not grow with the history. ``all``: archived trials
+        too; ``tags``, ``where`` (the dashboard's filter): see daskperiment/teams.py."""
         st = self._read_store()
         rows: list[dict[str, Any]] = []
-        if st is not None:
+        if st is not None and last is not None:
+            rows = recent.last_rows(st, self.id, recent.validate_count(last))
+        elif st is not None:
             ids = self._reader.trial_ids(st)
             if ids:
                 self._last_trial_id = max(self._last_trial_id, ids[-1])

@@ -431,9 +431,9 @@ def frame(rows: list[dict[str, Any]], parameter_order: Iterable[str] = (), verbo
     data["Finished"] = pd.to_datetime([_local_time(r["finished"]) for r in rows])
     # Microseconds, as the timer's resolution is shown elsewhere (00:00:00.014183), not the
     # nanosecond digits a float of seconds would otherwise print.
-    data["Process Time"] = pd.to_timedelta(
-        [r["process_time"] if r["process_time"] is not None else np.nan for r in rows], unit="s"
-    ).round("us")
+    seconds = [r["process_time"] if r["process_time"] is not None else np.nan for r in rows]
+    # a float array converts in one vectorized step (a list goes object by object: 10x slower)
+    data["Process Time"] = pd.to_timedelta(np.array(seconds, dtype=float), unit="s").round("us")
     data["Description"] = pd.Series(
         [r["description"] if r["description"] is not None else np.nan for r in rows],
         dtype=object,

@@ -25,6 +25,7 @@ import daskperiment_store as store
 from . import storedir
 from .errors import DaskperimentError, ExperimentNotFound, SharingError
 from .history import list_experiments
+from .opening import last_trial_id
 from .record import trials_prefix
 
 
@@ -231,9 +232,16 @@ def experiment_store(
     except ExperimentNotFound:
         raise experiment_not_found(location, experiment_id) from None
     # Names only: a damaged trial ref must not hide the experiment (it shows as damaged).
-    if check_trials and not st.refs.names(trials_prefix(experiment_id)):
+    if check_trials and not _has_trials(st, experiment_id):
         raise experiment_not_found(location, experiment_id)
     return st
+
+
+def _has_trials(st: store.Store, experiment_id: str) -> bool:
+    # A few existence checks first (opening.py); the listing only when they find nothing.
+    if last_trial_id(st, experiment_id):
+        return True
+    return bool(st.refs.names(trials_prefix(experiment_id)))
 
 
 def experiment_not_found(location: str, experiment_id: str) -> ExperimentNotFound:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import daskperiment_store as store
 from daskperiment_store import Link
 
-from . import environment, history
+from . import environment, history, opening
 from .environment.changes import log_changes as log_environment_changes
 from .errors import DamagedTrial
 from .location import StoreHandle
@@ -99,7 +99,7 @@ class ExperimentState:
     _default_seed: int | None
     _system_metrics: bool
 
-    def get_history(self, verbose: bool = False) -> Any:
+    def get_history(self, verbose: bool = False, last: int | None = None) -> Any:
         raise NotImplementedError  # the experiment's history table (Experiment.get_history)
 
     def _read_store(self) -> store.Store | None:
@@ -132,26 +132,28 @@ class ExperimentState:
         return self._handle_obj
 
     def _refreshed_trial_id(self) -> int:
-        """The last trial id, counting trials other processes recorded (a listing)."""
+        """The last trial id, counting trials other processes recorded (no listing)."""
         st = self._read_store()
         if st is not None:
-            self._last_trial_id = max(self._last_trial_id, self._scan_last_trial_id(st))
+            latest = opening.last_trial_id_after(st, self.id, self._last_trial_id)
+            self._last_trial_id = max(self._last_trial_id, latest)
         return self._last_trial_id
 
     def _load(self) -> None:
         st = self._read_store()
         if st is None:
             return
-        ids = self._reader.trial_ids(st)
-        if not ids:
+        # Constant time however many trials (opening.py); the environment is compared with
+        # the last trial's when the next trial starts, not here (no scan, no pandas import).
+        self._last_trial_id = opening.last_trial_id(st, self.id)
+        if not self._last_trial_id:
             return
-        self._last_trial_id = ids[-1]
         try:
-            self._last_record = history.load_trial(st, self.id, ids[-1])[1]
+            self._last_record = history.load_trial(st, self.id, self._last_trial_id)[1]
         except store.errors.RefNotFound:  # deleted since the listing
             pass
         except MALFORMED as exc:  # never run it; its trial reads as malformed, others work
-            logger.warning("Trial %d of %s: %s", ids[-1], self.id, exc)
+            logger.warning("Trial %d of %s: %s", self._last_trial_id, self.id, exc)
         except DamagedTrial as exc:
             # Only the code and environment diffs of the next trial need it: new trials
             # still take fresh ids after the damaged one.
@@ -164,7 +166,6 @@ class ExperimentState:
             where,
             st.url,
         )
-        self._note_environment(None, environment.capture())
 
     def _scan_last_trial_id(self, st: store.Store) -> int:
         ids = self._reader.trial_ids(st)

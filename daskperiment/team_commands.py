@@ -81,7 +81,14 @@ def add_log_arguments(log: argparse.ArgumentParser) -> None:
         "'description~nan', a bare word searches every cell",
     )
     log.add_argument("--sort", metavar="COL[:desc]", help="sort by a column (id: the trial)")
-    log.add_argument("-n", type=_count, metavar="N", help="only the first N rows (after --sort)")
+    log.add_argument(
+        "-n",
+        "--max-count",
+        dest="n",
+        type=_count,
+        metavar="N",
+        help="only the last N trials (with --sort: the first N rows after sorting)",
+    )
     log.add_argument(
         "--columns", metavar="COL,COL", help="only these columns (comma-separated, any case)"
     )
@@ -96,14 +103,21 @@ def _count(text: str) -> int:
 
 
 def log_frame(ex: Any, args: argparse.Namespace) -> Any:
-    """The history ``daskperiment log`` prints, searched, sorted, cut as asked."""
+    """The history ``daskperiment log`` prints, searched, sorted, cut as asked.
+
+    ``-n N`` alone reads only the last N trials (time independent of the history's length);
+    with ``--where``/``--tag``/``--all`` it keeps the last N matching trials, and with
+    ``--sort`` the first N rows of the sorted table."""
     from . import teams
 
-    frame = ex.get_history(verbose=args.verbose, where=args.where, tags=args.tag, all=args.all)
-    if args.sort:
-        frame = teams.sort(frame, args.sort)
-    if args.n:
-        frame = frame.head(args.n)
+    if args.n and not (args.where or args.tag or args.sort or args.all):
+        frame = ex.get_history(verbose=args.verbose, last=args.n)
+    else:
+        frame = ex.get_history(verbose=args.verbose, where=args.where, tags=args.tag, all=args.all)
+        if args.sort:
+            frame = teams.sort(frame, args.sort)
+        if args.n:
+            frame = frame.head(args.n) if args.sort else frame.tail(args.n)
     if args.columns:
         frame = frame[_columns(frame, args.columns)]
     return frame

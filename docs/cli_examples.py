@@ -285,7 +285,7 @@ def sections(doc: Doc, workdir: Path) -> None:
         "`--where` takes the dashboard's filter language: space-separated terms that must all "
         "hold, `name OP value` with `= != > < >= <=` or `~` (contains), column names in any "
         "case (`id` is the trial number), and bare words searched in every cell. `--sort "
-        "COL[:desc]`, `-n N` (after sorting), `--columns a,b`, `--tag T` (repeatable), "
+        "COL[:desc]`, `-n N` (the last N trials; with `--sort`, the first N rows after sorting), `--columns a,b`, `--tag T` (repeatable), "
         "`--all` (archived trials too)."
     )
     doc.run("daskperiment log quickstart_pj --where 'b>=3' --sort result:desc -n 2")

@@ -22,16 +22,23 @@ from typing import TYPE_CHECKING
 
 from .digest import Oid
 from .errors import KeyNotFound
-from .objfile import object_key
+from .objfile import oid_from_key
+from .progress import Progress, counted
 from .reports import GcReport
 
 if TYPE_CHECKING:
     from .store import Store
 
 
-def gc(store: Store, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
+def gc(
+    store: Store, grace: float = 3600.0, dry_run: bool = False, progress: Progress | None = None
+) -> GcReport:
     """Collect garbage in ``store``; see the module docstring. Returns what was (or, with
-    ``dry_run``, would be) removed and the bytes that frees."""
+    ``dry_run``, would be) removed and the bytes that frees.
+
+    Streaming: memory holds the set of reachable oids and the list of removed ones (both
+    reported anyway), never the listing of every object. ``progress(phase, done, total)``
+    is told how far each pass got (store.progress)."""
     if grace < 0:
         raise ValueError(f"grace must be >= 0 seconds, not {grace!r}")
     if not dry_run:
@@ -40,19 +47,25 @@ def gc(store: Store, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
     cutoff = time.time() - grace
     roots = store.refs.list("").values()
     # A ref to a missing object is fsck's business; it must not stop the collection.
-    reachable: set[str] = set(store.walk(roots, on_missing=lambda parent, oid: None))
+    walk = store.walk(roots, on_missing=lambda parent, oid: None)
+    reachable: set[str] = set(counted(walk, "mark", progress, every=10_000))
     report = GcReport(dry_run=dry_run)
-    _sweep_objects(store, reachable, cutoff, report)
+    _sweep_objects(store, reachable, cutoff, report, progress)
     _sweep_temp(store, cutoff, report)
     return report
 
 
-def _sweep_objects(store: Store, reachable: set[str], cutoff: float, report: GcReport) -> None:
-    for oid in list(store.iter_oids()):
+def _sweep_objects(
+    store: Store, reachable: set[str], cutoff: float, report: GcReport, progress: Progress | None
+) -> None:
+    doomed: list[tuple[Oid, str]] = []
+    for key in counted(store.backend.list("objects/"), "sweep", progress):
+        oid = oid_from_key(key)
+        if oid is None:
+            continue  # not an object file: fsck reports it, gc never deletes it
         if oid in reachable:
             report.objects_kept += 1
             continue
-        key = object_key(oid)
         try:
             info = store.backend.stat(key)
         except KeyNotFound:  # removed by another gc meanwhile
@@ -60,11 +73,14 @@ def _sweep_objects(store: Store, reachable: set[str], cutoff: float, report: GcR
         if info.mtime > cutoff:
             report.objects_kept += 1
             continue
-        if not report.dry_run:
-            store._forget(oid)
-            store.backend.delete(key, missing_ok=True)
+        doomed.append((oid, key))
         report.objects_removed.append(Oid(oid))
         report.bytes_freed += info.size
+    # Deleted after the listing: a backend's listing need not survive deletes under it.
+    if not report.dry_run:
+        for oid, key in doomed:
+            store._forget(oid)
+            store.backend.delete(key, missing_ok=True)
 
 
 def _sweep_temp(store: Store, cutoff: float, report: GcReport) -> None:

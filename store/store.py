@@ -21,6 +21,7 @@ from .config import load_config
 from .digest import Oid, hash_chunks, validate_oid
 from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore, UnexpectedKind
 from .objfile import object_key, oid_from_key
+from .progress import Progress
 from .refs import RefStore
 from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 
@@ -384,6 +385,7 @@ class Store:
         oids: Iterable[str],
         *,
         on_missing: Callable[[Oid | None, Oid], None] | None = None,
+        seen: set[str] | None = None,
     ) -> Iterator[Oid]:
         """Yield every object reachable from ``oids`` (themselves included), each once.
 
@@ -391,8 +393,9 @@ class Store:
         :class:`ObjectNotFound` naming the object that links to it, unless ``on_missing``
         is given: then it is called with ``(linking oid or None for a root, missing oid)``
         and the walk goes on. A corrupt JSON object raises :class:`CorruptObject`.
+        ``seen``: oids not to visit (walked before); the walk adds those it visits.
         """
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         for root in oids:
             stack: list[tuple[Oid | None, Oid]] = [(None, validate_oid(root))]
             while stack:
@@ -413,14 +416,17 @@ class Store:
 
     # -- maintenance -------------------------------------------------------------------
 
-    def fsck(self) -> FsckReport:
-        """Verify every object, ref and link; list leftover temp files (see store.fsck)."""
-        return fsck.fsck(self)
+    def fsck(self, progress: Progress | None = None) -> FsckReport:
+        """Verify every object, ref and link; list leftover temp files (see store.fsck).
+        ``progress(phase, done, total)`` follows the walk (store.progress)."""
+        return fsck.fsck(self, progress)
 
-    def gc(self, grace: float = 3600.0, dry_run: bool = False) -> GcReport:
+    def gc(
+        self, grace: float = 3600.0, dry_run: bool = False, progress: Progress | None = None
+    ) -> GcReport:
         """Remove objects unreachable from any ref and leftover temp files older than
         ``grace`` seconds; with ``dry_run`` only report them (see store.gc)."""
-        return gc.gc(self, grace=grace, dry_run=dry_run)
+        return gc.gc(self, grace=grace, dry_run=dry_run, progress=progress)
 
     def export_bundle(
         self, path: str | os.PathLike[str] | BinaryIO, refs: Iterable[str] | str = ""

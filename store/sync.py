@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Objects whose existence is checked per round trip to the destination.
 HAS_BATCH = 256
+#: Refs whose objects are copied, then the refs created, before the next batch (push).
+REF_BATCH = 1000
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -245,16 +247,37 @@ def push(
     # in the writers of records), so a ref the destination already has with the same oid
     # needs no walk at all: this is what makes a second push cost one ref listing.
     unchanged = set(plan.unchanged)
-    roots = [validate_oid(oid) for name, oid in selected.items() if name not in unchanged]
-    report = TransferReport()
+    moving = [name for name in selected if name not in unchanged]
+    report = TransferReport(refs_unchanged=sorted(unchanged))
+    seen: set[str] = set()  # objects walked by an earlier batch: not walked again
     with ThreadPoolExecutor(workers) as pool:
-        need = missing_oids(dst, src.walk(roots), pool if workers > 1 else None)
-        report.objects_copied, report.bytes_copied = copy_objects(src, dst, need, workers)
-    # The plan is reused: a ref created or moved since is still caught, atomically, on write.
-    report.refs_updated, report.refs_unchanged = apply_refs(
-        dst, selected, force=force, workers=workers, plan=plan
-    )
+        # In batches of refs: each batch's objects, then its refs, so an interrupted push
+        # keeps what it finished (a second push goes on from there) and nothing waits on a
+        # walk of everything.
+        for start in range(0, len(moving), REF_BATCH):
+            batch = moving[start : start + REF_BATCH]
+            roots = [validate_oid(selected[name]) for name in batch]
+            need = missing_oids(dst, src.walk(roots, seen=seen), pool if workers > 1 else None)
+            objects, nbytes = copy_objects(src, dst, need, workers)
+            report.objects_copied += objects
+            report.bytes_copied += nbytes
+            # The plan is reused: a ref created or moved since is still caught on write.
+            updated, same = apply_refs(
+                dst, {n: selected[n] for n in batch}, force=force, workers=workers,
+                plan=_sub_plan(plan, batch),
+            )  # fmt: skip
+            report.refs_updated += updated
+            report.refs_unchanged += same
+    report.refs_updated.sort()
+    report.refs_unchanged.sort()
     return report
+
+
+def _sub_plan(plan: RefPlan, names: list[str]) -> RefPlan:
+    return RefPlan(
+        create={n: plan.create[n] for n in names if n in plan.create},
+        conflicts={n: plan.conflicts[n] for n in names if n in plan.conflicts},
+    )
 
 
 def pull(
