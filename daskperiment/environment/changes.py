@@ -33,8 +33,19 @@ def identity(line: str) -> tuple[str, str]:
 def same_packages_as(old: list[str], new: list[str]) -> list[str]:
     """``new`` with every package ``old`` has in the same version shown as ``old`` shows it,
     so a diff of the two lists shows only packages whose name or version changed."""
-    known = {identity(line): line for line in old}
-    return [known.get(identity(line), line) for line in new]
+    unused: dict[tuple[str, str], list[str]] = {}
+    for line in old:  # one name and version may be listed twice (two paths on sys.path)
+        unused.setdefault(identity(line), []).append(line)
+    out = []
+    for line in new:
+        candidates = unused.get(identity(line))
+        if not candidates:
+            out.append(line)
+            continue
+        chosen = line if line in candidates else candidates[0]
+        candidates.remove(chosen)
+        out.append(chosen)
+    return out
 
 
 def package_counts(old: list[str], new: list[str]) -> Counter[str]:

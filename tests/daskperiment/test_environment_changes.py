@@ -117,3 +117,17 @@ def test_package_identity_and_counts() -> None:
         environment.diff({"packages": old}, {"packages": [s.replace("/a", "/z") for s in old]})
         == []
     )
+
+
+def test_a_distribution_listed_twice_is_no_change() -> None:
+    """An editable install seen from site-packages and from the checkout on sys.path."""
+    from daskperiment.environment.changes import package_counts, same_packages_as
+
+    old = ["daskperiment 0.6.0 (/venv/site-packages)", "daskperiment 0.6.0 (/work/checkout)"]
+    new = ["daskperiment 0.6.0 (/venv/site-packages)", "daskperiment 0.6.0 (/work/checkout)"]
+    assert same_packages_as(old, new) == old
+    moved = ["daskperiment 0.6.0 (/elsewhere)", "daskperiment 0.6.0 (/work/checkout)"]
+    assert same_packages_as(old, moved) == old  # a path alone never makes a change
+    assert not package_counts(old, moved)
+    upgraded = ["daskperiment 0.7.0 (/venv/site-packages)", "daskperiment 0.6.0 (/work/checkout)"]
+    assert same_packages_as(old, upgraded) != old

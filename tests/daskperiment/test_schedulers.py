@@ -83,7 +83,8 @@ def records(ex: Any, trial_id: int) -> dict[str, Any]:
     """What must not depend on the scheduler: values, digests, seed, metrics."""
     trial = ex.get_trial(trial_id)
     verbose = ex.get_history(verbose=True).loc[trial_id]
-    keep = [c for c in verbose.index if c not in ("Finished", "Process Time")]
+    random = ("Finished", "Process Time", "Global ID")  # differ per trial whatever the scheduler
+    keep = [c for c in verbose.index if c not in random]
     keep = [c for c in keep if "nvironment" not in str(c)]
     return {
         # NaN (Description of a success) != NaN: compare it as None
