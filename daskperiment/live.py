@@ -35,6 +35,7 @@ from urllib.parse import quote, unquote
 import daskperiment_store as store
 
 from .log import logger
+from .perprocess import PerProcess
 from .record import live_prefix, trial_ref
 
 if TYPE_CHECKING:
@@ -144,19 +145,7 @@ class _Flusher:
                 logger.debug("live metrics of %s not written: %s", watch.part, exc)
 
 
-_FLUSHER: _Flusher | None = None
-_FLUSHER_LOCK = threading.Lock()
-
-
-def _flusher() -> _Flusher:
-    global _FLUSHER
-    flusher = _FLUSHER
-    if flusher is None or flusher.pid != os.getpid():  # none yet, or inherited by a fork
-        with _FLUSHER_LOCK:
-            if _FLUSHER is None or _FLUSHER.pid != os.getpid():
-                _FLUSHER = _Flusher()
-            flusher = _FLUSHER
-    return flusher
+_FLUSHER: PerProcess[_Flusher] = PerProcess(lambda: _Flusher())
 
 
 def watch(
@@ -168,7 +157,7 @@ def watch(
     w = Watch(
         st, live_prefix(trial.experiment_id, trial.trial_id), encode_component(task_key), buffer
     )
-    _flusher().add(w)
+    _FLUSHER.get().add(w)
     return w
 
 
@@ -176,7 +165,7 @@ def unwatch(w: Watch | None) -> None:
     """The step's function returned (or raised): stop writing its live points."""
     if w is None:
         return
-    _flusher().remove(w)
+    _FLUSHER.get().remove(w)
     with w.lock:
         w.closed = True
 

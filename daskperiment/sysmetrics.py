@@ -35,6 +35,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .log import logger
+from .perprocess import PerProcess
 
 if TYPE_CHECKING:
     from .metrics import MetricBuffer
@@ -110,19 +111,7 @@ class _Sampler:
                     w.buffer.add(key, epoch, float(value))
 
 
-_SAMPLER: _Sampler | None = None
-_SAMPLER_LOCK = threading.Lock()
-
-
-def _sampler() -> _Sampler:
-    global _SAMPLER
-    sampler = _SAMPLER
-    if sampler is None or sampler.pid != os.getpid():  # none yet, or inherited by a fork
-        with _SAMPLER_LOCK:
-            if _SAMPLER is None or _SAMPLER.pid != os.getpid():
-                _SAMPLER = _Sampler()
-            sampler = _SAMPLER
-    return sampler
+_SAMPLER: PerProcess[_Sampler] = PerProcess(lambda: _Sampler())
 
 
 def start(clock: float | None, buffer: MetricBuffer) -> _Watch | None:
@@ -130,7 +119,7 @@ def start(clock: float | None, buffer: MetricBuffer) -> _Watch | None:
     if clock is None:
         return None
     try:
-        sampler = _sampler()
+        sampler = _SAMPLER.get()
     except Exception as exc:  # noqa: BLE001 - no psutil in this worker, or no /proc
         logger.debug("system metrics off in process %d: %s", os.getpid(), exc)
         return None
@@ -142,10 +131,11 @@ def start(clock: float | None, buffer: MetricBuffer) -> _Watch | None:
 
 def stop(w: _Watch | None) -> None:
     """The step's function returned (or raised): no more points into its buffer."""
-    if w is None or _SAMPLER is None:
+    sampler = _SAMPLER.current()
+    if w is None or sampler is None:
         return
-    with _SAMPLER.lock:
-        _SAMPLER.watches.discard(w)
+    with sampler.lock:
+        sampler.watches.discard(w)
 
 
 def _gpu_probe() -> Any:
