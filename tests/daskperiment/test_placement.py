@@ -390,3 +390,46 @@ def test_two_records_with_one_global_id_are_both_placed(tmp_path: Path) -> None:
     assert claim["placed"] == 1  # the claim is the first record's; the twin has none
     assert placed.fsck().ok and trial_ref_problems(placed) == []
     assert sharing.push_trials(st, EXP, str(team)).trials_added == []
+
+
+def _synthetic(path: Path, trials: int) -> store.Store:
+    """A store of ``trials`` finished trials: copies of one real trial with other parameters
+    and global ids (distinct records sharing their objects)."""
+    ex = recorded(path, [0])
+    st = ex.store
+    base = dict(st.get(st.refs.get(f"experiments/{EXP}/trials/1")))
+    for n in range(2, trials + 1):
+        record = dict(base, trial_id=n, global_id=f"{n:032x}", params={"a": n})
+        st.refs.create(f"experiments/{EXP}/trials/{n}", st.put(record))
+    return st
+
+
+def test_a_pusher_killed_while_placing_leaves_nothing_a_second_push_cannot_finish(
+    tmp_path: Path,
+) -> None:
+    source = _synthetic(tmp_path / "src", 400)
+    team_ex = recorded(tmp_path / "team", [900, 901])  # numbers 1, 2 taken: all renumbered
+    team = team_ex.store
+    claims = tmp_path / "team" / "refs" / "experiments" / EXP / "globals"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUSHER, str(tmp_path / "src"), str(tmp_path / "team"), "0"],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (claims.is_dir() and len(os.listdir(claims)) >= 100):
+        assert proc.poll() is None, "the push ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.kill()  # SIGKILL, half way through placing
+    proc.wait()
+    placed_before = len(sharing.trial_refs(team, EXP)) - 2
+    assert 0 < placed_before < 400
+    report = sharing.push_trials(source, EXP, str(tmp_path / "team"))
+    assert len(report.trials_added) + len(report.trials_unchanged) == 400
+    refs = check_team(team, set(sharing.trial_refs(source, EXP).values()), own=2)
+    assert len(refs) == 402
+    for gid_claim in os.listdir(claims):  # every claim names the number its trial has
+        origin = team.get(team.refs.get(claim_ref(EXP, gid_claim)))
+        assert refs[origin["placed"]] == origin["record"].oid
