@@ -345,8 +345,11 @@ def test_a_deleted_trial_sent_again_arrives_under_a_new_number(tmp_path: Path) -
     st = store.open(str(team), create=False)
     gid = alice.get_trial(2)["global_id"]
     assert st.refs.has(claim_ref(EXP, gid))
+    claim = st.refs.get(claim_ref(EXP, gid))
     daskperiment.Experiment(EXP, backend=st).delete(2)
     assert not st.refs.has(claim_ref(EXP, gid))  # its claim went with it
+    assert not st.refs.has(origin_ref(EXP, 2))
+    assert claim in st.gc(grace=0).objects_removed  # nothing keeps its origin any more
     report = sharing.push_trials(alice.store, EXP, str(team))
     assert report.trials_added == [3] and report.renumbered == {2: 3}
     assert st.fsck().ok and trial_ref_problems(st) == []
