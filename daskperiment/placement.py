@@ -113,8 +113,10 @@ def place(
                 retry.append(arrival)
         if not retry:
             return out
-        # Taken by another writer in between: a new listing, numbers above it.
-        pending, used = retry, set(_listed(st, experiment_id)) | set(wanted.values())
+        # Taken by another writer in between: a new listing, numbers above it (and above
+        # those just found taken: one may hold another writer's origin, its trial ref next).
+        taken_now = {wanted[a.number] for a in retry}
+        pending, used = retry, set(_listed(st, experiment_id)) | taken_now
         floor = max(floor, high_water(st, experiment_id))
     raise SharingError(
         f"{len(pending)} trial(s) of {experiment_id!r} found their numbers taken "
@@ -126,8 +128,7 @@ def choose_numbers(numbers: Iterable[int], taken: Iterable[int], floor: int) -> 
     """Source number -> number wanted here: its own when free and above ``floor`` (a deleted
     trial's number is never given again), else the next above everything taken, in order."""
     used = set(taken)
-    top = max(used, default=0)
-    top = max(top, floor)
+    top = max(max(used, default=0), floor)
     out = {}
     for number in sorted(numbers):
         if number in used or number <= floor:
