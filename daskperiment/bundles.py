@@ -21,6 +21,7 @@ from .ids import (
     validate_experiment_id,
 )
 from .location import open_store
+from .placement import place
 from .record import staging_prefix
 from .sharing import (
     _TRIAL_REF,
@@ -137,11 +138,13 @@ def import_bundle(
 
     moved = dst.import_bundle(path, ref_map, check=check)
     try:
-        placed = identity.place(dst, new_id, _unique(records), os.fspath(path))
+        placement = place(dst, new_id, _unique(records), os.fspath(path))
     finally:
         for name in dst.refs.names(stage):
             dst.refs.delete(name)
+    placed = placement.added
     report.trials_added = sorted(placed.values())
+    report.trials_unchanged = sorted([*same, *placement.there])
     report.renumbered = {a: b for a, b in placed.items() if a != b}
     report.annotations_added = sum(n.startswith(note_prefix[1]) for n in moved.refs_updated)
     report.objects_copied, report.bytes_copied = moved.objects_copied, moved.bytes_copied

@@ -10,10 +10,11 @@
   by the oid of its final record, which the ref listing gives without reading a record: the
   same trial is the same record, byte for byte, in every store.
 - The integer trial id is the store's local name for it (like a branch name for a commit):
-  a trial arriving whose number is taken gets the next free one. Its *origin* (global id,
-  the number it was made with, the store it came from, when) is kept in a local object named
-  by ``experiments/<id>/origins/<n>``; the origin links the record it describes, so a trial
-  ref moved to another record is not taken as renumbered.
+  a trial arriving whose number is taken gets the next free one (daskperiment/placement.py,
+  once however many writers bring it at the same time). Its *origin* (global id, the number
+  it was made with, the store it came from, when, the number it got here) is kept in a local
+  object named by ``experiments/<id>/origins/<n>``; the origin links the record it describes,
+  so a trial ref moved to another record is not taken as renumbered.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from daskperiment_store import Link
 from .errors import DaskperimentError, TrialNotFound
 from .ids import parse_trial_id
 from .reads import ORIGIN_TYPE
-from .record import origin_ref
 
 GLOBAL_ID_FIELD = "global_id"
 _GLOBAL_ID = re.compile(r"[0-9a-f]{32}")
@@ -72,8 +72,10 @@ def global_id_of(record: Mapping[str, Any], record_oid: str | None) -> str | Non
 
 
 def origin_object(
-    record_oid: str, record: Mapping[str, Any], source: str, source_number: int
+    record_oid: str, record: Mapping[str, Any], source: str, source_number: int, placed: int
 ) -> dict[str, Any]:
+    """Where an arriving trial came from, and the local number it is placed under here
+    (``placed``: the number its claim names, daskperiment/placement.py)."""
     return {
         "type": ORIGIN_TYPE,
         "version": 1,
@@ -84,6 +86,7 @@ def origin_object(
         "source": source,
         "source_number": source_number,
         "received": time.time(),
+        "placed": placed,
     }
 
 
@@ -96,50 +99,6 @@ def describe_origin(origin: Mapping[str, Any] | None) -> str | None:
         f"trial {origin.get('number')}{host}; arrived as trial {origin.get('source_number')} "
         f"of {origin.get('source')}"
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Placing arriving trials
-# ---------------------------------------------------------------------------------------
-
-
-def place(
-    st: store.Store,
-    experiment_id: str,
-    arriving: Mapping[int, tuple[str, dict[str, Any]]],
-    source: str,
-) -> dict[int, int]:
-    """Create the trial refs of ``arriving`` (source number -> (record oid, record)), whose
-    objects are all in ``st`` already; return source number -> local number.
-
-    A trial keeps its number when it is free, else gets the next free one (after the
-    highest); each ref is created atomically, so a concurrent writer never loses its trial.
-    Every arrived trial gets its origin.
-    """
-    from .record import trial_ref, trials_prefix
-
-    prefix = trials_prefix(experiment_id)
-    taken = {n for n in map(parse_trial_id, _tails(st, prefix)) if n is not None}
-    placed: dict[int, int] = {}
-    for number in sorted(arriving):
-        oid, record = arriving[number]
-        candidate = number if number not in taken else max(taken) + 1
-        while True:
-            try:
-                st.refs.create(trial_ref(experiment_id, candidate), store.Oid(oid))
-                break
-            except store.errors.RefExists:
-                taken.add(candidate)
-                candidate = max(taken) + 1
-        taken.add(candidate)
-        placed[number] = candidate
-        origin = st.put(origin_object(oid, record, source, number))
-        st.refs.set(origin_ref(experiment_id, candidate), origin)
-    return placed
-
-
-def _tails(st: store.Store, prefix: str) -> list[str]:
-    return [name[len(prefix) :] for name in st.refs.names(prefix)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -212,6 +212,18 @@ def origin_ref(experiment_id: str, trial_id: int) -> str:
     return f"{EXPERIMENTS_PREFIX}{experiment_id}/origins/{trial_id}"
 
 
+def claim_ref(experiment_id: str, global_id: str) -> str:
+    """Name of the (local) ref claiming a local number for the arriving trial ``global_id``:
+    it names the trial's origin, whose ``placed`` field is that number (daskperiment/placement.py)."""
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/globals/{global_id}"
+
+
+def high_water_ref(experiment_id: str) -> str:
+    """Name of the (local) ref naming the highest trial number a deleted trial had, so that
+    no number is ever given twice in a store (daskperiment/numbering.py)."""
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/highest"
+
+
 def annotations_prefix(experiment_id: str) -> str:
     """Name prefix of the annotation events (tags, notes, archive) of an experiment."""
     return f"{EXPERIMENTS_PREFIX}{experiment_id}/annotations/"

@@ -10,7 +10,8 @@ Rules:
 - A trial is *already there* when its record is (the same oid, under any number): it is left
   as is, so importing a bundle twice or pushing twice changes nothing and copies nothing.
   A trial arriving whose number is taken gets the next free number, and its origin is kept
-  (daskperiment/identity.py): sharing never conflicts. Importing a bundle under a new
+  (daskperiment/identity.py): sharing never conflicts. Several writers bringing the same
+  trial at once give it one number (its claim, daskperiment/placement.py). Importing a bundle under a new
   experiment id (``id=`` / ``--as``) puts its trials under ``experiments/<new>/``; records
   stay byte for byte as they were.
 - Tags and notes (daskperiment/annotate.py) travel with their trials and merge as a union.
@@ -39,7 +40,6 @@ import daskperiment_store as store
 
 from . import annotate, history, identity
 from .errors import (
-    ConflictError,
     ExperimentNotFound,
     InvalidTrialId,
     SharingError,
@@ -52,6 +52,7 @@ from .ids import (
     validate_trial_id,
 )
 from .location import open_store
+from .placement import place
 from .reads import MALFORMED, read_record, read_trial, read_value
 from .record import RUNNING, purity_prefix, purity_ref, trial_ref, trials_prefix
 
@@ -59,23 +60,6 @@ from .record import RUNNING, purity_prefix, purity_ref, trial_ref, trials_prefix
 DEFAULT_DIRECTORY = "daskperiment_cache"
 
 _TRIAL_REF = re.compile(r"^experiments/([^/]+)/trials/([^/]+)$")
-
-
-class TrialConflict(ConflictError):
-    """Trials to be shared already exist on the receiving side with other records."""
-
-    def __init__(self, experiment_id: str, trials: Iterable[int], where: str, hint: str) -> None:
-        self.experiment_id = experiment_id
-        self.trials = sorted(trials)
-        self.where = where
-        listed = ", ".join(str(t) for t in self.trials)
-        noun, verb = ("trial", "exists") if len(self.trials) == 1 else ("trials", "exist")
-        super().__init__(
-            f"{noun} {listed} of experiment {experiment_id!r} already {verb} in {where} "
-            "with different records",
-            "nothing was changed (existing trials are never overwritten)",
-            hint,
-        )
 
 
 @dataclass
@@ -290,7 +274,8 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
     is there when its record is (same oid, under any number); one arriving whose number is
     taken gets the next free one (daskperiment/identity.py)."""
     _, incoming = _require(src, experiment_id)
-    there = set(trial_refs(dst, experiment_id).values())
+    listed = trial_refs(dst, experiment_id)
+    there = set(listed.values())
     create = {t: o for t, o in incoming.items() if o not in there}
     same = sorted(t for t, o in incoming.items() if o in there)
     report = ShareReport(action, experiment_id, src.url, dst.url, trials_unchanged=same)
@@ -313,9 +298,11 @@ def _transfer(src: store.Store, dst: store.Store, experiment_id: str, action: st
         _moved_since(src, experiment_id, done, action)
         roots = [oid for oid, _ in done.values()]
         report.objects_copied, report.bytes_copied = identity.copy_objects(src, dst, roots)
-        placed = identity.place(dst, experiment_id, done, src.url)
+        placement = place(dst, experiment_id, done, src.url, taken=listed)
+        placed = placement.added
         report.trials_added = sorted(placed.values())
         report.renumbered = {s: n for s, n in placed.items() if s != n}
+        report.trials_unchanged = sorted([*same, *placement.there])
         derive(dst, experiment_id, {placed[t]: done[t] for t in placed})
     annotate.transfer(src, dst, notes, report)
     return report

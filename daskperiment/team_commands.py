@@ -17,7 +17,10 @@ SUMMARIES = {
     "note": "add a note to a trial (every note is kept, with who wrote it and when)",
     "archive": "hide trials from the default history ('log --all' shows them)",
     "unarchive": "show archived trials in the default history again",
-    "delete": "remove a trial from this store (then 'gc' reclaims what nothing else reaches)",
+    "delete": (
+        "remove a trial from this store (then 'gc' reclaims what nothing else reaches; "
+        "its number is never given to another trial)"
+    ),
 }
 EXAMPLES = {
     "tag": "tag quickstart_pj 3 baseline",

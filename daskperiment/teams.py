@@ -16,7 +16,8 @@ import daskperiment_store as store
 
 from . import annotate, history, identity
 from .errors import DaskperimentError, TrialNotFound
-from .reads import read_origin
+from .reads import read_json, read_origin
+from .record import claim_ref, origin_ref, trial_ref
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -164,6 +165,8 @@ def trial_extras(
     gid = identity.global_id_of(record, oid)
     got = annotate.read_all(st, experiment_id).get(gid or "", annotate.TrialAnnotations())
     origin = read_origin(st, experiment_id, number)
+    if origin is not None and origin.get("record") != store.Link(store.Oid(oid)):
+        origin = None  # left by a writer stopped half way: it names another trial
     if origin is not None:
         origin = {k: (v.oid if isinstance(v, store.Link) else v) for k, v in origin.items()}
     return {
@@ -182,23 +185,41 @@ def trial_extras(
 
 
 def delete_trial(ex: Experiment, trial: Any) -> int:
-    """Remove a trial's ref, origin and annotations (``gc`` then reclaims what nothing else
-    reaches: objects shared with other trials, cache entries and purity refs stay)."""
-    from .record import trial_ref
+    """Remove a trial's ref, origin, claim and annotations (``gc`` then reclaims what nothing
+    else reaches: objects shared with other trials, cache entries and purity refs stay). Its
+    number is never given again in this store (daskperiment/numbering.py)."""
+    from .numbering import raise_high_water
 
     number, gid = _global_id(ex, trial)
     st = ex._store_for_writing()
     oid = st.refs.get(trial_ref(ex.id, number))
+    raise_high_water(st, ex.id, number)  # first: once the ref is gone the number is never free
     st.refs.swap(trial_ref(ex.id, number), oid, None)  # refused if it moved meanwhile
-    for name in (identity.origin_ref(ex.id, number),):
-        try:
-            st.refs.delete(name)
-        except store.errors.RefNotFound:
-            pass
+    try:
+        st.refs.delete(origin_ref(ex.id, number))
+    except store.errors.RefNotFound:
+        pass
+    _drop_claim(st, ex.id, gid, number)
     annotate.delete_all(st, ex.id, gid)
     history.drop_rows(st, ex.id, [number])
     ex._reader.forget(number)
     return number
+
+
+def _drop_claim(st: store.Store, experiment_id: str, gid: str, number: int) -> None:
+    """Remove the claim of a deleted trial (daskperiment/placement.py) if it names this
+    number: the trial sent here again arrives as a new one, under a new number."""
+    name = claim_ref(experiment_id, gid)
+    try:
+        current = st.refs.get(name)
+        claim = read_json(st, current)
+    except (store.errors.StoreError, KeyError, ValueError):
+        return
+    if isinstance(claim, dict) and claim.get("placed") == number:
+        try:
+            st.refs.swap(name, current, None)
+        except store.errors.RefConflict:
+            pass  # moved by a writer placing it again meanwhile: its claim stands
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,7 +248,7 @@ def history_frame(
         frame[TAGS_COLUMN] = [", ".join(s.tags) if s else "" for s in state]
     if verbose:
         frame[GLOBAL_ID_COLUMN] = [r.get("global_id") or r.get("record") for r in rows]
-        frame[ORIGIN_COLUMN] = _origins(ex, [r["trial_id"] for r in rows])
+        frame[ORIGIN_COLUMN] = _origins(ex, [(r["trial_id"], r.get("record")) for r in rows])
     if tags:
         wanted = [tags] if isinstance(tags, str) else list(tags)
         known = {t for s in notes.values() for t in s.tags}
@@ -241,17 +262,19 @@ def history_frame(
     return frame
 
 
-def _origins(ex: Experiment, numbers: list[int]) -> list[str]:
-    """``trial N on HOST`` for trials that arrived from elsewhere, else empty (verbose only:
-    one read per arrived trial)."""
+def _origins(ex: Experiment, trials: list[tuple[int, str | None]]) -> list[str]:
+    """``trial N on HOST`` for trials (number, record oid) that arrived from elsewhere, else
+    empty (verbose only: one read per arrived trial)."""
     st = ex._read_store()
     if st is None:
-        return ["" for _ in numbers]
-    prefix = identity.origin_ref(ex.id, 0)[:-1]
+        return ["" for _ in trials]
+    prefix = origin_ref(ex.id, 0)[:-1]
     arrived = set(st.refs.names(prefix))
     out = []
-    for n in numbers:
+    for n, oid in trials:
         origin = read_origin(st, ex.id, n) if f"{prefix}{n}" in arrived else None
+        if origin is not None and oid and origin.get("record") != store.Link(store.Oid(oid)):
+            origin = None
         host = f" on {origin.get('host')}" if origin and origin.get("host") else ""
         out.append(f"trial {origin.get('number')}{host}" if origin else "")
     return out

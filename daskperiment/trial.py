@@ -244,9 +244,13 @@ class TrialRun:
         return base
 
     def _allocate(self, st: store.Store, base: dict[str, Any]) -> tuple[int, str]:
-        """Create the first free ``trials/<n>`` ref, pointing at the running record."""
+        """Create the first free ``trials/<n>`` ref, pointing at the running record; never
+        the number of a deleted trial (above the high-water mark, daskperiment/numbering.py)."""
+        from .numbering import high_water
+
         session = self.session
-        candidate = session.last_trial_id() + 1
+        deleted = high_water(st, session.experiment_id)
+        candidate = max(session.last_trial_id(), deleted) + 1
         for _ in range(100_000):
             record = dict(base, trial_id=candidate)
             oid = st.put(record)
@@ -254,7 +258,8 @@ class TrialRun:
                 st.refs.create(trial_ref(session.experiment_id, candidate), oid)
             except store.errors.RefExists:
                 # Another process took it: jump to what exists now rather than step by one.
-                candidate = max(candidate, session.scan_last_trial_id(st)) + 1
+                latest = max(session.scan_last_trial_id(st), high_water(st, session.experiment_id))
+                candidate = max(candidate, latest) + 1
                 continue
             session.took_trial_id(candidate)
             return candidate, oid
