@@ -518,10 +518,6 @@ def _verbose_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _nan(value: Any) -> Any:
-    return math.nan if value is None else value
-
-
 def _column(values: list) -> Any:
     """Numbers give a numeric column; anything else an object column (never pandas' str)."""
     import pandas as pd
