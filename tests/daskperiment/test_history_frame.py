@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +236,39 @@ def test_frame_equals_the_rowwise_frame_for_any_rows(
     assert_same_frame(
         history.frame(rows, declared, verbose), rowwise_frame(rows, declared, verbose)
     )
+
+
+# --- what opening and reading the history import ------------------------------------------
+
+LAZY = (
+    "daskperiment.trial",
+    "daskperiment.steps",
+    "daskperiment.cache",
+    "daskperiment.environment",
+    "daskperiment.bundles",
+    "daskperiment.sharing",
+    "importlib.metadata",
+)
+
+
+def test_reading_the_history_imports_no_trial_machinery(real: Any) -> None:
+    """A fresh process that opens an experiment and reads its history imports neither the
+    trial and step machinery nor environment capture (nor importlib.metadata); decorating a
+    step then imports what running it needs."""
+    ex, _ = real
+    code = (
+        "import sys, daskperiment\n"
+        f"ex = daskperiment.Experiment('frame_pj', backend={str(ex._target)!r})\n"
+        "assert len(ex.get_history()) == 6\n"
+        f"print(sorted(m for m in {LAZY!r} if m in sys.modules))\n"
+        "@ex.result\n"
+        "def f(a):\n"
+        "    return a\n"
+        "print('daskperiment.steps' in sys.modules, 'daskperiment.native' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True True"]
