@@ -7,26 +7,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import daskperiment_store as store
 from daskperiment_store import Link, Store
 
-from . import cache as step_cache
-from . import (  # noqa: F401 - native: dask.compute(result) runs a trial
-    code,
-    environment,
-    export,
-    history,
-    live,
-    metrics,
-    native,
-    recent,
-    script,
-    teams,
-    trial,
-    trialgraph,
-)
+# Opening and reading the history need these; steps, trials, metrics... import where used.
+from . import history, recent, teams
 from .compat import metric_key_alias
 from .errors import (
     DamagedTrial,
@@ -43,18 +30,14 @@ from .location import StoreHandle, experiment_target, worker_target
 from .log import log_diff, logger
 from .parameter import UNDEFINED, Parameter, ParameterRegistry
 from .provenance.methods import ProvenanceMethods
-from .reads import read_json, read_parameters, read_value
+from .reads import read_parameters, read_value
 from .record import effective, trial_ref
+from .running import CURRENT_STEP
 from .session import ExperimentState, _register_exit_flush
-from .steps import (
-    _CURRENT,
-    PERSIST,
-    RESULT,
-    STEP,
-    StepSpec,
-    current_step,
-    make_step,
-)
+from .sources import SourceMethods
+
+if TYPE_CHECKING:
+    from .steps import StepSpec
 
 _INSTANCES: dict[tuple[str, Any], Experiment] = {}
 _INSTANCES_LOCK = threading.Lock()
@@ -63,7 +46,7 @@ _INSTANCES_LOCK = threading.Lock()
 _validate_id = validate_experiment_id
 
 
-class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
+class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods, SourceMethods):
     """One experiment: its parameters, its steps and the trials recorded in its store.
 
     ``Experiment(id, backend='local', seed=None)``. ``backend`` is ``'local'`` (a store at
@@ -160,8 +143,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     @property
     def current_trial_id(self) -> int:
         """Id of the trial the calling step runs in; :class:`NotInTrial` elsewhere."""
-        ctx = current_step("ex.current_trial_id")
-        if ctx.trial_id is None:
+        ctx = CURRENT_STEP.get()
+        if ctx is None or ctx.trial_id is None:
             raise NotInTrial("ex.current_trial_id")
         return ctx.trial_id
 
@@ -202,6 +185,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
 
     def __call__(self, func: Callable | None = None, *, cache: bool | str = False) -> Any:
         """Decorate a step: ``@ex`` (bare) or ``@ex(...)``."""
+        from .steps import STEP
+
         return self._decorator(func, STEP, cache)
 
     def persist(self, func: Callable | None = None, *, cache: bool | str = False) -> Any:
@@ -211,13 +196,21 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         and inputs is reused instead of running it again (``cache="seed"``: only under the
         same trial seed). See docs/caching.md.
         """
+        from .steps import PERSIST
+
         return self._decorator(func, PERSIST, cache)
 
     def result(self, func: Callable | None = None) -> Any:
         """Decorate the step giving the experiment's result; ``.compute()`` runs a trial."""
+        from .steps import RESULT
+
         return self._decorator(func, RESULT, False)
 
     def _decorator(self, func: Callable | None, kind: str, cache: bool | str) -> Any:
+        from . import cache as step_cache
+        from . import native  # noqa: F401 - from now on dask.compute(result) runs a trial
+        from .steps import make_step
+
         cache = step_cache.validate_option(cache)
         if func is None:
             return lambda f: self._decorator(f, kind, cache)
@@ -226,6 +219,9 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         return make_step(self, self._register(func, kind, cache))
 
     def _register(self, func: Callable, kind: str, cache: bool | str) -> StepSpec:
+        from . import code
+        from .steps import StepSpec
+
         snapshot = code.capture_source(func)
         name = getattr(func, "__name__", None) or snapshot.name
         if not snapshot.exact:
@@ -264,6 +260,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         cache: bool = True,
         **dask_kwargs: Any,
     ) -> Any:
+        from . import trial
+
         if seed is None:
             seed = self._default_seed
         run = trial.TrialRun(self._session(), result, parameters, seed, dask_kwargs, cache)
@@ -311,6 +309,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     def clear_cache(self, step: str | None = None) -> int:
         """Forget the cached outputs of every step, or of ``step``; return how many entries
         were removed. Trial records (and the outputs they keep) are untouched."""
+        from . import cache as step_cache
+
         st = self._read_store()
         if st is None:
             return 0
@@ -325,10 +325,14 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         to the ``@ex.result`` output built last; ``argv`` to ``sys.argv[1:]``. Returns the
         result (None when it did nothing).
         """
+        from . import script
+
         caller = sys._getframe(1).f_globals.get("__name__", "")
         return script.run_from_command_line(self, result, argv, caller)
 
     def _compute_plain(self, delayed: Any, **dask_kwargs: Any) -> Any:
+        from . import trialgraph
+
         graph = trialgraph.TrialGraph(delayed, self._parameters.by_key)
         values = self._parameters.resolve(graph.parameters, None)
         dsk, keys = graph.build(values, None)
@@ -408,6 +412,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         out.update(teams.extras_of(self, trial_id, record))
         env_link = record.get("environment")
         if isinstance(env_link, Link):
+            from . import environment
+
             try:
                 out["environment_summary"] = environment.summary(
                     self._read_environment(st, env_link.oid)
@@ -420,6 +426,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         """The output step ``step`` (decorated with ``@ex.persist``) gave in a trial; ``to``:
         also written to that file (``.npy``, ``.parquet``, ``.csv``: export.py)."""
         if to is not None:
+            from . import export
+
             return export.written(self.get_persisted(step, trial_id), to)
         record = self._record(trial_id)
         steps = record.get("steps") or {}
@@ -435,7 +443,7 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     @metric_key_alias
     def save_metric(self, key: str, epoch: Any, value: Any) -> None:
         """Save one point of metric ``key`` from inside a running step."""
-        ctx = _CURRENT.get()
+        ctx = CURRENT_STEP.get()
         if ctx is None:
             raise NotInTrial("ex.save_metric")
         ctx.metrics.add(key, epoch, value)
@@ -443,6 +451,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
     def get_metric_keys(self, trial_id: int | None = None) -> list[str]:
         """Keys of the metrics saved in a trial (the last one by default); for a running
         trial, those its steps have saved so far (daskperiment/live.py)."""
+        from . import live
+
         return sorted(live.metrics_of(self._need_store(), self.id, self._record(trial_id)))
 
     @metric_key_alias
@@ -455,6 +465,8 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
         values only pickle could hold raises :class:`~daskperiment.errors.PickleRefused` unless
         ``unpickle=True``: that runs code chosen by whoever wrote the store (trusted stores
         only, see docs/security.md)."""
+        from . import live, metrics
+
         # numpy integers too: ids often come from a history DataFrame's index
         if isinstance(trial_id, numbers.Integral) or not isinstance(trial_id, Iterable):
             ids: list[Any] = [trial_id]  # a single id; a non-integer one is refused below
@@ -472,44 +484,6 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods):
             what = f"metric {key!r} of trial {tid}"
             series[tid] = live.load_series(st, found[key], unpickle=unpickle, what=what)
         return metrics.frame(series)
-
-    def get_code(self, trial_id: int | None = None) -> str:
-        """Source of the steps (decorator lines left out): current, or of a trial."""
-        if trial_id is None and self._steps:
-            sources = {name: spec.code.source for name, spec in self._steps.items()}
-        else:
-            record = self._record(trial_id)
-            sources = self._read_code(self._need_store(), record)
-        return code.format_code(sources, decorators=False)
-
-    def _read_code(self, st: Store, record: dict[str, Any]) -> dict[str, str]:
-        link = record.get("code")
-        if not isinstance(link, Link):
-            return {}
-        tree = read_json(st, link.oid)
-        return {name: read_json(st, source.oid) for name, source in tree["steps"]}
-
-    def get_environment(self, trial_id: int | None = None, category: str | None = None) -> Any:
-        """The environment of a trial (the current one if ``trial_id`` is None): a dict of
-        categories (platform, python, hardware, packages, numpy, pandas, git), or one."""
-        if trial_id is None:
-            env = environment.capture()
-        else:
-            link = self._record(trial_id).get("environment")
-            if not isinstance(link, Link):
-                raise TrialNotFound(trial_id, self.id, self._last_trial_id)
-            env = self._read_environment(self._need_store(), link.oid)
-        if category is None:
-            return env
-        if category not in env:
-            raise KeyError(
-                f"no environment category {category!r}; recorded categories: {sorted(env)}"
-            )
-        return env[category]
-
-    def get_python_packages(self, trial_id: int | None = None) -> list[str]:
-        """Installed distributions as ``name version (location)`` lines."""
-        return list(self.get_environment(trial_id, "packages"))
 
     # -- comparing and sharing (daskperiment/diff.py, daskperiment/sharing.py) ----------
 

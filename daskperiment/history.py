@@ -17,10 +17,14 @@ does not grow with the history.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gc
+import itertools
 import math
+import operator
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import daskperiment_store as store
@@ -258,11 +262,12 @@ class HistoryReader:
             return self._indexed
         rows: dict[int, dict[str, Any]] = {}
         try:
-            for link in chunk_links(read_json(st, root_oid)).values():
-                chunk = self._chunks.get(link.oid)
-                if chunk is None:
-                    chunk = self._chunks[link.oid] = rows_of_chunk(read_json(st, link.oid))
-                rows.update(chunk)
+            with paused_gc():  # plain acyclic data: no collection while it is decoded
+                for link in chunk_links(read_json(st, root_oid)).values():
+                    chunk = self._chunks.get(link.oid)
+                    if chunk is None:
+                        chunk = self._chunks[link.oid] = rows_of_chunk(read_json(st, link.oid))
+                    rows.update(chunk)
         except _DAMAGE as exc:
             # A damaged index is only slower: every row then comes from its record.
             logger.debug("history index of %s ignored: %s", self.experiment_id, exc)
@@ -409,45 +414,90 @@ def _chunk_rows(st: store.Store, link: Link | None) -> dict[int, dict[str, Any]]
 
 
 def frame(rows: list[dict[str, Any]], parameter_order: Iterable[str] = (), verbose: bool = False):
-    """The history DataFrame: parameter columns, then :data:`COLUMNS` (+ verbose ones)."""
+    """The history DataFrame: parameter columns, then :data:`COLUMNS` (+ verbose ones).
+
+    Built column by column from the rows (one pass per column, type checks on sets of types,
+    never one Python call per cell where a C loop does), with the cyclic garbage collector
+    paused: the rows are plain acyclic data, and a collection would walk every object of
+    pandas and dask each time the allocation count crosses its threshold."""
     import numpy as np
     import pandas as pd
 
-    names: dict[str, None] = {n: None for n in parameter_order}
-    for row in rows:  # declaration order, as each trial recorded it
-        names.update((n, None) for n in row.get("parameter_order") or () if n not in names)
-    extra: dict[str, None] = {}
-    for row in rows:
-        for n in row["params"]:
-            if n not in names:
-                extra[n] = None
-    params = [n for n in names if any(n in r["params"] for r in rows)] + list(extra)
-    data: dict[str, Any] = {}
-    for n in params:
-        data[n] = _column([r["params"].get(n, np.nan) for r in rows])
-    data["Result"] = _column([_nan(r["result"]) for r in rows])
-    data["Result Type"] = pd.Series([r["result_type"] for r in rows], dtype=object)
-    data["Success"] = pd.Series([r["status"] == SUCCESS for r in rows], dtype=bool)
-    data["Finished"] = pd.to_datetime([_local_time(r["finished"]) for r in rows])
-    # Microseconds, as the timer's resolution is shown elsewhere (00:00:00.014183), not the
-    # nanosecond digits a float of seconds would otherwise print.
-    seconds = [r["process_time"] if r["process_time"] is not None else np.nan for r in rows]
-    # a float array converts in one vectorized step (a list goes object by object: 10x slower)
-    data["Process Time"] = pd.to_timedelta(np.array(seconds, dtype=float), unit="s").round("us")
-    data["Description"] = pd.Series(
-        [r["description"] if r["description"] is not None else np.nan for r in rows],
-        dtype=object,
-    )
-    if verbose:
-        data.update(_verbose_columns(rows))
-    index = pd.Index([r["trial_id"] for r in rows], name="Trial ID", dtype="int64")
-    for key, col in data.items():
-        # Series keep their dtype (object columns stay object, never pandas' str dtype)
-        if isinstance(col, pd.Series):
-            col.index = index
-        else:
-            data[key] = pd.Series(col, index=index)
-    return pd.DataFrame(data, index=index)
+    with paused_gc():
+        params, results, result_types, statuses, finished, seconds, descriptions, ids = _fields(
+            rows, _FRAME_FIELDS
+        )
+        data: dict[str, Any] = {}
+        for name in _parameter_names(rows, params, parameter_order):
+            data[name] = _column(list(map(operator.methodcaller("get", name, np.nan), params)))
+        data["Result"] = _column([math.nan if v is None else v for v in results])
+        data["Result Type"] = pd.Series(list(result_types), dtype=object)
+        data["Success"] = pd.Series([s == SUCCESS for s in statuses], dtype=bool)
+        local = datetime.datetime.fromtimestamp  # naive local time, as _local_time
+        data["Finished"] = pd.to_datetime([None if e is None else local(e) for e in finished])
+        # Microseconds, as the timer's resolution is shown elsewhere (00:00:00.014183), not
+        # the nanosecond digits a float of seconds would otherwise print; a float array
+        # converts in one vectorized step (a list goes object by object: 10x slower).
+        times = np.array([math.nan if v is None else v for v in seconds], dtype=float)
+        data["Process Time"] = pd.to_timedelta(times, unit="s").round("us")
+        data["Description"] = pd.Series(
+            [np.nan if d is None else d for d in descriptions], dtype=object
+        )
+        if verbose:
+            data.update(_verbose_columns(rows))
+        index = pd.Index(list(ids), name="Trial ID", dtype="int64")
+        for key, col in data.items():
+            # Series keep their dtype (object columns stay object, never pandas' str dtype)
+            if isinstance(col, pd.Series):
+                col.index = index
+            else:
+                data[key] = pd.Series(col, index=index)
+        return pd.DataFrame(data, index=index)
+
+
+#: Row fields the DataFrame's own columns are made of, in :func:`frame`'s order.
+_FRAME_FIELDS = (
+    "params",
+    "result",
+    "result_type",
+    "status",
+    "finished",
+    "process_time",
+    "description",
+    "trial_id",
+)
+
+
+def _fields(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """One tuple per field, of that field's value in every row (in C: ``itemgetter`` and
+    ``zip``); a row lacking a field raises KeyError, as reading it row by row would."""
+    if not rows:
+        return [() for _ in fields]
+    return list(zip(*map(operator.itemgetter(*fields), rows), strict=True))
+
+
+def _parameter_names(
+    rows: list[dict[str, Any]], params: tuple[dict[str, Any], ...], declared: Iterable[str]
+) -> list[str]:
+    """Parameter columns: in declaration order (``declared``, then as each trial recorded
+    its own), keeping only those some trial has; then the others, in order of appearance."""
+    names = dict.fromkeys(declared)
+    orders = filter(None, map(operator.methodcaller("get", "parameter_order"), rows))
+    names.update(dict.fromkeys(itertools.chain.from_iterable(orders)))
+    present = dict.fromkeys(itertools.chain.from_iterable(params))
+    return [n for n in names if n in present] + [n for n in present if n not in names]
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused (if it runs at all) while a table is built."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _verbose_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -468,24 +518,29 @@ def _verbose_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _nan(value: Any) -> Any:
-    return math.nan if value is None else value
-
-
 def _column(values: list) -> Any:
     """Numbers give a numeric column; anything else an object column (never pandas' str)."""
     import pandas as pd
 
-    if all(type(v) in (int, float) for v in values) and values:
-        if any(type(v) is float for v in values) and any(
-            type(v) is int and abs(v) > _EXACT_IN_FLOAT for v in values
-        ):
+    types = set(map(type, values))
+    if types and types <= _NUMBERS:
+        if float in types and int in types and _beyond_float(values):
             # A float column (NaN for a failed trial) would round these: keep them exact.
             return pd.Series(values, dtype=object)
         return pd.Series(values)
-    if all(type(v) is bool for v in values) and values:
+    if types == _BOOL:
         return pd.Series(values, dtype=bool)
     return pd.Series(values, dtype=object)
+
+
+_NUMBERS = frozenset({int, float})
+_BOOL = frozenset({bool})
+
+
+def _beyond_float(values: list) -> bool:
+    """Whether an int among ``values`` (ints and floats) is too large for a float to hold."""
+    ints = [v for v in values if type(v) is int]
+    return max(ints) > _EXACT_IN_FLOAT or min(ints) < -_EXACT_IN_FLOAT
 
 
 #: Largest int magnitude every float represents exactly (2**53).

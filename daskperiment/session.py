@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import daskperiment_store as store
 from daskperiment_store import Link
 
-from . import environment, history, opening
-from .environment.changes import log_changes as log_environment_changes
+# environment (package lists, git) is imported when a trial first needs it, not on opening
+from . import history, opening
 from .errors import DamagedTrial
 from .location import StoreHandle
 from .log import logger
@@ -207,6 +207,8 @@ class ExperimentState:
         return oid
 
     def _environment_tree(self, st: store.Store) -> tuple[str, dict[str, Any]]:
+        from . import environment
+
         env = environment.capture()
         cached = self._tree_cache.get("env")
         if cached is not None and cached[0] is env:
@@ -234,8 +236,11 @@ class ExperimentState:
             old = self._read_environment(self._read_store(), previous)
         except store.errors.StoreError:
             return
+        from . import environment
+        from .environment.changes import log_changes
+
         since = (self._last_record or {}).get("trial_id")
-        log_environment_changes(logger, old, env, since, environment.diff)
+        log_changes(logger, old, env, since, environment.diff)
 
     def _trial_recorded(self, trial_id: int, oid: str, record: dict[str, Any]) -> None:
         """Called once a trial's final record is in the store."""
