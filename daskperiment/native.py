@@ -158,8 +158,6 @@ def _worker_client() -> Any:
 
 #: result key -> its parameters (name -> placeholder key); keys are unique per built result
 _FOUND: dict[Any, dict[str, Any]] = {}
-#: result key -> (parameter values, seed, thread, graph) of the last graph dask took
-_TAKEN: dict[Any, tuple[dict[str, Any], int | None, int, HighLevelGraph]] = {}
 
 
 def trial_graph(result: Any) -> HighLevelGraph:
@@ -173,10 +171,13 @@ def trial_graph(result: Any) -> HighLevelGraph:
     found = _FOUND.get(result.key)
     if found is None:
         found = TrialGraph(result, registry.by_key).parameters
-        _bounded(_FOUND)[result.key] = found
+        if len(_FOUND) >= 1024:
+            _FOUND.clear()
+        _FOUND[result.key] = found
     values = registry.resolve(found, None)  # ParameterUndefined now, before any trial
     seed, thread = ex._default_seed, threading.get_ident()
-    taken = _TAKEN.get(result.key)
+    # (parameter values, seed, thread, graph) of the last graph dask took, kept on the result
+    taken = result._taken
     if taken is not None and _same(taken, values, seed, thread):
         return taken[3]  # the very same values: the same task (and token) again
     keys = {key: name for name, key in found.items()}
@@ -184,14 +185,8 @@ def trial_graph(result: Any) -> HighLevelGraph:
     task = TrialTask(ex, result, ordered, keys, seed)
     layer = {result.key: Task(result.key, task)}
     graph = HighLevelGraph.from_collections(result.key, layer, dependencies=())
-    _bounded(_TAKEN)[result.key] = (values, seed, thread, graph)
+    object.__setattr__(result, "_taken", (values, seed, thread, graph))
     return graph
-
-
-def _bounded(cache: dict[Any, Any]) -> dict[Any, Any]:
-    if len(cache) >= 1024:
-        cache.clear()
-    return cache
 
 
 def _same(taken: tuple[Any, ...], values: dict[str, Any], seed: Any, thread: int) -> bool:

@@ -432,7 +432,12 @@ def step_graph(delayed: Delayed) -> Any:
 class ResultDelayed(StepDelayed):
     """The delayed result of an experiment: ``compute()`` runs and records one trial."""
 
-    __slots__ = ()
+    #: the one-task graph dask took last, with what it was built from (native.trial_graph)
+    __slots__ = ("_taken",)
+
+    def __init__(self, key: str, graph: Any, experiment: Any) -> None:
+        super().__init__(key, graph, experiment)
+        object.__setattr__(self, "_taken", None)
 
     def compute(self, seed: int | None = None, **dask_kwargs: Any) -> Any:
         """Run one trial with the current parameters and return its result.
