@@ -295,3 +295,14 @@ def test_scheduler_keywords_reach_the_steps(tmp_path: Path) -> None:
     # num_workers goes to dask's threaded scheduler, as r.compute(num_workers=1) passes it
     assert pools(lambda: dask.compute(r, num_workers=1)) == pools(lambda: r.compute(num_workers=1))
     assert ex.trial_id == 2
+
+
+def test_processes_scheduler_records_the_trial_like_compute(tmp_path: Path) -> None:
+    ex, r = make(tmp_path)
+    assert r.compute(scheduler="processes") == 8
+    # the trial task runs in a worker process, which writes the record to the shared store
+    assert dask.compute(r, scheduler="processes") == (8,)
+    assert ex.trial_id == 2
+    check_trial(ex, 1, 8)
+    check_trial(ex, 2, 8)
+    assert ex.get_trial(2)["process"]["pid"] != os.getpid()
