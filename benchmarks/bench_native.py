@@ -1,12 +1,16 @@
 """dask's entry points and container storage (docs/performance.md, "dask.compute and containers").
 
 1. Per-trial overhead of ``dask.compute(r)`` against ``r.compute()``: the same two-step
-   experiment on a local store, alternating the two in rounds so drift hits both alike.
+   experiment on a local store, the calls alternating trial by trial so drift hits both
+   alike; medians per round, their median, the ratio; under dask's default scheduler (no
+   keywords), ``scheduler="sync"`` and ``scheduler="threads"``. Beside them, dask.compute's
+   own cost: ``dask.compute`` of a plain ``dask.delayed`` call against calling the function.
 2. A dict of 10 DataFrames of 10 MB each stored as a ``container`` (one object per frame)
    against the same dict as one ``pickle`` object: time and bytes written; then the second
    trial's output, with 9 frames unchanged.
 
-Run: ``python benchmarks/bench_native.py [--trials 300] [--rounds 3]``.
+Run: ``python benchmarks/bench_native.py [--trials 300] [--rounds 5]
+[--only overhead|containers] [--schedulers default,sync,threads]``.
 """
 
 from __future__ import annotations
@@ -33,11 +37,19 @@ def tree_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def overhead(trials: int, rounds: int) -> dict[str, list[float]]:
-    """Per-trial milliseconds: the two calls alternate trial by trial (so load on a shared
-    machine hits both alike); each round's median, per call."""
+SCHEDULERS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "sync": {"scheduler": "sync"},
+    "threads": {"scheduler": "threads"},
+}
+
+
+def overhead(trials: int, rounds: int, kwargs: dict[str, Any]) -> dict[str, list[float]]:
+    """Per-trial milliseconds of ``r.compute(**kwargs)`` and ``dask.compute(r, **kwargs)``,
+    and dask.compute's own floor: ``dask.compute(d)`` of a plain ``dask.delayed`` call
+    against calling its function. The calls alternate, their order flipping every trial, so
+    load on a shared machine hits them alike; each round's median, per call."""
     logging.getLogger("daskperiment").setLevel(logging.WARNING)
-    out: dict[str, list[float]] = {"r.compute()": [], "dask.compute(r)": []}
     with tempfile.TemporaryDirectory() as tmp:
         ex = daskperiment.Experiment("bench_native", backend=Path(tmp) / "s", system_metrics=False)
         a = ex.parameter("a", default=1)
@@ -51,8 +63,20 @@ def overhead(trials: int, rounds: int) -> dict[str, list[float]]:
             return x * 2
 
         r = score(prep(a))
-        r.compute()  # warm up: store created, environment captured
-        calls = {"r.compute()": r.compute, "dask.compute(r)": lambda: dask.compute(r)}
+
+        def plain(x: int) -> int:
+            return x * 2
+
+        d = dask.delayed(plain)(1)
+        calls = {
+            "r.compute()": lambda: r.compute(**kwargs),
+            "dask.compute(r)": lambda: dask.compute(r, **kwargs),
+            "plain function": lambda: plain(1),
+            "dask.compute(delayed)": lambda: dask.compute(d, **kwargs),
+        }
+        for call in calls.values():
+            call()  # warm up: store created, environment captured, pools started
+        out: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(rounds):
             times: dict[str, list[float]] = {name: [] for name in calls}
             for i in range(trials):
@@ -64,6 +88,29 @@ def overhead(trials: int, rounds: int) -> dict[str, list[float]]:
             for name, values in times.items():
                 out[name].append(statistics.median(values))
     return out
+
+
+def show_overhead(trials: int, rounds: int, schedulers: list[str]) -> None:
+    for name in schedulers:
+        kwargs = SCHEDULERS[name]
+        shown_kwargs = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no keywords"
+        print(f"\nPer-trial time, ms: scheduler {name} ({shown_kwargs}); local store")
+        print(f"  load average before: {os.getloadavg()[0]:.2f}")
+        out = overhead(trials, rounds, kwargs)
+        med = {call: statistics.median(values) for call, values in out.items()}
+        for call, values in out.items():
+            shown = ", ".join(f"{v:.3f}" for v in values)
+            print(f"  {call:22} {med[call]:7.3f}   rounds [{shown}]")
+        ratios = [n / b for n, b in zip(out["dask.compute(r)"], out["r.compute()"], strict=True)]
+        gap = med["dask.compute(r)"] - med["r.compute()"]
+        floor = med["dask.compute(delayed)"] - med["plain function"]
+        print(
+            f"  ratio dask.compute(r) / r.compute(): {statistics.median(ratios):.3f} "
+            f"(rounds {', '.join(f'{x:.3f}' for x in ratios)}); "
+            f"difference {gap:+.3f} ms"
+        )
+        print(f"  dask.compute's own cost for a plain delayed call: {floor:+.3f} ms")
+        print(f"  load average after: {os.getloadavg()[0]:.2f}")
 
 
 def frames(seed: int, n: int = 10, mb: int = 10) -> dict[str, pd.DataFrame]:
@@ -102,22 +149,26 @@ def containers() -> list[tuple[str, float, int, float, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    print(f"cpus: {os.cpu_count()}; numpy {np.__version__}, pandas {pd.__version__}")
-    # Default schedulers on both sides: the trial's own graph runs on dask's default (threads)
-    # either way; dask.compute(r) adds the one outer task that runs the trial.
-    print(
-        "\nPer-trial time, ms (default scheduler, local store; median of round medians, each round)"
+    parser.add_argument("--trials", type=int, default=300, help="trials per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--only", choices=["overhead", "containers"], help="run one of the two sections"
     )
-    for name, values in overhead(args.trials, args.rounds).items():
-        shown = ", ".join(f"{v:.2f}" for v in values)
-        print(f"  {name:18} {statistics.median(values):6.2f}   [{shown}]")
-    print("\nA dict of 10 x 10 MB DataFrames: first trial, then second with 9 frames unchanged")
-    print(f"  {'stored as':10} {'1st s':>7} {'1st MB':>8} {'2nd s':>7} {'2nd MB':>8}")
-    for name, t1, b1, t2, b2 in containers():
-        print(f"  {name:10} {t1:7.2f} {b1 / 2**20:8.1f} {t2:7.2f} {b2 / 2**20:8.1f}")
+    parser.add_argument(
+        "--schedulers",
+        default="default,sync,threads",
+        help="comma-separated, of: " + ", ".join(SCHEDULERS),
+    )
+    args = parser.parse_args()
+    print(f"cpus: {os.cpu_count()}; numpy {np.__version__}, pandas {pd.__version__}, ", end="")
+    print(f"dask {dask.__version__}; load average {os.getloadavg()}")
+    if args.only in (None, "overhead"):
+        show_overhead(args.trials, args.rounds, args.schedulers.split(","))
+    if args.only in (None, "containers"):
+        print("\nA dict of 10 x 10 MB DataFrames: first trial, then second with 9 frames unchanged")
+        print(f"  {'stored as':10} {'1st s':>7} {'1st MB':>8} {'2nd s':>7} {'2nd MB':>8}")
+        for name, t1, b1, t2, b2 in containers():
+            print(f"  {name:10} {t1:7.2f} {b1 / 2**20:8.1f} {t2:7.2f} {b2 / 2**20:8.1f}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import dask
 from dask._task_spec import DataNode
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from dask.threaded import get as threaded_get
 
 import daskperiment_store as store
 from daskperiment_store import codec
@@ -391,6 +392,16 @@ def _native_not_loaded(result: Any) -> Any:
 
 
 RESULT_GRAPH: list[Callable[[Any], Any]] = [_native_not_loaded]
+#: An ``@ex.result`` output's default scheduler (``__dask_scheduler__``); native.py too.
+RESULT_SCHEDULER: list[Callable[..., Any]] = [threaded_get]
+
+
+class _ResultScheduler:
+    """``ResultDelayed.__dask_scheduler__``, read on the class or an instance alike: the
+    scheduler native.py installs."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Callable[..., Any]:
+        return RESULT_SCHEDULER[0]
 
 
 class StepDelayed(Delayed):
@@ -421,7 +432,12 @@ def step_graph(delayed: Delayed) -> Any:
 class ResultDelayed(StepDelayed):
     """The delayed result of an experiment: ``compute()`` runs and records one trial."""
 
-    __slots__ = ()
+    #: the one-task graph dask took last, with what it was built from (native.trial_graph)
+    __slots__ = ("_taken",)
+
+    def __init__(self, key: str, graph: Any, experiment: Any) -> None:
+        super().__init__(key, graph, experiment)
+        object.__setattr__(self, "_taken", None)
 
     def compute(self, seed: int | None = None, **dask_kwargs: Any) -> Any:
         """Run one trial with the current parameters and return its result.
@@ -437,6 +453,15 @@ class ResultDelayed(StepDelayed):
         """What dask.compute, persist, client.compute and embedding see: one task running a
         trial (daskperiment/native.py). The steps' graph itself is ``step_graph(self)``."""
         return RESULT_GRAPH[0](self)
+
+    #: Runs a lone trial on the calling thread (native.TrialScheduler).
+    __dask_scheduler__ = _ResultScheduler()
+
+    @staticmethod
+    def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """A one-task trial graph has nothing to optimize (the steps' graph is prepared by
+        the trial itself)."""
+        return dsk
 
     def visualize(self, *args: Any, **kwargs: Any) -> Any:
         """Draw the steps' graph (not the one-task trial graph dask computes)."""

@@ -23,10 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 PYARROW = os.environ.get("DASKPERIMENT_TEST_PYARROW_PATH", "")
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+#: ``python -m daskperiment`` as if pyarrow were not installed
+WITHOUT_PYARROW = (
+    "import runpy, sys; sys.modules['pyarrow'] = None; "
+    "runpy.run_module('daskperiment', run_name='__main__', alter_sys=True)"
+)
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, hide_pyarrow: bool = False
+) -> Any:
     environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    command = ["-c", WITHOUT_PYARROW] if hide_pyarrow else ["-m", "daskperiment"]
     return subprocess.run(
-        [sys.executable, "-m", "daskperiment", *args],
+        [sys.executable, *command, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -176,15 +186,16 @@ def test_parquet_export_with_and_without_pyarrow(tmp_path: Path) -> None:
         run_cli("cat", oid, "--store", str(tmp_path / "store"), cwd=tmp_path).stdout
     )["frames"]["f3"]
     args = ("cat", frame_oid["$link"], "--to", "f3.parquet", "--store", str(tmp_path / "store"))
+    # Without pyarrow (hidden from the command where it is installed): what to install.
+    missing = run_cli(*args, cwd=tmp_path, hide_pyarrow=True)
+    assert missing.returncode != 0 and "pip install 'daskperiment[parquet]'" in missing.stderr
+    assert not (tmp_path / "f3.parquet").exists()
     try:
         import pyarrow  # noqa: F401
 
         have = True
     except ImportError:
         have = False
-    if not have:
-        missing = run_cli(*args, cwd=tmp_path)
-        assert missing.returncode != 0 and "pip install 'daskperiment[parquet]'" in missing.stderr
     if not have and not (PYARROW and (Path(PYARROW) / "pyarrow").is_dir()):
         pytest.skip("pyarrow is not available (set DASKPERIMENT_TEST_PYARROW_PATH)")
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), PYARROW]))}

@@ -8,6 +8,7 @@ the sync, threads and distributed schedulers.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,140 @@ def test_memory_store_on_process_workers_says_what_to_do(client: Any) -> None:
     ex.set_parameters(a=1)
     with pytest.raises(Exception, match="worker process cannot reach"):
         client.compute(r).result()
+
+
+# ---------------------------------------------------------------------------------------
+# dask.compute(r) runs the trial as r.compute() does: on the calling thread, its steps on
+# the scheduler r.compute() picks (daskperiment/native.py, TrialScheduler).
+# ---------------------------------------------------------------------------------------
+
+#: (step name, thread name) of each step run, in this process
+RAN_ON: list[tuple[str, str]] = []
+
+
+def build_watched(ex: Any) -> Any:
+    """``build`` whose steps note the thread they run on."""
+    a = ex.parameter("a")
+
+    @ex
+    def add_one(a):
+        RAN_ON.append(("add_one", threading.current_thread().name))
+        return a + 1
+
+    @ex.result
+    def times_ten(x):
+        RAN_ON.append(("times_ten", threading.current_thread().name))
+        if x < 0:
+            raise ValueError("negative input")
+        return x * 10
+
+    return times_ten(add_one(a))
+
+
+def pools(run: Any) -> set[str]:
+    """The thread pools (names without the thread number) the steps of ``run()`` ran on."""
+    RAN_ON.clear()
+    run()
+    assert [step for step, _ in RAN_ON] == ["add_one", "times_ten"]
+    return {name.rsplit("_", 1)[0] for _, name in RAN_ON}
+
+
+def started_on(log: Any) -> list[str]:
+    return [r.threadName for r in log.records if r.getMessage().startswith("Started Experiment")]
+
+
+def test_default_scheduler_runs_the_trial_on_the_calling_thread(
+    tmp_path: Path, dp_log: Any
+) -> None:
+    ex = daskperiment.Experiment("watched", backend=tmp_path / "w")
+    r = build_watched(ex)
+    ex.set_parameters(a=1)
+    by_compute = pools(r.compute)
+    by_dask = pools(lambda: dask.compute(r))
+    # r.compute() runs the steps on dask's default thread pool; dask.compute(r) runs the
+    # trial on this thread, whose steps then use that same pool (a trial run inside a pool
+    # thread would start a pool of its own for its steps).
+    assert by_dask == by_compute
+    assert threading.current_thread().name not in by_compute
+    me = threading.current_thread().name
+    assert started_on(dp_log) == [me, me]
+    assert ex.trial_id == 2
+    assert ex.get_history()["Result"].tolist() == [20, 20]
+
+
+def test_explicit_sync_runs_the_steps_synchronously(tmp_path: Path) -> None:
+    ex = daskperiment.Experiment("watched", backend=tmp_path / "w")
+    r = build_watched(ex)
+    ex.set_parameters(a=2)
+    me = threading.current_thread().name
+    assert pools(lambda: r.compute(scheduler="sync")) == {me}
+    assert pools(lambda: dask.compute(r, scheduler="sync")) == {me}
+    with dask.config.set(scheduler="sync"):
+        assert pools(lambda: dask.compute(r)) == {me}
+        assert pools(lambda: dask.delayed(lambda v: v)(r).compute()) == {me}
+    assert ex.get_history()["Result"].tolist() == [30, 30, 30, 30]
+
+
+def test_each_dask_compute_is_a_trial_with_the_parameters_of_that_moment(
+    tmp_path: Path,
+) -> None:
+    ex, r = make(tmp_path)
+    assert dask.compute(r) == (8,)
+    assert dask.compute(r) == (8,)  # the same values again: a second trial all the same
+    ex.set_parameters(a=2)
+    assert dask.compute(r) == (10,)
+    ex.set_parameters(a=1)  # back to an equal value
+    assert dask.compute(r) == (8,)
+    assert ex.get_history()["a"].tolist() == [1, 1, 2, 1]
+    assert ex.trial_id == 4
+
+
+def test_a_result_mixes_with_other_collections(tmp_path: Path) -> None:
+    ex, r = make(tmp_path)
+    other = dask.delayed(lambda: "other")()
+    # neither order is refused as mixing default schedulers
+    assert dask.compute(r, other) == (8, "other")
+    assert dask.compute(other, r, {"n": 1}) == ("other", 8, {"n": 1})
+    assert dask.compute([r, 5]) == ([8, 5],)
+    assert ex.trial_id == 3
+    check_trial(ex, 3, 8)
+
+
+def test_default_scheduler_failure_is_recorded_like_compute(tmp_path: Path, dp_log: Any) -> None:
+    ex = daskperiment.Experiment("watched", backend=tmp_path / "w")
+    r = build_watched(ex)
+    ex.set_parameters(a=-5)
+    with pytest.raises(ValueError, match="negative input"):
+        r.compute()
+    with pytest.raises(ValueError, match="negative input"):
+        dask.compute(r)
+    hist = ex.get_history()
+    assert hist["Success"].tolist() == [False, False]
+    assert hist.loc[1, "Description"] == hist.loc[2, "Description"]
+    assert "negative input" in hist.loc[2, "Description"]
+    failed = [m for m in dp_log.messages("WARNING") if m.startswith("Failed Experiment")]
+    assert [m.split(":")[0] for m in failed] == [
+        "Failed Experiment (trial id=1)",
+        "Failed Experiment (trial id=2)",
+    ]
+    assert failed[0].split(":", 1)[1] == failed[1].split(":", 1)[1]
+
+
+def test_scheduler_keywords_reach_the_steps(tmp_path: Path) -> None:
+    ex = daskperiment.Experiment("watched", backend=tmp_path / "w")
+    r = build_watched(ex)
+    ex.set_parameters(a=3)
+    # num_workers goes to dask's threaded scheduler, as r.compute(num_workers=1) passes it
+    assert pools(lambda: dask.compute(r, num_workers=1)) == pools(lambda: r.compute(num_workers=1))
+    assert ex.trial_id == 2
+
+
+def test_processes_scheduler_records_the_trial_like_compute(tmp_path: Path) -> None:
+    ex, r = make(tmp_path)
+    assert r.compute(scheduler="processes") == 8
+    # the trial task runs in a worker process, which writes the record to the shared store
+    assert dask.compute(r, scheduler="processes") == (8,)
+    assert ex.trial_id == 2
+    check_trial(ex, 1, 8)
+    check_trial(ex, 2, 8)
+    assert ex.get_trial(2)["process"]["pid"] != os.getpid()
