@@ -8,13 +8,14 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import daskperiment_store as store
 
-from . import bundles, sharing, team_commands
+from . import bundles, quicklog, sharing, team_commands
 from .cli_common import (
     _experiment,
     _json,
@@ -73,10 +74,20 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     if args.uses is not None:
         return _log_uses(args)
+    if os.environ.get("DASKPERIMENT_LOG_PATH") != "frame":  # the same text, without pandas
+        text = quicklog.log_text(args)
+        if text is not None:
+            sys.stdout.write(text)
+            return 0
+    return log_with_pandas(args)
+
+
+def log_with_pandas(args: argparse.Namespace) -> int:
+    """``log`` through the history DataFrame (what :mod:`daskperiment.quicklog` mirrors)."""
+    import pandas as pd
+
     frame = team_commands.log_frame(_experiment(args)[0], args)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv())

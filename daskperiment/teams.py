@@ -242,16 +242,20 @@ def history_frame(
 
 
 def _origins(ex: Experiment, numbers: list[int]) -> list[str]:
-    """``trial N on HOST`` for trials that arrived from elsewhere, else empty (verbose only:
-    one read per arrived trial)."""
     st = ex._read_store()
     if st is None:
         return ["" for _ in numbers]
-    prefix = identity.origin_ref(ex.id, 0)[:-1]
+    return origins_in(st, ex.id, numbers)
+
+
+def origins_in(st: store.Store, experiment_id: str, numbers: list[int]) -> list[str]:
+    """``trial N on HOST`` for trials that arrived from elsewhere, else empty (verbose only:
+    one read per arrived trial)."""
+    prefix = identity.origin_ref(experiment_id, 0)[:-1]
     arrived = set(st.refs.names(prefix))
     out = []
     for n in numbers:
-        origin = read_origin(st, ex.id, n) if f"{prefix}{n}" in arrived else None
+        origin = read_origin(st, experiment_id, n) if f"{prefix}{n}" in arrived else None
         host = f" on {origin.get('host')}" if origin and origin.get("host") else ""
         out.append(f"trial {origin.get('number')}{host}" if origin else "")
     return out

@@ -1,0 +1,265 @@
+"""``daskperiment log`` without pandas: the history table as plain Python columns.
+
+``daskperiment log`` prints the table :meth:`Experiment.get_history` gives, searched, sorted
+and cut (:func:`daskperiment.team_commands.log_frame`). Importing pandas and dask costs ~0.5 s
+before anything is read, more than reading the last 20 rows of 100,000 trials, so the common
+cases are answered here from the same rows (:func:`daskperiment.recent.read_rows`) with
+columns typed as :func:`daskperiment.history.frame` types them, filtered, sorted and printed
+(:mod:`daskperiment.quickformat`) to the very text the DataFrame gives. Whatever this module
+cannot promise to print identically (a value of an unusual type, a filter on a time column, an
+empty result, ...) makes :func:`log_text` return None, and the caller takes the DataFrame path.
+``tests/daskperiment/test_quicklog.py`` compares both over varied histories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import annotate, history, recent, search, teams
+from .location import experiment_store
+from .record import SUCCESS
+
+#: Largest magnitude of an int a float keeps exactly, and the int64 range of int columns.
+_EXACT_IN_FLOAT = 2**53
+_INT64 = 2**63
+
+
+class Unsupported(Exception):
+    """The plain path cannot promise the DataFrame's text: the caller falls back."""
+
+
+@dataclass
+class Column:
+    """One column, typed as pandas would type it.
+
+    ``kind``: ``int`` (int64), ``float`` (float64, NaN for missing), ``bool``, ``object``
+    (values as they are; None and NaN missing), ``str`` (pandas' string dtype: NaN missing),
+    ``datetime`` (naive ``datetime`` or None), ``timedelta`` (nanoseconds or None).
+    """
+
+    name: str
+    kind: str
+    values: list[Any]
+
+    def take(self, order: list[int]) -> Column:
+        return Column(self.name, self.kind, [self.values[i] for i in order])
+
+
+@dataclass
+class Table:
+    index: list[int]
+    columns: list[Column] = field(default_factory=list)
+
+    def take(self, order: list[int]) -> Table:
+        return Table([self.index[i] for i in order], [c.take(order) for c in self.columns])
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+# ---------------------------------------------------------------------------------------
+# Columns, as history.frame and teams.history_frame build them
+# ---------------------------------------------------------------------------------------
+
+
+def numeric_column(name: str, values: list[Any]) -> Column:
+    """history._column: numbers give a numeric column, bools a bool one, else object."""
+    if values and all(type(v) in (int, float) for v in values):
+        has_float = any(type(v) is float for v in values)
+        if has_float and any(type(v) is int and abs(v) > _EXACT_IN_FLOAT for v in values):
+            return Column(name, "object", values)
+        if any(type(v) is int and not -_INT64 <= v < _INT64 for v in values):
+            raise Unsupported("ints beyond int64")  # pandas picks uint64 or object
+        if has_float:
+            return Column(name, "float", [float(v) for v in values])
+        return Column(name, "int", values)
+    if values and all(type(v) is bool for v in values):
+        return Column(name, "bool", values)
+    return Column(name, "object", values)
+
+
+def _object(name: str, values: list[Any]) -> Column:
+    return Column(name, "object", values)
+
+
+def _strings(name: str, values: list[Any]) -> Column:
+    """A list assigned to a frame: strings (None missing) become pandas' string dtype."""
+    if any(isinstance(v, str) for v in values) and all(v is None or type(v) is str for v in values):
+        return Column(name, "str", values)
+    if all(v is None for v in values):
+        return Column(name, "object", values)
+    raise Unsupported("mixed list column")
+
+
+def parameter_names(rows: list[dict[str, Any]]) -> list[str]:
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update((n, None) for n in row.get("parameter_order") or () if n not in names)
+    extra: dict[str, None] = {}
+    for row in rows:
+        for n in row["params"]:
+            if n not in names:
+                extra[n] = None
+    return [n for n in names if any(n in r["params"] for r in rows)] + list(extra)
+
+
+def process_time_ns(seconds: Any) -> int | None:
+    """pandas' to_timedelta(seconds, unit="s").round("us"), in nanoseconds."""
+    if seconds is None:
+        return None
+    if type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < 0:
+        raise Unsupported("unusual process time")
+    seconds = float(seconds)
+    base = int(seconds)
+    frac = round((seconds - base) * 1e9) / 1e9  # numpy.round(frac, 9)
+    ns = base * 1_000_000_000 + int(frac * 1e9)
+    q, rem = divmod(ns, 1000)
+    if rem > 500 or (rem == 500 and q % 2):
+        q += 1
+    return q * 1000
+
+
+def frame_columns(rows: list[dict[str, Any]], verbose: bool) -> list[Column]:
+    """The columns of history.frame(rows, (), verbose)."""
+    cols = [
+        numeric_column(n, [r["params"].get(n, math.nan) for r in rows])
+        for n in parameter_names(rows)
+    ]
+    cols.append(numeric_column("Result", [_nan(r["result"]) for r in rows]))
+    cols.append(_object("Result Type", [r["result_type"] for r in rows]))
+    cols.append(Column("Success", "bool", [r["status"] == SUCCESS for r in rows]))
+    cols.append(Column("Finished", "datetime", [_local_time(r["finished"]) for r in rows]))
+    cols.append(
+        Column("Process Time", "timedelta", [process_time_ns(r["process_time"]) for r in rows])
+    )
+    cols.append(
+        _object(
+            "Description", [d if (d := r["description"]) is not None else math.nan for r in rows]
+        )
+    )
+    if verbose:
+        status = ["interrupted" if r.get("interrupted") else r["status"] for r in rows]
+        cols += [
+            _object("Status", status),
+            numeric_column("Seed", [r["seed"] for r in rows]),
+            *(
+                _object(f"{label} Digest", [r["digests"].get(key) for r in rows])
+                for label, key in (
+                    ("Parameters", "parameters"),
+                    ("Code", "code"),
+                    ("Environment", "environment"),
+                    ("Result", "result"),
+                )
+            ),
+            _object("Reused Steps", [", ".join(r.get("reused") or []) for r in rows]),
+        ]
+    return cols
+
+
+def _nan(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+def _local_time(epoch: Any) -> datetime.datetime | None:
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch)
+
+
+# ---------------------------------------------------------------------------------------
+# The table daskperiment log prints
+# ---------------------------------------------------------------------------------------
+
+
+def history_table(st: Any, experiment_id: str, rows: list[dict[str, Any]], args: Any) -> Table:
+    """teams.history_frame, then log_frame's sort, count and columns, on plain columns."""
+    notes = annotate.read_all(st, experiment_id) if rows else {}
+    state = [notes.get(r.get("global_id") or r.get("record") or "") for r in rows]
+    keep = [args.all or s is None or not s.archived for s in state]
+    rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    state = [s for s, k in zip(state, keep, strict=True) if k]
+    table = Table([r["trial_id"] for r in rows], frame_columns(rows, args.verbose))
+    if any(s is not None and s.tags for s in state) or args.tag:
+        table.columns.append(
+            _strings(teams.TAGS_COLUMN, [", ".join(s.tags) if s else "" for s in state])
+        )
+    if args.verbose:
+        gids = [r.get("global_id") or r.get("record") for r in rows]
+        table.columns.append(_strings(teams.GLOBAL_ID_COLUMN, gids))
+        origins = teams.origins_in(st, experiment_id, table.index)
+        table.columns.append(_strings(teams.ORIGIN_COLUMN, origins))
+    if args.tag:
+        known = {t for s in notes.values() for t in s.tags}
+        for tag in args.tag:
+            if tag not in known:
+                raise teams.UnknownTag(tag, known)
+        has = [s is not None and set(args.tag) <= set(s.tags) for s in state]
+        table = table.take([i for i, h in enumerate(has) if h])
+    if args.where:
+        from .quickfilter import matching
+
+        table = table.take(matching(table, args.where))
+    return table
+
+
+def log_table(args: argparse.Namespace) -> Table:
+    """The table ``daskperiment log`` prints (Unsupported: use the DataFrame path)."""
+    from .quickfilter import sort_order
+
+    st = experiment_store(args.store, args.experiment)
+    simple = args.n and not (args.where or args.tag or args.sort or args.all)
+    rows = recent.read_rows(st, history.HistoryReader(args.experiment), args.n if simple else None)
+    table = history_table(st, args.experiment, rows, args)
+    if args.sort and not simple:
+        table = table.take(sort_order(table, args.sort))
+    if args.n and not simple:
+        n = len(table.index)
+        table = table.take(
+            list(range(min(args.n, n))) if args.sort else list(range(max(n - args.n, 0), n))
+        )
+    table.columns = [table.column(c) for c in shown_columns([c.name for c in table.columns], args)]
+    if not table.columns or len(table.columns) > 100:
+        raise Unsupported("no columns, or more than pandas lists")
+    return table
+
+
+def shown_columns(names: list[str], args: argparse.Namespace) -> list[str]:
+    """The columns ``log`` shows: ``--columns`` (any case, any column), else every column but
+    the verbose-only ones unless ``--verbose``."""
+    if args.columns:
+        by_name = {n.lower(): n for n in names}
+        out = []
+        for name in (n.strip() for n in args.columns.split(",") if n.strip()):
+            if name.lower() not in by_name:
+                known = ", ".join(names)
+                raise teams.SearchError(
+                    f"unknown column {name!r} in --columns; columns are: {known}"
+                )
+            out.append(by_name[name.lower()])
+        return out
+    if args.verbose:
+        return names
+    return [n for n in names if n not in VERBOSE_ONLY]
+
+
+#: Columns of the history DataFrame that ``daskperiment log`` shows only with ``--verbose``.
+VERBOSE_ONLY = ("Result Type", "Process Time")
+
+
+def log_text(args: argparse.Namespace) -> str | None:
+    """What ``daskperiment log`` prints, or None when only the DataFrame path can say it."""
+    from . import quickformat
+
+    try:
+        table = log_table(args)
+        if args.format == "csv":
+            return quickformat.csv_text(table)
+        if args.format == "json":
+            return quickformat.json_text(table)
+        return quickformat.table_text(table)
+    except (Unsupported, search.QueryError):
+        return None
