@@ -68,18 +68,25 @@ class Table:
 
 def numeric_column(name: str, values: list[Any]) -> Column:
     """history._column: numbers give a numeric column, bools a bool one, else object."""
-    if values and all(type(v) in (int, float) for v in values):
-        has_float = any(type(v) is float for v in values)
-        if has_float and any(type(v) is int and abs(v) > _EXACT_IN_FLOAT for v in values):
-            return Column(name, "object", values)
-        if any(type(v) is int and not -_INT64 <= v < _INT64 for v in values):
+    kind = column_kind(values)
+    if kind == "float":
+        return Column(name, kind, [float(v) for v in values])
+    return Column(name, kind, values)
+
+
+def column_kind(values: list[Any]) -> str:
+    """The kind of column history._column makes of ``values``."""
+    types = set(map(type, values))
+    if values and types <= {int, float}:
+        ints = [v for v in values if type(v) is int] if int in types else []
+        if ints and float in types and max(map(abs, ints)) > _EXACT_IN_FLOAT:
+            return "object"  # a float column (NaN for a failed trial) would round them
+        if ints and not (-_INT64 <= min(ints) and max(ints) < _INT64):
             raise Unsupported("ints beyond int64")  # pandas picks uint64 or object
-        if has_float:
-            return Column(name, "float", [float(v) for v in values])
-        return Column(name, "int", values)
-    if values and all(type(v) is bool for v in values):
-        return Column(name, "bool", values)
-    return Column(name, "object", values)
+        return "float" if float in types else "int"
+    if values and types == {bool}:
+        return "bool"
+    return "object"
 
 
 def _object(name: str, values: list[Any]) -> Column:
@@ -96,15 +103,23 @@ def _strings(name: str, values: list[Any]) -> Column:
 
 
 def parameter_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The parameter columns of history.frame (no declared order: the CLI declares none)."""
+    return parameter_names_of([r.get("parameter_order") for r in rows], [r["params"] for r in rows])
+
+
+def parameter_names_of(orders: list[Any], params: list[dict[str, Any]]) -> list[str]:
+    """history.frame's parameter columns from each row's parameter order and parameters:
+    the declared names in order of first appearance, then the others (each distinct order
+    and key list looked at once: a history of 100,000 trials has a handful)."""
     names: dict[str, None] = {}
-    for row in rows:
-        names.update((n, None) for n in row.get("parameter_order") or () if n not in names)
+    for order in dict.fromkeys(tuple(o or ()) for o in orders):
+        names.update((n, None) for n in order if n not in names)
+    key_lists = dict.fromkeys(tuple(p) for p in params)
     extra: dict[str, None] = {}
-    for row in rows:
-        for n in row["params"]:
-            if n not in names:
-                extra[n] = None
-    return [n for n in names if any(n in r["params"] for r in rows)] + list(extra)
+    for keys in key_lists:
+        extra.update((n, None) for n in keys if n not in names and n not in extra)
+    present = {n for keys in key_lists for n in keys}
+    return [n for n in names if n in present] + list(extra)
 
 
 def process_time_ns(seconds: Any) -> int | None:

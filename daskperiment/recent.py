@@ -92,6 +92,12 @@ def read_rows(
     return reader.rows(st, reader.trial_ids(st))
 
 
+def record_row(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, Any] | None:
+    """The row of one trial read from its record, as :class:`HistoryReader` reads the trials
+    its index lacks (None: no such trial), without loading the index."""
+    return history.HistoryReader(experiment_id)._read_row(st, trial_id)
+
+
 def validate_count(count: object) -> int:
     """``count`` as a number of trials; ValueError saying what is accepted otherwise."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

@@ -29,6 +29,7 @@ from daskperiment.record import (
     trials_prefix,
 )
 
+from . import firstview
 from .codediff import diff_text
 from .errors import BoardError, PageNotFound
 from .jsonable import jsonable
@@ -94,6 +95,8 @@ class ExperimentView:
         # serialized so its internal caches are never touched concurrently.
         self._lock = threading.RLock()
         self._snapshot: Snapshot | None = None
+        self._first_lock = threading.Lock()
+        self._first: tuple[float, HistoryQuery, dict[str, Any]] | None = None
         self._records: dict[int, dict] = {}
         self._series: dict[tuple[int, str], dict] = {}
 
@@ -105,9 +108,12 @@ class ExperimentView:
         listing, no file reads) and the refs of the trials last seen running are read: with
         10,000 trials this takes milliseconds where reading every ref takes a tenth of a second.
         """
+        return self._version_of(sorted(self.store.refs.names(trials_prefix(self.id))), running)
+
+    def _version_of(self, names: list[str], running: tuple[int, ...]) -> str:
         prefix = trials_prefix(self.id)
         hasher = xxhash.xxh3_64()
-        for name in sorted(self.store.refs.names(prefix)):
+        for name in names:
             hasher.update(f"{name};".encode())
         for trial_id in running:
             try:
@@ -138,8 +144,27 @@ class ExperimentView:
             self._snapshot = Snapshot(version, frame, time.monotonic(), running)
             return self._snapshot
 
+    def first_view(self, query: HistoryQuery) -> dict[str, Any] | None:
+        """The page the history opens on, made without the whole table (firstview.py);
+        None when only the DataFrame can say it. Kept for HISTORY_TTL, like a snapshot, so
+        the page warm() made at start answers the browser's first request."""
+        with self._first_lock:
+            made = self._first
+            if made is not None and made[1] == query and time.monotonic() - made[0] < HISTORY_TTL:
+                return made[2]
+            names = sorted(self.store.refs.names(trials_prefix(self.id)))
+            version = self._version_of(names, ())
+            page = firstview.first_page(self.store, self.id, names, version, query)
+            if page is not None:
+                self._first = (time.monotonic(), query, page)
+            return page
+
     def query(self, query: HistoryQuery, brushes: tuple = ()) -> dict[str, Any]:
         """One page of the history as JSON-ready data (inside ``brushes``, parallel.py)."""
+        if self._snapshot is None and firstview.is_first_view(query, brushes):
+            page = self.first_view(query)
+            if page is not None:
+                return page
         snap = self.snapshot()
         keep = brush_mask(snap.frame, brushes) if brushes else None
         page = run_query(snap.frame, snap.text, query, keep)
@@ -354,7 +379,9 @@ class Catalog:
         """Read every experiment's history once, so the first page view is served from memory."""
         for exp_id in self.ids():
             try:
-                self.view(exp_id).snapshot()
+                view = self.view(exp_id)
+                view.first_view(HistoryQuery())  # what a browser asks first, made first
+                view.snapshot()
             except Exception:  # noqa: BLE001 - the request will report the same error
                 logger.debug("warming %s failed", exp_id, exc_info=True)
 
