@@ -20,6 +20,7 @@ from daskperiment import ids
 from daskperiment.errors import FSCK_ADVICE, DamagedTrial, ExperimentNotFound, TrialNotFound
 from daskperiment.ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id
 from daskperiment.location import store_locations
+from daskperiment.opening import last_trial_id
 from daskperiment.record import (
     DAMAGED,
     EXPERIMENTS_PREFIX,
@@ -38,6 +39,9 @@ from .query import HistoryQuery, run_query, select, statuses, text_cells
 
 logger = logging.getLogger("daskperiment.board")
 
+#: A history this long is built only once its first view was served, or WARM_DELAY passed.
+BIG_HISTORY = 20_000
+WARM_DELAY = 3.0
 #: How long a history snapshot is trusted before the trial refs are listed again (seconds).
 HISTORY_TTL = 1.5
 
@@ -96,6 +100,7 @@ class ExperimentView:
         self._lock = threading.RLock()
         self._snapshot: Snapshot | None = None
         self._first_lock = threading.Lock()
+        self._served = threading.Event()  # a history page was answered
         self._first: tuple[float, HistoryQuery, dict[str, Any]] | None = None
         self._records: dict[int, dict] = {}
         self._series: dict[tuple[int, str], dict] = {}
@@ -164,6 +169,7 @@ class ExperimentView:
         if self._snapshot is None and firstview.is_first_view(query, brushes):
             page = self.first_view(query)
             if page is not None:
+                self._served.set()
                 return page
         snap = self.snapshot()
         keep = brush_mask(snap.frame, brushes) if brushes else None
@@ -353,7 +359,8 @@ class Catalog:
         prefix = trials_prefix(exp_id)
         for location in locations:
             opened = self._open(location)
-            if opened.refs.names(prefix):
+            # a few existence checks first (opening.py): listing 100,000 trial refs takes long
+            if last_trial_id(opened, exp_id) or opened.refs.names(prefix):
                 return opened
         return None
 
@@ -380,7 +387,11 @@ class Catalog:
         for exp_id in self.ids():
             try:
                 view = self.view(exp_id)
-                view.first_view(HistoryQuery())  # what a browser asks first, made first
+                first = view.first_view(HistoryQuery())  # what a browser asks first, made first
+                if first is not None and first["total"] > BIG_HISTORY:
+                    # building this table takes seconds of the one interpreter lock: let the
+                    # browser's first request be answered before
+                    view._served.wait(WARM_DELAY)
                 view.snapshot()
             except Exception:  # noqa: BLE001 - the request will report the same error
                 logger.debug("warming %s failed", exp_id, exc_info=True)
