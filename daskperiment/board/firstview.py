@@ -14,6 +14,7 @@ path answers. Other pages, sorts and filters build the DataFrame once and keep i
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -36,6 +37,9 @@ from .query import (
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
 #: Index chunk columns the types of the table's columns depend on.
 _TYPED = ("trial_id", "global_id", "record", "params", "parameter_order", "result", "seed")
+_GIDS = ("global_id", "record")
+#: Index chunks hold plain JSON (no links): parsed without the store's link hook.
+_DECODER = json.JSONDecoder()
 
 
 def is_first_view(query: HistoryQuery, brushes: tuple) -> bool:
@@ -65,8 +69,9 @@ def _page(
 ) -> dict[str, Any]:
     prefix = trials_prefix(experiment_id)
     ids = sorted(n for n in (parse_trial_id(x[len(prefix) :]) for x in names) if n is not None)
-    typed = _typed_columns(st, experiment_id, ids)
     notes = annotate.read_all(st, experiment_id) if ids else {}
+    # global ids only matter to match annotations: none, no need to read them
+    typed = _typed_columns(st, experiment_id, ids, with_gids=bool(notes))
     shown = [
         i
         for i, gid in enumerate(typed["gid"])
@@ -137,10 +142,13 @@ def _page_rows(st: store.Store, typed: dict[str, Any], ids: list[int]) -> list[d
     return rows
 
 
-def _typed_columns(st: store.Store, experiment_id: str, ids: list[int]) -> dict[str, Any]:
-    """For every trial in ``ids``: its global id and the fields the column types depend on,
-    from the index chunks (column by column) or, for the trials they lack, the records."""
-    columns, links = _index_columns(st, experiment_id)
+def _typed_columns(
+    st: store.Store, experiment_id: str, ids: list[int], with_gids: bool
+) -> dict[str, Any]:
+    """For every trial in ``ids``: its global id (if ``with_gids``) and the fields the column
+    types depend on, from the index chunks (column by column) or, for the trials they lack,
+    the records."""
+    columns, links = _index_columns(st, experiment_id, with_gids)
     if columns["trial_id"] == ids:  # every trial indexed, in order: the columns as they are
         out = {f: columns[f] for f in _TYPED[1:]}
         out["gid"] = [g or r for g, r in zip(out["global_id"], out["record"], strict=True)]
@@ -164,9 +172,12 @@ def _typed_columns(st: store.Store, experiment_id: str, ids: list[int]) -> dict[
     return {**out, "read": read, "links": links}
 
 
-def _index_columns(st: store.Store, experiment_id: str) -> tuple[dict[str, list], dict[str, Any]]:
+def _index_columns(
+    st: store.Store, experiment_id: str, with_gids: bool
+) -> tuple[dict[str, list], dict[str, Any]]:
     """The typed fields of every indexed row, column by column (no row dicts)."""
     columns: dict[str, list[Any]] = {f: [] for f in _TYPED}
+    wanted = [f for f in _TYPED if with_gids or f not in _GIDS]
     try:
         root = read_json(st, st.refs.get(index_ref(experiment_id)))
         links = history.chunk_links(root)
@@ -174,9 +185,13 @@ def _index_columns(st: store.Store, experiment_id: str) -> tuple[dict[str, list]
         return columns, {}
     except _DAMAGE:
         raise Unsupported("a damaged index") from None
-    for link in links.values():
+    try:
+        ordered = sorted(links.items(), key=lambda item: int(item[0]))  # "10" after "9"
+    except ValueError:
+        raise Unsupported("an index chunk not named by its number") from None
+    for _, link in ordered:
         try:
-            chunk = read_json(st, link.oid)["columns"]
+            chunk = chunk_columns(st, link.oid, wanted)
             size = len(chunk["trial_id"])
             for f in _TYPED:
                 values = chunk[f] if f in chunk else [None] * size
@@ -186,6 +201,46 @@ def _index_columns(st: store.Store, experiment_id: str) -> tuple[dict[str, list]
         except _DAMAGE:
             raise Unsupported("a damaged index chunk") from None
     return columns, links
+
+
+def chunk_columns(st: store.Store, oid: str, wanted: list[str]) -> dict[str, list[Any]]:
+    """The ``wanted`` columns of an index chunk, each parsed alone from the chunk's canonical
+    JSON (``{"columns":{"description":[...],"digests":[...],...}}``, keys sorted, no spaces):
+    the digests, the largest part, are never parsed.
+
+    A column's key is looked for after the previous wanted column's array (keys are sorted,
+    so nothing in between can be a key of a wanted column: the columns between hold strings,
+    numbers and the digests' dicts of strings; a quote inside a string is escaped), after
+    ``,``; its array must be followed by the next key or the end. Anything else decodes the
+    whole chunk."""
+    kind, body = st.get_raw(oid)
+    if kind != "json":
+        return _whole_chunk(st, oid, wanted)
+    text = str(body, "utf-8")
+    out: dict[str, list[Any]] = {}
+    end = 0
+    for name in sorted(wanted):
+        key = f',"{name}":['
+        at = text.find(key, end)
+        if at < 0 and name == "parameter_order":
+            continue  # chunks written before it was kept
+        if at < 0:
+            return _whole_chunk(st, oid, wanted)
+        try:
+            value, end = _DECODER.raw_decode(text, at + len(key) - 1)
+        except ValueError:
+            return _whole_chunk(st, oid, wanted)
+        if text[end : end + 2] not in (',"', "}}") or not isinstance(value, list):
+            return _whole_chunk(st, oid, wanted)
+        out[name] = value
+    if text[end:] != "}}" or any(len(v) != len(out["trial_id"]) for v in out.values()):
+        return _whole_chunk(st, oid, wanted)  # trial_id, the last column, ends the chunk
+    return out
+
+
+def _whole_chunk(st: store.Store, oid: str, wanted: list[str]) -> dict[str, list[Any]]:
+    columns = read_json(st, oid)["columns"]
+    return {f: columns[f] for f in wanted if f in columns}
 
 
 def _page_columns(

@@ -76,3 +76,32 @@ def test_first_view_counts_archived_trials_out(stores: Path) -> None:
     page: Any = _view(stores / "many", "many_pj").query(HistoryQuery(size=10))
     assert page["total"] == 299 and page["pages"] == 30
     assert [r["id"] for r in page["rows"]] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+
+
+def test_index_columns_are_parsed_alone_even_with_look_alike_keys(tmp_path: Path) -> None:
+    # parameter values holding the keys of later columns ("seed":[...]), and text with
+    # quotes and brackets: each column parsed alone equals the whole chunk decoded
+    from daskperiment import history
+    from daskperiment.reads import read_json
+
+    ex = daskperiment.Experiment("keys_pj", backend=tmp_path / "s")
+    cfg = ex.parameter("cfg")
+
+    @ex.result
+    def run(cfg):
+        return {"seed": [1], "trial_id": [2]} if cfg.get("dict") else 1.5
+
+    for value in (
+        {"seed": [1, 2], "trial_id": [3], "result": [4]},
+        {"dict": True, "text": '"seed":[5], ,"trial_id":[6]'},
+        {"params": [7]},
+    ):
+        ex.set_parameters(cfg=value)
+        run(cfg).compute()
+    ex._flush_index()
+    st = ex.store
+    root = read_json(st, st.refs.get("experiments/keys_pj/index"))
+    wanted = list(firstview._TYPED)
+    for link in history.chunk_links(root).values():
+        whole = read_json(st, link.oid)["columns"]
+        assert firstview.chunk_columns(st, link.oid, wanted) == {f: whole[f] for f in wanted}
