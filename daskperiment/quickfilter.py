@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import search
-from .quicklog import Column, Table, Unsupported
+from .quicktable import Column, Table, Unsupported
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,

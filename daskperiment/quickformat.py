@@ -18,7 +18,7 @@ import math
 import re
 from typing import Any
 
-from .quicklog import Column, Table, Unsupported
+from .quicktable import Column, Table, Unsupported
 
 _DIGITS = 6
 _NUMBER_WITH_DECIMAL = re.compile(r"^\s*[+-]?[0-9]+\.[0-9]*$")

@@ -22,7 +22,7 @@ import daskperiment_store as store
 
 from .. import annotate, history, recent, teams
 from ..ids import parse_trial_id
-from ..quicklog import Column, Unsupported, column_kind, frame_columns, parameter_names_of
+from ..quicktable import Column, Unsupported, column_kind, frame_columns, parameter_names_of
 from ..reads import read_json
 from ..record import index_ref, trials_prefix
 from .query import (
