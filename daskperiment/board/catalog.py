@@ -39,9 +39,8 @@ from .query import HistoryQuery, run_query, select, statuses, text_cells
 
 logger = logging.getLogger("daskperiment.board")
 
-#: A history this long is built only once its first view was served, or WARM_DELAY passed.
-BIG_HISTORY = 20_000
-WARM_DELAY = 3.0
+#: warm() waits this long for a browser's first history request before reading histories.
+WARM_DELAY = 2.0
 #: How long a history snapshot is trusted before the trial refs are listed again (seconds).
 HISTORY_TTL = 1.5
 
@@ -91,7 +90,7 @@ def _shown(frame: pd.DataFrame) -> pd.DataFrame:
 class ExperimentView:
     """Read-only access to one experiment, with the history cached between requests."""
 
-    def __init__(self, experiment: Any, store: Any) -> None:
+    def __init__(self, experiment: Any, store: Any, served: threading.Event | None = None) -> None:
         self.experiment = experiment
         self.store = store
         self.id: str = experiment.id
@@ -100,7 +99,7 @@ class ExperimentView:
         self._lock = threading.RLock()
         self._snapshot: Snapshot | None = None
         self._first_lock = threading.Lock()
-        self._served = threading.Event()  # a history page was answered
+        self._served = served or threading.Event()  # a history page was answered
         self._first: tuple[float, HistoryQuery, dict[str, Any]] | None = None
         self._records: dict[int, dict] = {}
         self._series: dict[tuple[int, str], dict] = {}
@@ -175,6 +174,7 @@ class ExperimentView:
         keep = brush_mask(snap.frame, brushes) if brushes else None
         page = run_query(snap.frame, snap.text, query, keep)
         page["version"] = snap.version
+        self._served.set()
         return page
 
     def matching(self, query: HistoryQuery, brushes: tuple = ()) -> list[int]:
@@ -272,6 +272,10 @@ class Catalog:
         self._views: dict[str, ExperimentView] = {}
         self._stores: dict[str, Any] = {}  # location -> opened Store
         self._open_lock = threading.Lock()
+        self._served = threading.Event()  # a history page was answered (see warm)
+        import daskperiment
+
+        daskperiment.Experiment  # noqa: B018 - imported now, not in the first request
         if hasattr(target, "get_history") and hasattr(target, "trial_id"):
             target = _experiment_store(target)
         self._target = target
@@ -378,20 +382,21 @@ class Catalog:
                     raise ExperimentNotFound(exp_id, self.label)
                 import daskperiment
 
-                view = ExperimentView(daskperiment.Experiment(exp_id, backend=opened), opened)
+                experiment = daskperiment.Experiment(exp_id, backend=opened)
+                view = ExperimentView(experiment, opened, self._served)
                 self._views[exp_id] = view
         return view
 
     def warm(self) -> None:
-        """Read every experiment's history once, so the first page view is served from memory."""
+        """Read every experiment's history once, so later pages, sorts and filters are served
+        from memory. A browser opening the dashboard right away is answered first (its first
+        view is made on demand, firstview.py): building 100,000 rows takes seconds of the one
+        interpreter lock, so warming waits for that answer, or WARM_DELAY seconds."""
+        self._served.wait(WARM_DELAY)
         for exp_id in self.ids():
             try:
                 view = self.view(exp_id)
-                first = view.first_view(HistoryQuery())  # what a browser asks first, made first
-                if first is not None and first["total"] > BIG_HISTORY:
-                    # building this table takes seconds of the one interpreter lock: let the
-                    # browser's first request be answered before
-                    view._served.wait(WARM_DELAY)
+                view.first_view(HistoryQuery())
                 view.snapshot()
             except Exception:  # noqa: BLE001 - the request will report the same error
                 logger.debug("warming %s failed", exp_id, exc_info=True)

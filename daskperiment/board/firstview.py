@@ -21,7 +21,7 @@ from typing import Any
 import daskperiment_store as store
 
 from .. import annotate, history, recent, teams
-from ..ids import parse_trial_id
+from ..ids import TRIAL_ID_LIMIT
 from ..quicktable import Column, Unsupported, column_kind, frame_columns, parameter_names_of
 from ..reads import read_json
 from ..record import index_ref, trials_prefix
@@ -68,7 +68,7 @@ def _page(
     st: store.Store, experiment_id: str, names: list[str], version: str, query: HistoryQuery
 ) -> dict[str, Any]:
     prefix = trials_prefix(experiment_id)
-    ids = sorted(n for n in (parse_trial_id(x[len(prefix) :]) for x in names) if n is not None)
+    ids = sorted(n for n in (_trial_id(x[len(prefix) :]) for x in names) if n is not None)
     notes = annotate.read_all(st, experiment_id) if ids else {}
     # global ids only matter to match annotations: none, no need to read them
     typed = _typed_columns(st, experiment_id, ids, with_gids=bool(notes))
@@ -111,6 +111,14 @@ def _page(
         "descending": query.descending,
         "version": version,
     }
+
+
+def _trial_id(text: str) -> int | None:
+    """ids.parse_trial_id without its regex (100,000 names): ``[1-9][0-9]{0,18}`` < 2**63."""
+    if text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 19:
+        value = int(text)
+        return value if value < TRIAL_ID_LIMIT else None
+    return None
 
 
 def parameter_columns_of(names: list[str]) -> list[str]:
