@@ -194,7 +194,10 @@ def _reading_arguments(subs: Mapping[str, argparse.ArgumentParser]) -> None:
     _format(subs["list"], ("table", "csv", "json"))
     subs["log"].add_argument("experiment", **EXP_ARG)
     subs["log"].add_argument(
-        "--verbose", "-v", action="store_true", help="add status, seed, digests, reused steps"
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="add result type, process time, status, seed, digests, reused steps, global id",
     )
     subs["log"].add_argument(
         "--uses",

@@ -8,13 +8,14 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import daskperiment_store as store
 
-from . import bundles, sharing, team_commands
+from . import quicklog, team_commands
 from .cli_common import (
     _experiment,
     _json,
@@ -28,8 +29,10 @@ from .errors import FSCK_ADVICE, DamagedTrial
 from .history import DAMAGED, list_experiments
 from .location import experiment_store, open_store, stores_at
 from .provenance import commands as provenance_commands
-from .provenance import inputs as input_files
 from .record import ordered_params, trial_ref
+
+if TYPE_CHECKING:  # the sharing commands import them: log and show stay light
+    from . import sharing
 
 # ---------------------------------------------------------------------------------------
 # Commands
@@ -73,10 +76,20 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     if args.uses is not None:
         return _log_uses(args)
+    if os.environ.get("DASKPERIMENT_LOG_PATH") != "frame":  # the same text, without pandas
+        text = quicklog.log_text(args)
+        if text is not None:
+            sys.stdout.write(text)
+            return 0
+    return log_with_pandas(args)
+
+
+def log_with_pandas(args: argparse.Namespace) -> int:
+    """``log`` through the history DataFrame (what :mod:`daskperiment.quicklog` mirrors)."""
+    import pandas as pd
+
     frame = team_commands.log_frame(_experiment(args)[0], args)
     if args.format == "csv":
         sys.stdout.write(frame.to_csv())
@@ -192,6 +205,8 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
 
 
 def _show_steps(steps: dict[str, Any]) -> list[str]:
+    from .provenance import inputs as input_files
+
     if not steps:
         return []
     lines = ["steps:"]
@@ -322,10 +337,14 @@ def _report(args: argparse.Namespace, report: sharing.ShareReport) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     st = experiment_store(_location(args), args.experiment)
     trials = args.trials or None
+    from . import sharing
+
     return _report(args, sharing.export_trials(st, args.experiment, args.output, trials))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from . import bundles
+
     report = bundles.import_bundle(
         args.bundle, id=args.new_id, backend=_location(args), directory=True
     )
@@ -335,12 +354,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     src = experiment_store(_location(args), args.experiment)
     dst = open_store(args.url, args.experiment, create=True, directory=True)
+    from . import sharing
+
     return _report(args, sharing.push_trials(src, args.experiment, dst))
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
     src = experiment_store(args.url, args.experiment)
     dst = open_store(_location(args), args.experiment, create=True, directory=True)
+    from . import sharing
+
     return _report(args, sharing.pull_trials(dst, args.experiment, src))
 
 

@@ -393,13 +393,12 @@ class Experiment(ExperimentState, teams.TrialManagement, ProvenanceMethods, Sour
         too; ``tags``, ``where`` (the dashboard's filter): see daskperiment/teams.py."""
         st = self._read_store()
         rows: list[dict[str, Any]] = []
-        if st is not None and last is not None:
-            rows = recent.last_rows(st, self.id, recent.validate_count(last))
-        elif st is not None:
-            ids = self._reader.trial_ids(st)
-            if ids:
-                self._last_trial_id = max(self._last_trial_id, ids[-1])
-            rows = self._reader.rows(st, ids)
+        if last is not None:
+            recent.validate_count(last)
+        if st is not None:
+            rows = recent.read_rows(st, self._reader, last)
+            if rows:
+                self._last_trial_id = max(self._last_trial_id, rows[-1]["trial_id"])
         return teams.history_frame(self, rows, verbose, where=where, tags=tags, all=all)
 
     def get_trial(self, trial_id: int) -> dict[str, Any]:

@@ -98,11 +98,11 @@ def place(
     out = Placement()
     for _ in range(MAX_ROUNDS):
         wanted = choose_numbers([a.number for a in pending], used, floor)
-        outcomes = _map(
-            st,
-            lambda a, w=wanted: _place_one(st, experiment_id, a, w[a.number], source),
-            pending,
-        )
+
+        def place(a: Arrival, w: dict[int, int] = wanted) -> tuple[str, int]:
+            return _place_one(st, experiment_id, a, w[a.number], source)
+
+        outcomes = _map(st, place, pending)
         retry = []
         for arrival, (kind, number) in zip(pending, outcomes, strict=True):
             if kind == ADDED:
@@ -170,7 +170,7 @@ def _place_one(
     for _ in range(MAX_ROUNDS):
         claim = _claim(st, name, arrival, wanted, source)
         if claim is None:  # the global id is claimed for another record: no claim for this one
-            origin = st.put(
+            origin: str = st.put(
                 origin_object(arrival.oid, arrival.record, source, arrival.number, wanted)
             )
             return _create(st, experiment_id, arrival, wanted, origin)

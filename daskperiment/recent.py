@@ -82,6 +82,22 @@ def _record_row(st: store.Store, experiment_id: str, trial_id: int) -> dict[str,
         return history.damaged_row(trial_id, f"its record: {type(exc).__name__}: {exc}")
 
 
+def read_rows(
+    st: store.Store, reader: history.HistoryReader, last: int | None = None
+) -> list[dict[str, Any]]:
+    """The history rows of the last ``last`` trials (time independent of the history's
+    length), or of every trial: what ``get_history`` and ``daskperiment log`` show."""
+    if last is not None:
+        return last_rows(st, reader.experiment_id, validate_count(last))
+    return reader.rows(st, reader.trial_ids(st))
+
+
+def record_row(st: store.Store, experiment_id: str, trial_id: int) -> dict[str, Any] | None:
+    """The row of one trial read from its record, as :class:`HistoryReader` reads the trials
+    its index lacks (None: no such trial), without loading the index."""
+    return history.HistoryReader(experiment_id)._read_row(st, trial_id)
+
+
 def validate_count(count: object) -> int:
     """``count`` as a number of trials; ValueError saying what is accepted otherwise."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

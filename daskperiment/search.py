@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the functions that take frames
+    import pandas as pd
 
 ID_COLUMN = "Trial ID"
 _TERM = re.compile(r"^(?P<name>[^<>=!~]+?)\s*(?P<op>>=|<=|!=|==|=|>|<|~)(?P<value>.*)$")
@@ -42,17 +43,40 @@ def _parse_value(text: str) -> Any:
 
 
 def resolve_column(frame: pd.DataFrame, name: str) -> str:
+    return resolve_name(list(frame.columns), name)
+
+
+def resolve_name(columns: list[str], name: str) -> str:
+    """The column ``name`` designates (any case; ``id`` the trial id) among ``columns``."""
     wanted = name.strip().lower()
     if wanted in ("id", "trial", "trial id", "trial_id"):
         return ID_COLUMN
-    for column in frame.columns:
+    for column in columns:
         if str(column).lower() == wanted:
             return column
-    names = ", ".join([ID_COLUMN, *map(str, frame.columns)])
+    names = ", ".join([ID_COLUMN, *map(str, columns)])
     raise QueryError(f"unknown column {name.strip()!r} in filter; columns are: {names}")
 
 
+def parse_term(term: str) -> tuple[str, str, Any] | None:
+    """``(column name, operator, value)`` of a comparison term; None for a bare word."""
+    match = _TERM.match(term)
+    if match is None:
+        return None
+    return match["name"], match["op"], _parse_value(match["value"])
+
+
+def split_terms(expression: str) -> list[str]:
+    """The terms of a filter expression (shell-like quoting)."""
+    try:
+        return shlex.split(expression)
+    except ValueError as exc:
+        raise QueryError(f"cannot read filter {expression!r}: {exc}") from None
+
+
 def _compare(series: pd.Series, op: str, value: Any) -> pd.Series:
+    import pandas as pd
+
     if value is None:
         missing = series.isna()
         return ~missing if op == "!=" else missing
@@ -81,6 +105,8 @@ def _compare(series: pd.Series, op: str, value: Any) -> pd.Series:
 
 def text_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """Every cell as the text a bare filter word is searched in (as the table shows it)."""
+    import pandas as pd
+
     out = {}
     for name, column in frame.items():
         if pd.api.types.is_datetime64_any_dtype(column):
@@ -98,21 +124,20 @@ def filter_mask(
 ) -> pd.Series:
     """Rows of ``frame`` matching the filter ``expression``; ``text()`` gives the cells as
     strings (only called for bare words, and may be cached by the caller)."""
+    import pandas as pd
+
     mask = pd.Series(True, index=frame.index)
-    try:
-        terms = shlex.split(expression)
-    except ValueError as exc:
-        raise QueryError(f"cannot read filter {expression!r}: {exc}") from None
-    for term in terms:
-        match = _TERM.match(term)
-        if match is None:
+    for term in split_terms(expression):
+        parsed = parse_term(term)
+        if parsed is None:
             cells = text()
             hit = cells.apply(lambda col, t=term: col.str.contains(t, case=False, regex=False))
             mask &= hit.any(axis=1)
             continue
-        column = resolve_column(frame, match["name"])
+        name, op, value = parsed
+        column = resolve_column(frame, name)
         series = frame.index.to_series() if column == ID_COLUMN else frame[column]
-        mask &= _compare(series, match["op"], _parse_value(match["value"]))
+        mask &= _compare(series, op, value)
     return mask
 
 

@@ -123,6 +123,10 @@ def log_frame(ex: Any, args: argparse.Namespace) -> Any:
             frame = frame.head(args.n) if args.sort else frame.tail(args.n)
     if args.columns:
         frame = frame[_columns(frame, args.columns)]
+    elif not args.verbose:
+        from .quicklog import VERBOSE_ONLY
+
+        frame = frame.drop(columns=list(VERBOSE_ONLY))
     return frame
 
 

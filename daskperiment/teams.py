@@ -263,16 +263,27 @@ def history_frame(
 
 
 def _origins(ex: Experiment, trials: list[tuple[int, str | None]]) -> list[str]:
-    """``trial N on HOST`` for trials (number, record oid) that arrived from elsewhere, else
-    empty (verbose only: one read per arrived trial)."""
     st = ex._read_store()
     if st is None:
         return ["" for _ in trials]
-    prefix = origin_ref(ex.id, 0)[:-1]
+    return origins_in(st, ex.id, [n for n, _ in trials], dict(trials))
+
+
+def origins_in(
+    st: store.Store,
+    experiment_id: str,
+    numbers: Iterable[int],
+    records: Mapping[int, str | None] | None = None,
+) -> list[str]:
+    """``trial N on HOST`` for trials that arrived from elsewhere, else empty (verbose only:
+    one read per arrived trial). With ``records`` (number -> record oid), an origin naming
+    another record than the trial's own is ignored."""
+    prefix = origin_ref(experiment_id, 0)[:-1]
     arrived = set(st.refs.names(prefix))
     out = []
-    for n, oid in trials:
-        origin = read_origin(st, ex.id, n) if f"{prefix}{n}" in arrived else None
+    for n in numbers:
+        origin = read_origin(st, experiment_id, n) if f"{prefix}{n}" in arrived else None
+        oid = (records or {}).get(n)
         if origin is not None and oid and origin.get("record") != store.Link(store.Oid(oid)):
             origin = None
         host = f" on {origin.get('host')}" if origin and origin.get("host") else ""

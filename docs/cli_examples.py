@@ -164,7 +164,9 @@ def sections(doc: Doc, workdir: Path) -> None:
 
     doc.text("## log: the history of an experiment\n")
     doc.text(
-        "`--verbose` adds status, seed, digests and reused steps; `--format csv|json`. "
+        "The table is `get_history()`'s without `Result Type` and `Process Time`: "
+        "`--verbose` adds them, with status, seed, digests, reused steps, global id and "
+        "origin; `--columns` picks any of them; `--format csv|json`. "
         "`--uses PATH|DIGEST` lists instead the trials whose steps read a file (any version) "
         "or used a digest: see [lineage](provenance.md#lineage)."
     )

@@ -75,12 +75,12 @@ import json
 import math
 import pickle
 import sys
-from typing import Any
-
-import cloudpickle
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .digest import Oid, hash_chunks
+
+if TYPE_CHECKING:  # numpy and cloudpickle are imported when a value needs them
+    import numpy as np
 from .errors import EncodeError
 
 # Re-exported: store.codec is where users of the codecs look for these names.
@@ -185,18 +185,30 @@ class _LinkInPickle(Exception):
     pass
 
 
-class _Pickler(cloudpickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is Link:
-            raise _LinkInPickle
-        return super().reducer_override(obj)
+_PICKLER: list[type] = []
+
+
+def _pickler() -> type:
+    """cloudpickle's Pickler refusing links, made on first use (cloudpickle is only imported
+    when something is pickled)."""
+    if not _PICKLER:
+        import cloudpickle
+
+        class _Pickler(cloudpickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                if type(obj) is Link:
+                    raise _LinkInPickle
+                return super().reducer_override(obj)
+
+        _PICKLER.append(_Pickler)
+    return _PICKLER[0]
 
 
 def _encode_pickle(value: Any) -> Encoded:
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     try:
-        _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
+        _pickler()(stream, protocol=5, buffer_callback=buffers.append).dump(value)
     except _LinkInPickle:
         raise EncodeError(
             f"a {_type_name(value)} holding a store.Link cannot be stored: links are only "
@@ -227,6 +239,12 @@ def _type_name(value: Any) -> str:
 # --- dispatch --------------------------------------------------------------------------------
 
 
+def _is_ndarray(value: Any) -> bool:
+    # no ndarray exists unless numpy was imported: `import daskperiment_store` stays light
+    np = sys.modules.get("numpy")
+    return np is not None and type(value) is np.ndarray
+
+
 def _is_pandas(value: Any) -> bool:
     # pandas is imported only once a pandas object exists, which keeps `import daskperiment_store` light.
     if "pandas" not in sys.modules:
@@ -242,7 +260,7 @@ def encode(value: Any) -> Encoded:
     """
     cls = type(value)
     enc: Encoded | None = None
-    if cls is np.ndarray:
+    if _is_ndarray(value):
         enc = _encode_ndarray(value)
     elif cls is bytes or cls is bytearray or cls is memoryview:
         enc = _encode_bytes(value)
@@ -262,7 +280,7 @@ def encode(value: Any) -> Encoded:
 def _encode_leaf(value: Any) -> Encoded | None:
     """An element of a container: its own encoding, or None (the container is pickled)."""
     cls = type(value)
-    if cls is np.ndarray:
+    if _is_ndarray(value):
         return _encode_ndarray(value)
     if cls is bytes or cls is bytearray or cls is memoryview:
         return _encode_bytes(value)

@@ -24,8 +24,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .digest import Oid, hash_chunks
 from .framing import (
     Chunk,
@@ -83,12 +81,13 @@ def _structure(
         raise _NotContainer  # a caller's own link would read back as an element
     if cls in (str, int, float, bool) or value is None:
         return value
-    if isinstance(value, np.generic):
+    np = sys.modules.get("numpy")  # no numpy value exists unless numpy was imported
+    if np is not None and isinstance(value, np.generic):
         array = np.asarray(value)
         if type(array) is not np.ndarray or array.shape != ():
             raise _NotContainer
         return (_SCALAR_TAG, _leaf(array, children, encode_leaf))
-    if cls is np.ndarray or cls in (bytes, bytearray, memoryview) or _is_pandas(value):
+    if _is_ndarray(value) or cls in (bytes, bytearray, memoryview) or _is_pandas(value):
         return _leaf(value, children, encode_leaf)
     raise _NotContainer
 
@@ -100,6 +99,11 @@ def _leaf(value: Any, children: dict[Oid, Encoded], encode_leaf: Callable) -> Li
     oid = hash_chunks(enc.kind, enc.chunks)
     children.setdefault(oid, enc)
     return Link(oid)
+
+
+def _is_ndarray(value: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and type(value) is np.ndarray
 
 
 def _is_pandas(value: Any) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import zstandard
 
 from .errors import StoreError
@@ -133,12 +132,25 @@ def decompress(compression_id: int, payload: Chunk, size: int) -> memoryview:
         raise DecompressError(f"zstd payload does not decompress: {exc}") from None
 
 
+#: Payloads at least this large decompress into a numpy buffer (no zero-fill, aligned).
+_NUMPY_BUFFER = 1 << 20
+
+
 def _aligned_buffer(size: int) -> memoryview:
     """A writable buffer of ``size`` bytes starting at a multiple of 64 in memory.
 
     ``np.empty``, unlike ``bytearray(size)``, does not zero-fill (a whole extra pass over
     the memory) and lets the kernel back large buffers with huge pages.
     """
+    if size < _NUMPY_BUFFER:
+        # small (records, index chunks): a bytearray, so reading them never imports numpy
+        import ctypes
+
+        small = bytearray(size + 64)
+        start = -ctypes.addressof(ctypes.c_char.from_buffer(small)) % 64
+        return memoryview(small)[start : start + size]
+    import numpy as np
+
     raw = np.empty(size + 64, dtype=np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start : start + size].data

@@ -15,9 +15,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported when an array is encoded or decoded, not before
+    import numpy as np
 
 from .digest import Oid, hash_chunks, validate_oid
 from .errors import StoreError
@@ -249,6 +250,8 @@ def canonical_dtype(dtype: np.dtype) -> np.dtype | None:
 def array_buffer(array: np.ndarray, dtype: np.dtype) -> memoryview:
     """The C-order little-endian bytes of ``array`` as a flat byte view; copies only when the
     array is not already C-contiguous little-endian."""
+    import numpy as np
+
     contiguous = array.astype(dtype, order="C", copy=False)
     return contiguous.reshape(-1).view(np.uint8).data
 
@@ -257,6 +260,8 @@ def parse_dtype(text: object) -> np.dtype:
     """The dtype written as ``text`` in a header, refusing anything but supported kinds."""
     if type(text) is not str or not _DTYPE_STR.fullmatch(text):
         raise DecodeError(f"unsupported array dtype {text!r}")
+    import numpy as np
+
     try:
         dtype = np.dtype(text)
     except TypeError as exc:
@@ -281,6 +286,8 @@ def array_from_buffer(buf: memoryview, dtype: np.dtype, shape: list[int]) -> np.
             f"array of shape {shape} and dtype {dtype.str} needs {count * dtype.itemsize} "
             f"bytes, body holds {buf.nbytes}"
         )
+    import numpy as np
+
     array = np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
     if not array.flags.aligned:
         array = array.copy()

@@ -12,9 +12,9 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import bundle, codec, codec_container, compress, fsck, gc, objfile, sync
+from . import codec, codec_container, compress, objfile
 from .backends.base import Backend, Buffers, KeyInfo
 from .codec import LINK_KINDS
 from .config import load_config
@@ -24,6 +24,9 @@ from .objfile import object_key, oid_from_key
 from .progress import Progress
 from .refs import RefStore
 from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
+
+if TYPE_CHECKING:
+    from .bundle import BundleReport
 
 __all__ = [
     "FRESH_SECONDS",
@@ -419,6 +422,8 @@ class Store:
     def fsck(self, progress: Progress | None = None) -> FsckReport:
         """Verify every object, ref and link; list leftover temp files (see store.fsck).
         ``progress(phase, done, total)`` follows the walk (store.progress)."""
+        from . import fsck  # imported by the commands that need it: opening stays light
+
         return fsck.fsck(self, progress)
 
     def gc(
@@ -426,15 +431,19 @@ class Store:
     ) -> GcReport:
         """Remove objects unreachable from any ref and leftover temp files older than
         ``grace`` seconds; with ``dry_run`` only report them (see store.gc)."""
+        from . import gc
+
         return gc.gc(self, grace=grace, dry_run=dry_run, progress=progress)
 
     def export_bundle(
         self, path: str | os.PathLike[str] | BinaryIO, refs: Iterable[str] | str = ""
-    ) -> bundle.BundleReport:
+    ) -> BundleReport:
         """Write ``refs`` and every object they reach into one bundle file (store.bundle).
 
         ``refs``: a ref-name prefix ("" = every ref) or exact ref names.
         """
+        from . import bundle
+
         return bundle.export_bundle(self, path, refs)
 
     def import_bundle(
@@ -449,16 +458,22 @@ class Store:
         ``ref_map`` renames refs by prefix (``{"experiments/old/": "experiments/new/"}``);
         ``check(refs)`` runs before any ref is created and refuses the import by raising.
         """
+        from . import bundle
+
         return bundle.import_bundle(self, path, ref_map, check)
 
     def push(
         self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False
     ) -> TransferReport:
         """Copy ``refs`` and the objects ``other`` lacks into ``other`` (store.sync)."""
+        from . import sync
+
         return sync.push(self, other, refs, force=force)
 
     def pull(
         self, other: Store, refs: Iterable[str] | str = "", *, force: bool = False
     ) -> TransferReport:
         """Copy ``refs`` of ``other`` and the objects this store lacks (store.sync)."""
+        from . import sync
+
         return sync.pull(self, other, refs, force=force)

@@ -20,6 +20,7 @@ from daskperiment import ids
 from daskperiment.errors import FSCK_ADVICE, DamagedTrial, ExperimentNotFound, TrialNotFound
 from daskperiment.ids import EXPERIMENT_ID_RULE, TRIAL_ID_RULE, is_experiment_id
 from daskperiment.location import store_locations
+from daskperiment.opening import last_trial_id
 from daskperiment.record import (
     DAMAGED,
     EXPERIMENTS_PREFIX,
@@ -29,6 +30,7 @@ from daskperiment.record import (
     trials_prefix,
 )
 
+from . import firstview
 from .codediff import diff_text
 from .errors import BoardError, PageNotFound
 from .jsonable import jsonable
@@ -37,6 +39,8 @@ from .query import HistoryQuery, run_query, select, statuses, text_cells
 
 logger = logging.getLogger("daskperiment.board")
 
+#: warm() waits this long for a browser's first history request before reading histories.
+WARM_DELAY = 2.0
 #: How long a history snapshot is trusted before the trial refs are listed again (seconds).
 HISTORY_TTL = 1.5
 
@@ -86,7 +90,7 @@ def _shown(frame: pd.DataFrame) -> pd.DataFrame:
 class ExperimentView:
     """Read-only access to one experiment, with the history cached between requests."""
 
-    def __init__(self, experiment: Any, store: Any) -> None:
+    def __init__(self, experiment: Any, store: Any, served: threading.Event | None = None) -> None:
         self.experiment = experiment
         self.store = store
         self.id: str = experiment.id
@@ -94,6 +98,9 @@ class ExperimentView:
         # serialized so its internal caches are never touched concurrently.
         self._lock = threading.RLock()
         self._snapshot: Snapshot | None = None
+        self._first_lock = threading.Lock()
+        self._served = served or threading.Event()  # a history page was answered
+        self._first: tuple[float, HistoryQuery, dict[str, Any]] | None = None
         self._records: dict[int, dict] = {}
         self._series: dict[tuple[int, str], dict] = {}
 
@@ -105,9 +112,12 @@ class ExperimentView:
         listing, no file reads) and the refs of the trials last seen running are read: with
         10,000 trials this takes milliseconds where reading every ref takes a tenth of a second.
         """
+        return self._version_of(sorted(self.store.refs.names(trials_prefix(self.id))), running)
+
+    def _version_of(self, names: list[str], running: tuple[int, ...]) -> str:
         prefix = trials_prefix(self.id)
         hasher = xxhash.xxh3_64()
-        for name in sorted(self.store.refs.names(prefix)):
+        for name in names:
             hasher.update(f"{name};".encode())
         for trial_id in running:
             try:
@@ -138,12 +148,33 @@ class ExperimentView:
             self._snapshot = Snapshot(version, frame, time.monotonic(), running)
             return self._snapshot
 
+    def first_view(self, query: HistoryQuery) -> dict[str, Any] | None:
+        """The page the history opens on, made without the whole table (firstview.py);
+        None when only the DataFrame can say it. Kept for HISTORY_TTL, like a snapshot, so
+        the page warm() made at start answers the browser's first request."""
+        with self._first_lock:
+            made = self._first
+            if made is not None and made[1] == query and time.monotonic() - made[0] < HISTORY_TTL:
+                return made[2]
+            names = sorted(self.store.refs.names(trials_prefix(self.id)))
+            version = self._version_of(names, ())
+            page = firstview.first_page(self.store, self.id, names, version, query)
+            if page is not None:
+                self._first = (time.monotonic(), query, page)
+            return page
+
     def query(self, query: HistoryQuery, brushes: tuple = ()) -> dict[str, Any]:
         """One page of the history as JSON-ready data (inside ``brushes``, parallel.py)."""
+        if self._snapshot is None and firstview.is_first_view(query, brushes):
+            page = self.first_view(query)
+            if page is not None:
+                self._served.set()
+                return page
         snap = self.snapshot()
         keep = brush_mask(snap.frame, brushes) if brushes else None
         page = run_query(snap.frame, snap.text, query, keep)
         page["version"] = snap.version
+        self._served.set()
         return page
 
     def matching(self, query: HistoryQuery, brushes: tuple = ()) -> list[int]:
@@ -241,6 +272,10 @@ class Catalog:
         self._views: dict[str, ExperimentView] = {}
         self._stores: dict[str, Any] = {}  # location -> opened Store
         self._open_lock = threading.Lock()
+        self._served = threading.Event()  # a history page was answered (see warm)
+        import daskperiment
+
+        daskperiment.Experiment  # noqa: B018 - imported now, not in the first request
         if hasattr(target, "get_history") and hasattr(target, "trial_id"):
             target = _experiment_store(target)
         self._target = target
@@ -328,7 +363,8 @@ class Catalog:
         prefix = trials_prefix(exp_id)
         for location in locations:
             opened = self._open(location)
-            if opened.refs.names(prefix):
+            # a few existence checks first (opening.py): listing 100,000 trial refs takes long
+            if last_trial_id(opened, exp_id) or opened.refs.names(prefix):
                 return opened
         return None
 
@@ -346,15 +382,22 @@ class Catalog:
                     raise ExperimentNotFound(exp_id, self.label)
                 import daskperiment
 
-                view = ExperimentView(daskperiment.Experiment(exp_id, backend=opened), opened)
+                experiment = daskperiment.Experiment(exp_id, backend=opened)
+                view = ExperimentView(experiment, opened, self._served)
                 self._views[exp_id] = view
         return view
 
     def warm(self) -> None:
-        """Read every experiment's history once, so the first page view is served from memory."""
+        """Read every experiment's history once, so later pages, sorts and filters are served
+        from memory. A browser opening the dashboard right away is answered first (its first
+        view is made on demand, firstview.py): building 100,000 rows takes seconds of the one
+        interpreter lock, so warming waits for that answer, or WARM_DELAY seconds."""
+        self._served.wait(WARM_DELAY)
         for exp_id in self.ids():
             try:
-                self.view(exp_id).snapshot()
+                view = self.view(exp_id)
+                view.first_view(HistoryQuery())
+                view.snapshot()
             except Exception:  # noqa: BLE001 - the request will report the same error
                 logger.debug("warming %s failed", exp_id, exc_info=True)
 

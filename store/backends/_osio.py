@@ -8,8 +8,6 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
 from ..errors import LockTimeout
 
 try:
@@ -85,6 +83,8 @@ def read_large(fd: int, size: int) -> memoryview:
     past a page boundary avoids the copy slowdown the kernel shows when source and destination
     addresses alias modulo 4 KiB (measured: 100 MB in ~14 ms instead of ~70 ms).
     """
+    import numpy as np  # only for large reads: reading small objects never imports it
+
     buf = np.empty(size + 4096, np.uint8)
     skip = (2048 - buf.ctypes.data) % 4096
     view = buf.data[skip : skip + size]

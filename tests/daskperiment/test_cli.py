@@ -150,7 +150,13 @@ def test_log_in_each_format(made) -> None:
     table = cli("log", EXP, cwd=directory).stdout
     assert "Trial ID" in table and "Result" in table and len(table.splitlines()) == 5
     csv = cli("log", EXP, "--format", "csv", "--store", "daskperiment_cache", cwd=directory).stdout
-    assert csv.splitlines()[0].startswith("Trial ID,a,b,Result,Result Type,Success")
+    # Result Type and Process Time only with --verbose (the DataFrame keeps them)
+    assert csv.splitlines()[0] == "Trial ID,a,b,Result,Success,Finished,Description"
+    assert "Result Type" not in table and "Process Time" not in table
+    verbose = cli("log", EXP, "-v", "--format", "csv", cwd=directory).stdout.splitlines()[0]
+    assert verbose.startswith("Trial ID,a,b,Result,Result Type,Success,Finished,Process Time,")
+    picked = cli("log", EXP, "--columns", "process time,a", "--format", "csv", cwd=directory)
+    assert picked.stdout.splitlines()[0] == "Trial ID,Process Time,a"
     rows = json.loads(cli("log", EXP, "--format", "json", "--verbose", cwd=directory).stdout)
     history = ex.get_history()
     assert [r["Trial ID"] for r in rows] == [1, 2, 3]
