@@ -140,25 +140,40 @@ def flush(st: store.Store, experiment_id: str) -> int:
     naming its record is not written again, nor one another process has since pointed at a
     later trial's record."""
     prefix = purity_prefix(experiment_id)
+    pending = _PENDING.get()
+    taken = pending.take(st, prefix)
     written = 0
-    for name, (record_oid, _, trial_id) in _PENDING.get().take(st, prefix).items():
-        try:
-            current = st.refs.get(name)
-        except store.errors.StoreError:  # missing, or damaged: (re)written
-            current = None
-        if current == record_oid:
-            continue
-        if current is not None and trial_id is not None:
-            step, _, inputs = name[len(prefix) :].rpartition("/")
-            try:
-                since = _remembered(st, current, step, inputs)[1]
-            except (store.errors.StoreError, AttributeError, TypeError):
-                since = None
-            if since is not None and since > trial_id:
-                continue
-        st.refs.set(name, store.Oid(record_oid))
-        written += 1
+    try:
+        for name, value in list(taken.items()):
+            written += _write(st, prefix, name, value)
+            del taken[name]
+    except BaseException:
+        for name, value in taken.items():  # kept for the next flush, unless newer arrived
+            if pending.get(st, name) is None:
+                pending.put(st, name, value)
+        raise
     return written
+
+
+def _write(st: store.Store, prefix: str, name: str, value: tuple[str, str, int | None]) -> int:
+    """Set one purity ref unless it already names the record or a later trial's; 1 if set."""
+    record_oid, _, trial_id = value
+    try:
+        current = st.refs.get(name)
+    except store.errors.StoreError:  # missing, or damaged: (re)written
+        current = None
+    if current == record_oid:
+        return 0
+    if current is not None and trial_id is not None:
+        step, _, inputs = name[len(prefix) :].rpartition("/")
+        try:
+            since = _remembered(st, current, step, inputs)[1]
+        except (store.errors.StoreError, AttributeError, TypeError):
+            since = None
+        if since is not None and since > trial_id:
+            return 0
+    st.refs.set(name, store.Oid(record_oid))
+    return 1
 
 
 def catch_up(

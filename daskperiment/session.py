@@ -270,8 +270,12 @@ class ExperimentState:
                 purity.catch_up(st, self.id, history.records_of(st, self.id, discovered))
             purity.flush(st, self.id)
         except (store.errors.StoreError, OSError) as exc:
-            # Derived data: the records hold every step's digests (catch_up rebuilds them).
-            logger.warning("Purity refs of %s not updated: %s", self.id, exc)
+            # Derived data, like the index: kept pending, and the index is not written
+            # either, so the next flush, or the next process's catch_up from the records,
+            # still finds the trials whose refs are missing.
+            logger.debug("history index not updated: purity refs could not be written: %s", exc)
+            self._pending_rows = rows + self._pending_rows
+            return
         rows += discovered
         if rows:
             try:

@@ -136,3 +136,37 @@ def test_within_a_process_warnings_do_not_wait_for_the_flush(python: Any, workdi
     st = store.open(path)
     noisy = [name for name in purity_refs(path) if "/noisy/" in name]
     assert [st.refs.get(n) for n in noisy] == [st.refs.get(trial_record.trial_ref(EXPERIMENT, 5))]
+
+
+def test_a_failed_purity_flush_keeps_refs_and_index_rows_for_the_next(
+    tmp_path: Path, dp_log: Any
+) -> None:
+    """A purity ref that cannot be written (a file where its directory belongs) leaves the
+    index unwritten too and both pending: the next flush writes them once it can."""
+    import daskperiment
+
+    path = tmp_path / "store"
+    ex = daskperiment.Experiment(id=EXPERIMENT, backend=path)
+    a = ex.parameter("a")
+    outputs = iter([1, 2])
+
+    @ex.result
+    def noisy(a):
+        return a * 100 + next(outputs)
+
+    s = noisy(a)
+    blocker = path / "refs" / "experiments" / EXPERIMENT / "purity"
+    ex.set_parameters(a=1)
+    s.compute()
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("in the way\n")
+    ex._flush_index()  # fails quietly: derived data
+    st = store.open(path)
+    with pytest.raises(store.errors.RefNotFound):
+        st.refs.get(trial_record.index_ref(EXPERIMENT))
+    s.compute()  # same input, another output: the pending ref is what the check reads
+    assert sum(WARNING in m for m in dp_log.messages()) == 1
+    blocker.unlink()
+    ex._flush_index()
+    assert indexed(path) == {1, 2}
+    assert list(purity_refs(path).values()) == [st.refs.get(trial_record.trial_ref(EXPERIMENT, 2))]
