@@ -21,7 +21,9 @@ per process, which :func:`check` consults before the store, so warnings within a
 exactly those of writing them at once) and are written in the batch that flushes the history
 index (every :data:`~daskperiment.history.FLUSH_EVERY` trials, every
 :data:`~daskperiment.history.FLUSH_SECONDS` seconds and at exit), before the index. A ref that
-already names the record it would be set to is not written again.
+already names the record it would be set to is not written again, nor one another process has
+since pointed at a later trial's record. A flush whose purity writes fail keeps them pending
+and writes no index rows either: the refs never lag behind the index.
 
 A process killed before its flush loses only those pending writes, never information: its
 trials are in the store but not in the history index, and the first trial of the next process
