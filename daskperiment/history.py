@@ -48,9 +48,6 @@ FLUSH_EVERY = 32
 FLUSH_SECONDS = 10.0
 INDEX_TYPE = "daskperiment.history-index"
 
-#: ``(trial id, record oid, record)`` of a final trial.
-FinalTrial = tuple[int, str, dict[str, Any]]
-
 COLUMNS = ["Result", "Result Type", "Success", "Finished", "Process Time", "Description"]
 VERBOSE_COLUMNS = [
     "Status",
@@ -361,44 +358,6 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
             return
         except store.errors.RefConflict:
             continue
-
-
-#: At most this many trials past the index are read by a process's catch-up (a killed
-#: writer leaves at most FLUSH_EVERY of them, or those of its last FLUSH_SECONDS).
-CATCH_UP_MAX = 1024
-
-
-def unindexed_final(st: store.Store, experiment_id: str, below: int) -> list[FinalTrial]:
-    """``(trial id, record oid, record)`` of the final trials after the history index's last
-    one and before ``below`` (at most :data:`CATCH_UP_MAX` of the latest): the trials of a
-    writer that stopped before its flush. Unreadable trials are skipped (derived data)."""
-    from .opening import indexed_lower_bound  # opening imports this module
-
-    start = max(indexed_lower_bound(st, experiment_id), below - 1 - CATCH_UP_MAX)
-    found = []
-    for trial_id in range(start + 1, below):
-        try:
-            oid, record = load_trial(st, experiment_id, trial_id)
-        except (store.errors.RefNotFound, DamagedTrial, *MALFORMED, *_DAMAGE):
-            continue
-        if record.get("status") in (SUCCESS, FAILED):
-            found.append((trial_id, oid, record))
-    return found
-
-
-def records_of(
-    st: store.Store, experiment_id: str, rows: Iterable[Mapping[str, Any]]
-) -> list[FinalTrial]:
-    """``(trial id, record oid, record)`` of the rows' final records (unreadable: skipped)."""
-    found = []
-    for row in rows:
-        if row.get("status") not in (SUCCESS, FAILED) or not isinstance(row.get("record"), str):
-            continue
-        try:
-            found.append((row["trial_id"], row["record"], read_json(st, row["record"])))
-        except (*MALFORMED, *_DAMAGE):
-            continue
-    return found
 
 
 def drop_rows(st: store.Store, experiment_id: str, trial_ids: Iterable[int]) -> None:

@@ -39,11 +39,13 @@ from typing import Any
 
 import daskperiment_store as store
 
+from . import history, opening
+from .errors import DamagedTrial
 from .log import logger
 from .perprocess import PerProcess
 from .provenance import inputs as input_files
 from .reads import MALFORMED, read_json
-from .record import SUCCESS, purity_prefix, purity_ref
+from .record import FAILED, SUCCESS, purity_prefix, purity_ref
 
 PURITY_TYPE = "daskperiment.purity"
 
@@ -51,6 +53,12 @@ PURITY_TYPE = "daskperiment.purity"
 #: ``(output digest, trial id)``. Records never change, so this is never stale.
 _SEEN: dict[tuple[str, str, str], tuple[str | None, int | None]] = {}
 _SEEN_MAX = 10_000
+
+#: ``(trial id, record oid, record)`` of a final trial.
+FinalTrial = tuple[int, str, dict[str, Any]]
+
+#: What reading a damaged ref or record raises (skipped by the catch-up: derived data).
+_DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
 
 #: A purity update: ``(ref name, output digest)``.
 Update = tuple[str, str]
@@ -246,4 +254,38 @@ def _remembered(st: store.Store, oid: str, step: str, inputs: str) -> tuple[str 
     if len(_SEEN) >= _SEEN_MAX:
         _SEEN.clear()
     _SEEN[key] = found
+    return found
+
+
+#: At most this many trials past the index are read by a process's catch-up (a killed
+#: writer leaves at most history.FLUSH_EVERY of them, or those of its last FLUSH_SECONDS).
+CATCH_UP_MAX = 1024
+
+
+def unindexed_final(st: store.Store, experiment_id: str, below: int) -> list[FinalTrial]:
+    """``(trial id, record oid, record)`` of the final trials after the history index's last
+    one and before ``below`` (at most :data:`CATCH_UP_MAX` of the latest): the trials of a
+    writer that stopped before its flush. Unreadable trials are skipped (derived data)."""
+    start = max(opening.indexed_lower_bound(st, experiment_id), below - 1 - CATCH_UP_MAX)
+    found = []
+    for trial_id in range(start + 1, below):
+        try:
+            oid, record = history.load_trial(st, experiment_id, trial_id)
+        except (store.errors.RefNotFound, DamagedTrial, *MALFORMED, *_DAMAGE):
+            continue
+        if record.get("status") in (SUCCESS, FAILED):
+            found.append((trial_id, oid, record))
+    return found
+
+
+def records_of(st: store.Store, rows: Iterable[Mapping[str, Any]]) -> list[FinalTrial]:
+    """``(trial id, record oid, record)`` of the rows' final records (unreadable: skipped)."""
+    found = []
+    for row in rows:
+        if row.get("status") not in (SUCCESS, FAILED) or not isinstance(row.get("record"), str):
+            continue
+        try:
+            found.append((row["trial_id"], row["record"], read_json(st, row["record"])))
+        except (*MALFORMED, *_DAMAGE):
+            continue
     return found

@@ -267,7 +267,7 @@ class ExperimentState:
         discovered = self._reader.take_discovered()
         try:
             if discovered:  # unindexed trials get_history() found: their refs may lag too
-                purity.catch_up(st, self.id, history.records_of(st, self.id, discovered))
+                purity.catch_up(st, self.id, purity.records_of(st, discovered))
             purity.flush(st, self.id)
         except (store.errors.StoreError, OSError) as exc:
             # Derived data, like the index: kept pending, and the index is not written
@@ -291,7 +291,7 @@ class ExperimentState:
             if self._caught_up:
                 return
             self._caught_up = True
-            found = history.unindexed_final(st, self.id, trial_id)
+            found = purity.unindexed_final(st, self.id, trial_id)
             if not found:
                 return
             purity.catch_up(st, self.id, found)
