@@ -10,6 +10,8 @@
 * ``get_history()`` of ``--history`` trials in a fresh process (the trials are generated once;
   ``--history-store DIR`` keeps them in DIR and reuses them on the next run);
 * ``import daskperiment`` + ``Experiment()`` in a fresh process vs ``import dask`` alone;
+* ``--only pertrial``: per trial on ``memory://``, ``/dev/shm`` and the disk, and the files one
+  trial creates (benchmarks/bench_pertrial.py);
 * the same ``--mb`` MB array persisted in 5 trials: seconds per trial vs ``np.save`` of the
   array into the same directory, and bytes on disk.
 
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-history", action="store_true", help="skip get_history")
     parser.add_argument(
         "--only",
-        default="trials,import,metrics,persist,history",  # and "scale" (minutes at 100k)
+        default="trials,import,metrics,persist,history",  # "scale" (minutes at 100k), "pertrial"
         help="comma-separated sections to run (default: all)",
     )
     parser.add_argument("--mb", type=int, default=100, help="size of the persisted array")
@@ -437,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         only = set(args.only.split(","))
         if "trials" in only:
             bench_trials(work, args.trials)
+        if "pertrial" in only:  # per trial on memory://, /dev/shm and the disk; files per trial
+            sys.path.insert(0, str(Path(__file__).parent))
+            import bench_pertrial
+
+            disk = Path(args.dir or tempfile.gettempdir())
+            FIGURES["pertrial_ms"] = bench_pertrial.run(400, 40, list(bench_pertrial.STORES), disk)
         if "import" in only:
             bench_import(work, work / "trials" if "trials" in only else None)
         if "metrics" in only:

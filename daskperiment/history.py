@@ -348,8 +348,10 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
             current, damaged = None, True
         chunks = _current_chunks(st, current)
         for k, new_rows in by_chunk.items():
-            old = _chunk_rows(st, chunks.get(k))
-            chunks[k] = Link(st.put(chunk_of({**old, **new_rows}.values())))
+            merged = {**_chunk_rows(st, chunks.get(k)), **new_rows}
+            oid = st.put(chunk_of(merged.values()))
+            chunks[k] = Link(oid)
+            _remember_chunk(oid, merged)
         new_root = st.put({"type": INDEX_TYPE, "version": 1, "chunks": chunks})
         if damaged:
             # Nothing to compare a damaged ref with: replace it (the index is derived data,
@@ -399,9 +401,24 @@ def _current_chunks(st: store.Store, root_oid: str | None) -> dict[str, Link]:
         return {}
 
 
+#: Rows of the index chunks this process wrote last, by chunk oid: the next flush extends
+#: them without reading and decoding the chunk again (objects never change; a few kept).
+_WRITTEN_CHUNKS: dict[str, dict[int, dict[str, Any]]] = {}
+_WRITTEN_MAX = 4
+
+
+def _remember_chunk(oid: str, rows: dict[int, dict[str, Any]]) -> None:
+    if len(_WRITTEN_CHUNKS) >= _WRITTEN_MAX:
+        _WRITTEN_CHUNKS.pop(next(iter(_WRITTEN_CHUNKS), ""), None)
+    _WRITTEN_CHUNKS[oid] = rows
+
+
 def _chunk_rows(st: store.Store, link: Link | None) -> dict[int, dict[str, Any]]:
     if link is None:
         return {}
+    written = _WRITTEN_CHUNKS.get(link.oid)
+    if written is not None:
+        return dict(written)
     try:
         return rows_of_chunk(read_json(st, link.oid))
     except (store.errors.StoreError, KeyError, TypeError, ValueError):

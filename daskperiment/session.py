@@ -23,7 +23,7 @@ import daskperiment_store as store
 from daskperiment_store import Link
 
 # environment (package lists, git) is imported when a trial first needs it, not on opening
-from . import history, opening
+from . import history, opening, purity
 from .errors import DamagedTrial
 from .location import StoreHandle
 from .log import logger
@@ -67,8 +67,11 @@ class Session:
     took_trial_id: Callable[[int], None]
     #: ``(trial id, record oid, record)``: the final record is stored.
     trial_recorded: Callable[[int, str, dict[str, Any]], None]
-    #: Write the history rows not yet in the index (one compare-and-swap).
+    #: Write the pending purity refs and the history rows not yet in the index.
     flush_index: Callable[[], None]
+    #: ``(store, trial id)``: once per process, before the first purity check, re-point
+    #: purity refs from the unindexed final records below that trial (daskperiment/purity.py).
+    catch_up: Callable[[store.Store, int], None]
     #: The experiment's history table (for a sweep's rows).
     history: Callable[[bool], Any]
 
@@ -98,6 +101,8 @@ class ExperimentState:
     _last_flush: float
     _default_seed: int | None
     _system_metrics: bool
+    #: whether this process re-pointed purity refs from unindexed records (catch_up)
+    _caught_up: bool = False
 
     def get_history(self, verbose: bool = False, last: int | None = None) -> Any:
         raise NotImplementedError  # the experiment's history table (Experiment.get_history)
@@ -191,6 +196,7 @@ class ExperimentState:
             took_trial_id=self._took_trial_id,
             trial_recorded=self._trial_recorded,
             flush_index=self._flush_index,
+            catch_up=self._catch_up,
             history=lambda verbose: self.get_history(verbose=verbose),
         )
 
@@ -255,17 +261,46 @@ class ExperimentState:
                 self._flush_index()
 
     def _flush_index(self) -> None:
+        """Write the pending purity refs, then the history rows not yet in the index (in
+        that order: a trial missing from the index has its purity refs re-pointed by the
+        next process's catch-up, so the refs must never lag behind the index)."""
         rows, self._pending_rows = self._pending_rows, []
         self._last_flush = time.monotonic()
         if self._writable is None:  # this process only reads: it never writes the index
             return
-        rows += self._reader.take_discovered()
+        st = self._writable
+        discovered = self._reader.take_discovered()
+        try:
+            if discovered:  # unindexed trials get_history() found: their refs may lag too
+                purity.catch_up(st, self.id, purity.records_of(st, discovered))
+            purity.flush(st, self.id)
+        except (store.errors.StoreError, OSError) as exc:
+            # Derived data, like the index: kept pending, and the index is not written
+            # either, so the next flush, or the next process's catch_up from the records,
+            # still finds the trials whose refs are missing.
+            logger.debug("history index not updated: purity refs could not be written: %s", exc)
+            self._pending_rows = rows + self._pending_rows
+            return
+        rows += discovered
         if rows:
             try:
-                history.flush_index(self._writable, self.id, rows)
+                history.flush_index(st, self.id, rows)
             except store.errors.StoreError as exc:
                 # The index only speeds reading up: the records are already safe.
                 logger.debug("history index not updated: %s", exc)
+
+    def _catch_up(self, st: store.Store, trial_id: int) -> None:
+        """Once per process: the final trials past the history index below ``trial_id``
+        (a killed process's last ones) get their purity refs and index rows back."""
+        with self._lock:
+            if self._caught_up:
+                return
+            self._caught_up = True
+            found = purity.unindexed_final(st, self.id, trial_id)
+            if not found:
+                return
+            purity.catch_up(st, self.id, found)
+            self._pending_rows.extend(history.row_of(rec, oid, n) for n, oid, rec in found)
 
     def _read_environment(self, st: store.Store | None, oid: str) -> dict[str, Any]:
         if st is None:

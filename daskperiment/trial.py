@@ -102,7 +102,7 @@ class TrialRun:
         self.base: dict[str, Any] = {}
         self.running_oid = ""
         #: purity refs to point at the final record (see daskperiment/purity.py)
-        self._purity_updates: list[str] = []
+        self._purity_updates: list[purity.Update] = []
         self._step_prov: dict[str, dict[str, Any]] = {}
         self._deps: dict[str, str] = {}
 
@@ -284,6 +284,8 @@ class TrialRun:
         record["steps"], record["metrics"] = self._steps_and_metrics(st, records)
         cache.after_trial(st, self.experiment_id, self._taken_id(), record["steps"])
         try:
+            # A killed process's last trials first (once per process; daskperiment/purity.py)
+            self.session.catch_up(st, self._taken_id())
             self._purity_updates = purity.check(st, self.experiment_id, record["steps"])
         except store.errors.StoreError as exc:
             # Purity refs are derived data: failing to read one must not lose the trial.
@@ -349,6 +351,9 @@ class TrialRun:
             st.refs.swap(trial_ref(self.experiment_id, trial_id), running_oid, oid)
         except store.errors.StoreError as exc:
             raise RecordError(self.trial_id, f"{type(exc).__name__}: {exc}") from exc
+        # Written with the history index's next flush, which trial_recorded may start: the
+        # refs must be pending before this trial's row can be indexed (daskperiment/purity.py).
+        purity.remember(st, self._purity_updates, oid, trial_id)
         self.session.trial_recorded(trial_id, oid, record)
         # The trial is recorded from here on: what follows is derived data, whose failure
         # (a store error, or an OS error such as a full disk) is a warning, not the trial's.
@@ -356,10 +361,6 @@ class TrialRun:
             live.cleanup(st, self.experiment_id, trial_id, live_refs)
         except (store.errors.StoreError, OSError) as exc:
             logger.warning("Live metrics of trial %s not cleaned up: %s", self.trial_id, exc)
-        try:
-            purity.remember(st, self._purity_updates, oid)
-        except (store.errors.StoreError, OSError) as exc:
-            logger.warning("Purity refs of trial %s not updated: %s", self.trial_id, exc)
 
     def _steps_and_metrics(
         self,

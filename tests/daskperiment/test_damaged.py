@@ -225,6 +225,7 @@ def test_damaged_purity_refs_are_rebuilt(damaged_store: Path, dp_log: Any) -> No
     assert plus_one(double(a)).compute() == 3
     assert ex.get_history()["Success"].tolist() == [True] * 4
     assert not any("changed with the same input" in m for m in dp_log.messages())
+    ex._flush_index()  # purity refs are written with the history index (purity.py)
     readable = [r for r in purity.iterdir() if r.read_text() != "garbage\n"]
     assert len(readable) == 1  # rebuilt, pointing at trial 4's record
     assert readable[0].read_text().strip() == record_oid(damaged_store, 4)

@@ -38,6 +38,7 @@ def make_experiment(location: Any, experiment_id: str = "share_pj", n: int = 3) 
     for i in range(1, n + 1):
         ex.set_parameters(a=1, b=2 if i < 3 else i)
         s.compute(seed=i)
+    ex._flush_index()  # its purity refs and history index, as when its process exits
     return ex
 
 

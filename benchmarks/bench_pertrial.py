@@ -1,0 +1,199 @@
+"""Per-trial cost on three stores, side by side with plain dask.delayed, and files per trial.
+
+    python benchmarks/bench_pertrial.py [--trials 400] [--warmup 40] [--stores memory,shm,disk]
+        [--dir DIR] [--profile N]
+
+The seed's two-step pipeline (benchmarks/bench_experiment.py ``pipeline``) is run as trials
+on a ``memory://`` store (pure CPU), on ``/dev/shm`` (tmpfs: file creation without a disk)
+and on a directory of the disk (``--dir``, default the system temp dir), interleaved trial
+by trial with the same two functions as plain ``dask.delayed`` (sync scheduler); log lines go
+to a real handler (formatted, written to /dev/null). Medians after ``--warmup`` trials; the
+means also count the trials that flush the history index and purity refs (every 32nd).
+
+Files per trial: ``os.open`` with ``O_CREAT``, ``os.link`` and ``os.replace`` calls made by
+one trial on the disk store, counted by wrapping them (a file a trial creates is one of
+these; reads are not counted). ``--profile N`` prints a cProfile of N trials on memory://.
+
+Also run by ``python benchmarks/bench_experiment.py --only pertrial``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dask
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_experiment import pipeline, plain_calculate_score, plain_prepare_data  # noqa: E402
+
+import daskperiment  # noqa: E402
+
+STORES = ("memory", "shm", "disk")
+
+
+def log_to_handler() -> None:
+    """Log lines formatted by a real handler (written to /dev/null), as a user sees them."""
+    logger = logging.getLogger("daskperiment")
+    logger.handlers[:] = []
+    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives for the run
+    sink.setFormatter(logging.Formatter("%(asctime)s [%(name)s] [%(levelname)s] %(message)s"))
+    logger.addHandler(sink)
+    logger.propagate = False
+
+
+def backend_of(kind: str, disk: Path) -> Any:
+    name = uuid.uuid4().hex[:8]
+    if kind == "memory":
+        return f"memory://pertrial-{name}"
+    if kind == "shm":
+        return Path("/dev/shm") / f"pertrial-{name}"
+    return disk / f"pertrial-{name}"
+
+
+def count_files(result: Any, ex: Any, a: int) -> dict[str, int]:
+    """os calls that create files (``O_CREAT`` opens, links, replaces) during one trial."""
+    counts = {"open(O_CREAT)": 0, "link": 0, "replace": 0}
+    real = os.open, os.link, os.replace
+
+    def counting_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT:
+            counts["open(O_CREAT)"] += 1
+        return real[0](path, flags, *args, **kwargs)
+
+    def counting(name: str, func: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    os.open = counting_open  # type: ignore[assignment]
+    os.link = counting("link", real[1])  # type: ignore[assignment]
+    os.replace = counting("replace", real[2])  # type: ignore[assignment]
+    try:
+        ex.set_parameters(a=a, b=2)
+        result.compute(scheduler="sync")
+    finally:
+        os.open, os.link, os.replace = real  # type: ignore[assignment]
+    return counts
+
+
+def timed(result: Any, wall: list[float], cpu: list[float]) -> None:
+    t0, c0 = time.perf_counter(), time.process_time()
+    result.compute(scheduler="sync")
+    wall.append(time.perf_counter() - t0)
+    cpu.append(time.process_time() - c0)
+
+
+def measure(kinds: list[str], disk: Path, trials: int, warmup: int) -> dict[str, Any]:
+    """Interleaved trials on each store and plain dask computes; medians in ms."""
+    runs = {}
+    for kind in kinds:
+        ex = daskperiment.Experiment(id="pertrial_pj", backend=backend_of(kind, disk))
+        runs[kind] = (ex, pipeline(ex))
+    times: dict[str, list[float]] = {kind: [] for kind in [*runs, "plain"]}
+    cpu: dict[str, list[float]] = {kind: [] for kind in times}
+    for i in range(trials + warmup):
+        for kind, (ex, result) in runs.items():
+            ex.set_parameters(a=i, b=2)
+            timed(result, times[kind], cpu[kind])
+        plain = dask.delayed(plain_calculate_score)(dask.delayed(plain_prepare_data)(i, 2))
+        timed(plain, times["plain"], cpu["plain"])
+    figures: dict[str, Any] = {}
+    for kind, values in times.items():
+        figures[kind] = statistics.median(values[warmup:]) * 1000
+        # the mean includes the batched flushes (history index, purity refs) every 32 trials
+        figures[f"{kind} mean"] = statistics.mean(values[warmup:]) * 1000
+        # CPU time (user + system, file creation included) is what load on the machine
+        # disturbs least: a steadier before/after figure than wall time
+        figures[f"{kind} cpu"] = statistics.mean(cpu[kind][warmup:]) * 1000
+    if "disk" in runs or "shm" in runs:
+        kind = "disk" if "disk" in runs else "shm"
+        ex, result = runs[kind]
+        figures["files"] = count_files(result, ex, 10**6)
+    for ex, _ in runs.values():
+        backend = getattr(ex.store.backend, "root", None)
+        if backend and os.path.isdir(backend):
+            shutil.rmtree(backend, ignore_errors=True)
+    return figures
+
+
+def report(figures: dict[str, Any], disk: Path) -> None:
+    where = {"memory": "memory://", "shm": "/dev/shm (tmpfs)", "disk": f"{disk} (disk)"}
+    plain = figures["plain"]
+    print(f"  {'':<34} {'median':>8} {'ratio':>7} {'mean':>8} {'ratio':>7} {'CPU':>8} {'ratio':>7}")
+    for kind in ("plain", *STORES):
+        if kind not in figures:
+            continue
+        label = "plain dask.delayed" if kind == "plain" else "trial, " + where[kind]
+        t, mean, cpu = figures[kind], figures[f"{kind} mean"], figures[f"{kind} cpu"]
+        text = (
+            f"  {label:<34} {t:6.3f}ms {t / plain:6.2f}x {mean:6.3f}ms "
+            f"{mean / figures['plain mean']:6.2f}x {cpu:6.3f}ms {cpu / figures['plain cpu']:6.2f}x"
+        )
+        if kind != "plain":
+            text += "  goal <= 1.5x " + ("ok" if t <= 1.5 * plain else "MISSED")
+        print(text)
+    if "files" in figures:
+        files = figures["files"]
+        print(f"  file-creating calls of one trial: {sum(files.values())} ({files})")
+
+
+def profile(n: int) -> None:
+    ex = daskperiment.Experiment(id="profile_pj", backend=backend_of("memory", Path()))
+    result = pipeline(ex)
+    for i in range(20):
+        ex.set_parameters(a=i, b=2)
+        result.compute(scheduler="sync")
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(n):
+        ex.set_parameters(a=100 + i, b=2)
+        result.compute(scheduler="sync")
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+
+
+def run(trials: int, warmup: int, kinds: list[str], disk: Path) -> dict[str, Any]:
+    log_to_handler()
+    print(
+        f"\nPer trial by store ({trials} trials after {warmup}, sync scheduler, log to a "
+        f"handler; load average {os.getloadavg()[0]:.1f})"
+    )
+    figures = measure(kinds, disk, trials, warmup)
+    report(figures, disk)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--stores", default=",".join(STORES), help="memory,shm,disk")
+    parser.add_argument("--dir", default=tempfile.gettempdir(), help="directory on the disk")
+    parser.add_argument("--profile", type=int, default=0, help="cProfile N trials (memory://)")
+    args = parser.parse_args(argv)
+    if args.profile:
+        log_to_handler()
+        profile(args.profile)
+        return 0
+    run(args.trials, args.warmup, args.stores.split(","), Path(args.dir))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
