@@ -58,7 +58,19 @@ _SEEN_MAX = 10_000
 FinalTrial = tuple[int, str, dict[str, Any]]
 
 #: What reading a damaged ref or record raises (skipped by the catch-up: derived data).
-_DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
+_DAMAGE: tuple[type[Exception], ...] = (
+    store.errors.StoreError,
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+)
+_UNREADABLE_RECORD: tuple[type[Exception], ...] = (*MALFORMED, *_DAMAGE)
+_UNREADABLE_TRIAL: tuple[type[Exception], ...] = (
+    store.errors.RefNotFound,
+    DamagedTrial,
+    *_UNREADABLE_RECORD,
+)
 
 #: A purity update: ``(ref name, output digest)``.
 Update = tuple[str, str]
@@ -271,7 +283,7 @@ def unindexed_final(st: store.Store, experiment_id: str, below: int) -> list[Fin
     for trial_id in range(start + 1, below):
         try:
             oid, record = history.load_trial(st, experiment_id, trial_id)
-        except (store.errors.RefNotFound, DamagedTrial, *MALFORMED, *_DAMAGE):
+        except _UNREADABLE_TRIAL:
             continue
         if record.get("status") in (SUCCESS, FAILED):
             found.append((trial_id, oid, record))
@@ -286,6 +298,6 @@ def records_of(st: store.Store, rows: Iterable[Mapping[str, Any]]) -> list[Final
             continue
         try:
             found.append((row["trial_id"], row["record"], read_json(st, row["record"])))
-        except (*MALFORMED, *_DAMAGE):
+        except _UNREADABLE_RECORD:
             continue
     return found

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import daskperiment
-from daskperiment import history
+from daskperiment import history, historyframe
 from daskperiment.record import FAILED, RUNNING, SUCCESS
 
 # --- the DataFrame as it was built before, one row at a time (the reference) -------------
@@ -55,7 +55,7 @@ def rowwise_frame(rows: list[dict[str, Any]], parameter_order: Any = (), verbose
         dtype=object,
     )
     if verbose:
-        data.update(history._verbose_columns(rows))
+        data.update(historyframe._verbose_columns(rows))
     index = pd.Index([r["trial_id"] for r in rows], name="Trial ID", dtype="int64")
     for key, col in data.items():
         if isinstance(col, pd.Series):
