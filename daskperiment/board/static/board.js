@@ -278,7 +278,9 @@
           title: "sort by " + name,
           text: name + arrow,
           onclick: () => {
-            state.order = sorted && state.order === "asc" ? "desc" : "asc";
+            // From the state, not from this rendering: a second click before the answer
+            // to the first has redrawn the header still turns the order around.
+            state.order = state.sort === name && state.order === "asc" ? "desc" : "asc";
             state.sort = name;
             state.page = 1;
             load();
