@@ -12,9 +12,11 @@ and one request per 1,000 keys on S3, so it is not done when opening. Instead:
    bisection) finds the last one with ``2 log2(k)`` existence checks for ``k`` trials past the
    bound, ~30 ``stat`` calls even for an experiment without an index.
 
-The answer is a lower bound when ids have gaps above the index (no daskperiment operation
-makes them): reading the history lists every ref and raises ``trial_id`` to the true last id,
-and a trial that finds its id taken moves past every existing one (``trial._allocate``).
+The answer is a lower bound when ids have gaps above the index (a deleted trial, or a number
+that concurrent placements of arriving trials left unused: :mod:`daskperiment.placement`):
+reading the history lists every ref and raises ``trial_id`` to the true last id, and a trial
+that finds its id taken moves past every existing one and above the number of any deleted
+trial (``trial._allocate``, :mod:`daskperiment.numbering`).
 """
 
 from __future__ import annotations
