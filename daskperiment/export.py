@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from daskperiment_store.framing import is_pandas
+
 from .errors import DaskperimentError
 
 FORMATS = (".npy", ".parquet", ".csv")
@@ -80,12 +82,8 @@ def _atomic(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _is_pandas(value: Any) -> bool:
-    return type(value).__module__.split(".")[0] == "pandas"
-
-
 def _write_npy(value: Any, tmp: Path) -> None:
-    array = value.to_numpy() if _is_pandas(value) else value
+    array = value.to_numpy() if is_pandas(value) else value
     if isinstance(array, np.generic):
         array = np.asarray(array)
     if not isinstance(array, np.ndarray):

@@ -74,7 +74,6 @@ import io
 import json
 import math
 import pickle
-import sys
 from typing import TYPE_CHECKING, Any
 
 from .digest import Oid, hash_chunks
@@ -97,6 +96,8 @@ from .framing import (  # noqa: F401
     canonical_dtype,
     check_shape,
     frame,
+    is_ndarray,
+    is_pandas,
     json_hook,
     nbytes,
     parse_dtype,
@@ -239,20 +240,6 @@ def _type_name(value: Any) -> str:
 # --- dispatch --------------------------------------------------------------------------------
 
 
-def _is_ndarray(value: Any) -> bool:
-    # no ndarray exists unless numpy was imported: `import daskperiment_store` stays light
-    np = sys.modules.get("numpy")
-    return np is not None and type(value) is np.ndarray
-
-
-def _is_pandas(value: Any) -> bool:
-    # pandas is imported only once a pandas object exists, which keeps `import daskperiment_store` light.
-    if "pandas" not in sys.modules:
-        return False
-    module = type(value).__module__
-    return module == "pandas" or module.startswith("pandas.")
-
-
 def encode(value: Any) -> Encoded:
     """Encode ``value`` with the first codec that fits it (see the module docstring).
 
@@ -260,11 +247,11 @@ def encode(value: Any) -> Encoded:
     """
     cls = type(value)
     enc: Encoded | None = None
-    if _is_ndarray(value):
+    if is_ndarray(value):
         enc = _encode_ndarray(value)
     elif cls is bytes or cls is bytearray or cls is memoryview:
         enc = _encode_bytes(value)
-    elif _is_pandas(value):
+    elif is_pandas(value):
         from . import codec_pandas
 
         enc = codec_pandas.encode(value)
@@ -280,7 +267,7 @@ def encode(value: Any) -> Encoded:
 def _encode_leaf(value: Any) -> Encoded | None:
     """An element of a container: its own encoding, or None (the container is pickled)."""
     cls = type(value)
-    if _is_ndarray(value):
+    if is_ndarray(value):
         return _encode_ndarray(value)
     if cls is bytes or cls is bytearray or cls is memoryview:
         return _encode_bytes(value)

@@ -32,6 +32,8 @@ from .framing import (
     Link,
     _canonical_json,
     _NotJson,
+    is_ndarray,
+    is_pandas,
     json_hook,
     to_tree,
 )
@@ -87,7 +89,7 @@ def _structure(
         if type(array) is not np.ndarray or array.shape != ():
             raise _NotContainer
         return (_SCALAR_TAG, _leaf(array, children, encode_leaf))
-    if _is_ndarray(value) or cls in (bytes, bytearray, memoryview) or _is_pandas(value):
+    if is_ndarray(value) or cls in (bytes, bytearray, memoryview) or is_pandas(value):
         return _leaf(value, children, encode_leaf)
     raise _NotContainer
 
@@ -99,18 +101,6 @@ def _leaf(value: Any, children: dict[Oid, Encoded], encode_leaf: Callable) -> Li
     oid = hash_chunks(enc.kind, enc.chunks)
     children.setdefault(oid, enc)
     return Link(oid)
-
-
-def _is_ndarray(value: Any) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and type(value) is np.ndarray
-
-
-def _is_pandas(value: Any) -> bool:
-    if "pandas" not in sys.modules:
-        return False
-    module = type(value).__module__
-    return module == "pandas" or module.startswith("pandas.")
 
 
 def decode(body: Chunk, load: Callable[[Oid], Any]) -> Any:

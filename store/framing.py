@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,22 @@ from .digest import Oid, hash_chunks, validate_oid
 from .errors import StoreError
 
 Chunk = bytes | bytearray | memoryview
+
+
+def is_ndarray(value: Any) -> bool:
+    """Whether ``value`` is a numpy array (no ndarray exists unless numpy was imported, so
+    this never imports it: ``import daskperiment_store`` stays light)."""
+    np = sys.modules.get("numpy")
+    return np is not None and type(value) is np.ndarray
+
+
+def is_pandas(value: Any) -> bool:
+    """Whether ``value`` is a pandas object (pandas is never imported to find out)."""
+    if "pandas" not in sys.modules:
+        return False
+    module = type(value).__module__
+    return module == "pandas" or module.startswith("pandas.")
+
 
 #: Buffers inside framed bodies start at multiples of this many bytes (so arrays are aligned).
 ALIGN = 64
