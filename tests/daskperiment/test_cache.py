@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from clusters import process_cluster
 
 import daskperiment
 import daskperiment_store as store
@@ -644,16 +645,9 @@ def test_corrupt_output_repaired_in_a_worker_process_warns_once_on_the_client(
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A small process cluster for the module, started away from every test's store."""
-    distributed = pytest.importorskip("distributed")
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster = distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
-        )
-    finally:
-        os.chdir(cwd)
-    with cluster, distributed.Client(cluster) as client:
+    with process_cluster(
+        tmp_path_factory.mktemp("cluster"), n_workers=1, threads_per_worker=2
+    ) as client:
         yield client
 
 

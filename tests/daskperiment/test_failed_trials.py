@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from clusters import process_cluster
 
 import daskperiment
 from daskperiment.errors import StepFailed
@@ -51,17 +52,8 @@ def diverging(ex: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed")
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    finally:
-        os.chdir(cwd)
-    with cluster, distributed.Client(cluster) as c:
-        yield c
+    with process_cluster(tmp_path_factory.mktemp("cluster")) as client:
+        yield client
 
 
 def scheduler_kwargs(scheduler: str, request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import dask
 import pytest
+from clusters import process_cluster
 
 import daskperiment
 from daskperiment.errors import ParameterUndefined
@@ -43,16 +44,9 @@ def build(ex: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed")
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
-        )
-    finally:
-        os.chdir(cwd)
-    with cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with process_cluster(
+        tmp_path_factory.mktemp("cluster"), threads_per_worker=2, set_as_default=False
+    ) as client:
         yield client
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from clusters import process_cluster
 
 import daskperiment
 
@@ -59,17 +60,7 @@ def expected() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One two-worker process cluster for the module (starting one costs seconds)."""
-    distributed = pytest.importorskip("distributed")
-    cwd = os.getcwd()
-    # workers keep the directory they start in; it must not be where any test's store is
-    os.chdir(tmp_path_factory.mktemp("cluster"))
-    try:
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    finally:
-        os.chdir(cwd)
-    with cluster, distributed.Client(cluster) as client:
+    with process_cluster(tmp_path_factory.mktemp("cluster")) as client:
         yield client
 
 

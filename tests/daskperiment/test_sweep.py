@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from clusters import process_cluster
 
 import daskperiment
 import daskperiment_store as store
@@ -254,20 +255,9 @@ def test_progress_bar_on_local_schedulers(tmp_path: Path, scheduler: str, capsys
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed")
-    import dask
-
-    cwd = os.getcwd()
-    # workers keep the directory they start in; it must not be where any test's store is
-    os.chdir(tmp_path_factory.mktemp("cluster"))
-    try:
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            cluster = distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-    finally:
-        os.chdir(cwd)
-    with cluster, distributed.Client(cluster) as client:
+    with process_cluster(
+        tmp_path_factory.mktemp("cluster"), config={"distributed.scheduler.allowed-failures": 0}
+    ) as client:
         yield client
 
 
