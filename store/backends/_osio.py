@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from typing import Any
 
@@ -56,6 +57,59 @@ def preallocate(fd: int, total: int) -> None:
         if err == errno.ENOSPC:
             raise OSError(err, os.strerror(err))
         # EOPNOTSUPP, ENOSYS, EINVAL...: the filesystem cannot preallocate; write as usual.
+
+
+#: ``renameat2(2)`` flag: swap two existing paths atomically.
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def exchange(tmp: str, final: str) -> bool:
+    """Atomically swap the existing ``final`` with ``tmp`` (``renameat2`` with
+    ``RENAME_EXCHANGE``): ``final`` then holds the new value and ``tmp`` the old one, which the
+    caller unlinks. False, having done nothing, where ``final`` is not an existing regular file
+    or the kernel or filesystem cannot exchange (then ``os.replace`` is the way).
+
+    Why not ``os.replace`` alone: ext4 (default ``auto_da_alloc``) takes a rename over an
+    existing file for the "replace via rename" idiom and starts writing the new file's data
+    out there and then, inside the rename: replacing a 33-byte ref measured ~160-200 us (with
+    a long tail) against ~20 us here. An exchange is not that idiom, so it is not flushed; it
+    is just as atomic for readers (they open the old file or the new one, never neither).
+    """
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = _load_renameat2()
+    if not _renameat2:
+        return False
+    try:
+        if not stat.S_ISREG(os.lstat(final).st_mode):
+            return False  # a directory or link in the key's place: replace says what is wrong
+    except OSError:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), _RENAME_EXCHANGE):
+        import ctypes
+
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            _renameat2 = False  # no exchange on this kernel or filesystem: replace from now on
+            return False
+        if err == errno.ENOENT and os.path.exists(tmp):
+            return False  # nothing to exchange with: a plain rename creates it
+        raise OSError(err, os.strerror(err), final)
+    return True
+
+
+def _load_renameat2() -> Any:
+    try:
+        import ctypes
+
+        func = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return False
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
 
 
 def write_all(fd: int, view: memoryview) -> None:

@@ -8,9 +8,12 @@ become paths, so no key names anything outside the root.
 What is atomic, and how:
 
 * ``put``: the value is written to a temp file in ``tmp/`` (same filesystem as the target),
-  then ``os.replace``-d into place. Readers see the old or the new file, never a mixture; a
-  writer killed half-way leaves only its temp file, which :meth:`LocalBackend.list_temp`
-  reports and ``gc`` removes.
+  then exchanged with the old file (``renameat2`` ``RENAME_EXCHANGE``, then the temp name,
+  now holding the old value, is unlinked) or ``os.replace``-d into place where there is no
+  old file or no exchange. Readers see the old or the new file, never a mixture; a writer
+  killed half-way leaves only its temp file, which :meth:`LocalBackend.list_temp` reports
+  and ``gc`` removes. (Exchanging rather than replacing keeps ext4 from writing the new
+  file's data out inside the rename: see :func:`daskperiment_store.backends._osio.exchange`.)
 * ``put_if_absent``: the temp file is hard-linked to the target with ``os.link``, which fails
   with ``EEXIST`` if the target exists: exactly one of any number of racing processes wins,
   and the winner's file appears complete. On a filesystem without hard links the create is
@@ -226,6 +229,10 @@ class LocalBackend(Backend):
             try:
                 if exclusive:
                     os.link(tmp, final)
+                elif _osio.exchange(tmp, final):
+                    # ``tmp`` now holds the old value; the caller unlinks it (a writer killed
+                    # before that leaves a temp file, as it may at any point of a write).
+                    pass
                 else:
                     os.replace(tmp, final)
             except FileExistsError:
@@ -248,9 +255,8 @@ class LocalBackend(Backend):
             tmp = self._write_temp(as_views(data))
             try:
                 self._install(tmp, final, exclusive=False)
-            except BaseException:
-                _osio.unlink_quietly(tmp)
-                raise
+            finally:
+                _osio.unlink_quietly(tmp)  # gone if renamed; the old value if exchanged
 
     def put_if_absent(self, key: str, data: Buffers) -> bool:
         """Write ``key`` unless it exists; atomic across processes (``os.link`` of a complete
