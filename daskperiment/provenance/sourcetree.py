@@ -15,9 +15,14 @@ in ``sys.modules`` whose file lies under the root and which is local (not the st
 library, not an installed distribution: :mod:`.libraries`).
 
 Cost: the module list is rescanned only when ``sys.modules`` grew or shrank; each file is
-``stat``-ed per trial and hashed again only when its size, mtime, ctime or inode changed, or
-when it was hashed within two seconds of its last modification (git's "racily clean" case:
-a rewrite within one timestamp tick would keep the same stat data).
+``stat``-ed and hashed again only when its size, mtime, ctime or inode changed, or when it was
+hashed within two seconds of its last modification (git's "racily clean" case: a rewrite
+within one timestamp tick would keep the same stat data). On Linux the files are also watched
+(inotify, :mod:`daskperiment.environment.watch`, set up before they are read): while no file
+was written, renamed or deleted and the script, ``__main__``, the current directory and the
+number of loaded modules are the same, a trial reuses the previous tree after one
+non-blocking ``read`` instead of looking at every file (~3 us instead of ~60 us for a script
+and one module). Elsewhere the files are ``stat``-ed every trial.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class SourceTree:
         self._root: str | None = None
         self._trees: dict[tuple, tuple[str, dict[str, Any]]] = {}
         self._written: dict[int, tuple[store.Store, set[str]]] = {}
+        #: (what the last capture depended on, its watch, its result): see :meth:`_unchanged`
+        self._last: tuple[tuple, Any, tuple] | None = None
 
     def root_and_main(self) -> tuple[str, str | None, str]:
         """(root directory, main file path or None, kind: script, notebook or interactive)."""
@@ -115,6 +122,21 @@ class SourceTree:
 
     def capture(self, st: store.Store | None) -> str | None:
         """The source tree's digest, written to ``st`` (blobs first); None if nothing to keep."""
+        state = _process_state()
+        last = self._last
+        if last is not None and last[0] == state and not last[1].changed():
+            oid, tree, blobs = last[2]
+        else:
+            self._last = None
+            found = self._capture(state)
+            if found is None:
+                return None
+            oid, tree, blobs = found
+        if st is not None:
+            self._write(st, oid, tree, blobs)
+        return oid
+
+    def _capture(self, state: tuple) -> tuple[str, dict, dict] | None:
         root, main, kind = self.root_and_main()
         files: dict[str, tuple[str, Any]] = {}
         if main is not None:
@@ -128,6 +150,8 @@ class SourceTree:
                 files[rel] = (path, None)
         if not files:
             return None
+        # Watched before the files are read: an edit from here on is seen by the next trial.
+        watch = self._watch_for(kind, [path for path, _ in files.values() if path])
         blobs: dict[str, tuple[str, bytes | None]] = {}
         for rel, (path, content) in sorted(files.items()):
             if content is not None:
@@ -153,9 +177,18 @@ class SourceTree:
             cached = (codec.digest(tree), tree)
             self._trees = {shape: cached}  # only the last: old shapes are not reused
         oid, tree = cached
-        if st is not None:
-            self._write(st, oid, tree, blobs)
-        return oid
+        if watch is not None:
+            self._last = (state, watch, (oid, tree, blobs))
+        return oid, tree, blobs
+
+    def _watch_for(self, kind: str, paths: list[str]) -> Any:
+        """A watch on the tree's files, or None where the next capture must look again anyway
+        (a notebook's cells change without a file changing)."""
+        if kind == "notebook":
+            return None
+        from ..environment.watch import watch_files
+
+        return watch_files(sorted(paths), max_stat_files=0)
 
     def _write(
         self, st: store.Store, oid: str, tree: dict, blobs: dict[str, tuple[str, bytes | None]]
@@ -181,6 +214,26 @@ class SourceTree:
         # Contents stay in memory only until written once.
         for entry in self._files.values():
             entry.content = None
+
+
+def _process_state() -> tuple:
+    """What decides which files the tree holds, besides the files themselves: the script
+    being run, the ``__main__`` module and its file, the current directory (the root when
+    there is no script), the number of modules loaded and the process (a forked child has
+    no watch of its own)."""
+    main_module = sys.modules.get("__main__")
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the current directory was deleted
+        cwd = None
+    return (
+        _script,
+        id(main_module),
+        getattr(main_module, "__file__", None),
+        cwd,
+        len(sys.modules),
+        os.getpid(),
+    )
 
 
 def _ipython() -> Any:

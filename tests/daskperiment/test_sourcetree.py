@@ -88,3 +88,107 @@ def test_each_store_gets_its_own_copy_of_the_tree(
         assert sorted(done.files) == ["main.py", "mod_st.py"]
         assert (tmp_path / f"co{n}" / "main.py").read_bytes() == b"print('main')\n"
         del ex
+
+
+def _stats_of(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the os.stat calls made on ``paths`` from now on."""
+    seen: list[str] = []
+    watched = {str(p) for p in paths}
+    real = os.stat
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path) in watched:
+            seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    return seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_an_unchanged_tree_is_reused_without_looking_at_each_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = store.open(store.MemoryBackend())
+    tree = sourcetree.SourceTree()
+    first = tree.capture(st)
+    files = [project / "main.py", project / "mod_st.py"]
+    stats = _stats_of(files, monkeypatch)
+    for _ in range(5):
+        assert tree.capture(st) == first
+    assert stats == []  # nothing changed: no file was looked at
+    (project / "mod_st.py").write_text("VALUE = 'cccc'\n")
+    second = tree.capture(st)
+    assert second != first and stats  # the edit was noticed, then the files looked at
+    assert tree_of(st, second)["mod_st.py"] == b"VALUE = 'cccc'\n"
+
+
+def test_edits_renames_deletes_and_new_modules_are_seen_every_time(
+    project: Path, tmp_path: Path
+) -> None:
+    """Whatever changes between two trials shows in the second one's tree, including an
+    editor's save by rename, a write from another process and a module imported since."""
+    import subprocess
+
+    st = store.open(store.MemoryBackend())
+    tree = sourcetree.SourceTree()
+    path = project / "mod_st.py"
+    tree.capture(st)
+    for n in range(20):  # same size and a tight loop: the racy case, over and over
+        path.write_text(f"VALUE = '{n:04d}'\n")
+        assert tree_of(st, tree.capture(st))["mod_st.py"] == f"VALUE = '{n:04d}'\n".encode()
+    saved = project / "mod_st.py.swp"
+    saved.write_text("VALUE = 'renamed'\n")
+    os.replace(saved, path)
+    assert tree_of(st, tree.capture(st))["mod_st.py"] == b"VALUE = 'renamed'\n"
+    script = f"open({str(path)!r}, 'w').write(\"VALUE = 'other process'\\n\")"
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert tree_of(st, tree.capture(st))["mod_st.py"] == b"VALUE = 'other process'\n"
+    (project / "new_st.py").write_text("NEW = 1\n")
+    try:
+        importlib.import_module("new_st")
+        assert sorted(tree_of(st, tree.capture(st))) == ["main.py", "mod_st.py", "new_st.py"]
+        (project / "new_st.py").unlink()
+        assert sorted(tree_of(st, tree.capture(st))) == ["main.py", "mod_st.py"]
+    finally:
+        sys.modules.pop("new_st", None)
+
+
+def test_without_inotify_every_trial_looks_at_the_files(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daskperiment.environment import watch
+
+    def unavailable(paths: Any) -> Any:
+        raise OSError("no inotify here")
+
+    monkeypatch.setattr(watch, "InotifyWatch", unavailable)
+    st = store.open(store.MemoryBackend())
+    tree = sourcetree.SourceTree()
+    first = tree.capture(st)
+    stats = _stats_of([project / "mod_st.py"], monkeypatch)
+    assert tree.capture(st) == first and stats  # looked at again
+    (project / "mod_st.py").write_text("VALUE = 'dddd'\n")
+    assert tree_of(st, tree.capture(st))["mod_st.py"] == b"VALUE = 'dddd'\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_sees_its_own_edits(project: Path) -> None:
+    """A child shares its parent's inotify queue; it must not trust the parent's watch."""
+    st = store.open(store.MemoryBackend())
+    tree = sourcetree.SourceTree()
+    tree.capture(st)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: edit, capture, report
+        try:
+            (project / "mod_st.py").write_text("VALUE = 'child'\n")
+            ok = tree_of(st, tree.capture(st))["mod_st.py"] == b"VALUE = 'child'\n"
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    assert tree_of(st, tree.capture(st))["mod_st.py"] == b"VALUE = 'child'\n"
