@@ -58,7 +58,15 @@ def validate_key(key: object) -> str:
 _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
+#: Keys made only of these characters break no rule below: one match for the common case.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*\Z")
+
+
 def _key_problem(key: str) -> str:
+    return "" if _PLAIN_KEY.match(key) else _any_key_problem(key)
+
+
+def _any_key_problem(key: str) -> str:
     if not key:
         return "empty"
     if key.startswith("/"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import hypothesis
 import pytest
 
 from daskperiment_store.backends.base import RECENT_VALUES
@@ -381,3 +382,20 @@ def test_s3_list_recognises_values_read_from_another_store(s3_url, tmp_path):
     with count_s3_requests(s3) as requests:
         assert RefStore(s3).list("t/") == expected
     assert requests == {"ListObjectsV2": 1}
+
+
+@hypothesis.given(
+    hypothesis.strategies.lists(
+        hypothesis.strategies.sampled_from(list("aZ09_-./\\\x00\x7f é") + [".lock", ".."]),
+        max_size=30,
+    ).map("".join)
+    | hypothesis.strategies.sampled_from(["a" * 200, "a" * 201, "é" * 128, "x/" + "b" * 256])
+)
+def test_the_quick_name_check_agrees_with_the_full_one(name: str) -> None:
+    """Plain names are accepted by one regex match; every name gets the same answer as the
+    rule-by-rule check would give it."""
+    from daskperiment_store import refs as refs_module
+    from daskperiment_store.backends import base
+
+    assert refs_module._name_problem(name) == refs_module._any_name_problem(name)
+    assert base._key_problem(name) == base._any_key_problem(name)
