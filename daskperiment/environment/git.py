@@ -10,7 +10,9 @@ and asked again only when something git looks at has changed: ``HEAD``, the ref 
 to, ``packed-refs`` or the index (a ``stat`` of each), or a tracked file was written (see
 :mod:`.watch`: inotify on Linux, whatever the number of files; elsewhere a ``stat`` per file,
 and beyond :data:`MAX_WATCHED_FILES` files an unstaged edit shows only at the next stage,
-commit or process). Git runs with ``GIT_OPTIONAL_LOCKS=0`` so that it never rewrites the
+commit or process). On Linux the four files are watched too (:func:`_meta_watch`): while
+neither that watch nor the tracked files' reports a change, not even the stats are taken.
+Git runs with ``GIT_OPTIONAL_LOCKS=0`` so that it never rewrites the
 index behind the user's back (which would also invalidate this cache every time).
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 import xxhash
 
 from ..log import get_logger
-from .watch import FileWatch, Stat, is_racy, stats, watch_files
+from .watch import FileWatch, Stat, is_racy, stats, watch_entries, watch_files
 
 #: Seconds a single git command may take before git information is left out.
 TIMEOUT = 5.0
@@ -87,6 +89,9 @@ class _Repo:
     watch: FileWatch | None = None
     key: tuple[Any, ...] | None = None
     info: dict[str, Any] | None = None
+    #: inotify watch on what the key stats (HEAD, its ref, packed-refs, the index), set while
+    #: the key is trusted: no event there and none on the tracked files means no change
+    quiet: FileWatch | None = None
 
 
 def find_repo(workdir: str) -> _Repo | None:
@@ -125,6 +130,21 @@ def _probe(repo: _Repo) -> tuple[tuple[Any, ...], bool]:
         _watch_tracked(repo, index_stat)  # the index changed: so may the set of tracked files
     files_changed = repo.watch.changed() if repo.watch is not None else False
     return (head, head_stat, ref_stat, packed, index_stat), files_changed
+
+
+def _meta_watch(repo: _Repo) -> tuple[FileWatch | None, bytes]:
+    """An inotify watch on the files :func:`_probe` stats, for the ref ``HEAD`` names now;
+    and that ``HEAD`` (the watch is only good while the probe reads the same one)."""
+    head = _read(os.path.join(repo.git_dir, "HEAD"))
+    paths = [
+        os.path.join(repo.git_dir, "HEAD"),
+        os.path.join(repo.git_dir, "index"),
+        os.path.join(repo.common_dir, "packed-refs"),
+    ]
+    if head.startswith(b"ref: "):
+        ref = head[5:].strip().decode("utf-8", errors="surrogateescape")
+        paths.append(os.path.join(repo.common_dir, ref))
+    return watch_entries(paths), head
 
 
 def _stat(path: str) -> Stat:
@@ -217,13 +237,24 @@ class GitWatcher:
             repo = self._repos[workdir]
             if repo is None:
                 return None
+            seen_changed = False
+            if cache and repo.quiet is not None and not repo.quiet.changed():
+                seen_changed = repo.watch.changed() if repo.watch is not None else False
+                if not seen_changed:
+                    return repo.info  # two reads of watches instead of four stats
+            repo.quiet = None
             try:
+                quiet, head = _meta_watch(repo)  # before the probe: later changes show in it
                 taken = time.time_ns()
                 key, files_changed = _probe(repo)  # before asking git: later edits show next time
+                files_changed = files_changed or seen_changed
                 if cache and key == repo.key and not files_changed:
+                    repo.quiet = quiet if head == repo.head else None
                     return repo.info
                 repo.key = None if is_racy(key[1:], taken) else key  # key[1:]: the stats
                 repo.info = query(repo)
+                if repo.key is not None and head == repo.head:
+                    repo.quiet = quiet
             except GitUnavailable as exc:
                 # Kept under this key: git is asked again only once something changes.
                 repo.info = None

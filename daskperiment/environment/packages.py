@@ -14,6 +14,10 @@ checked in two steps:
    distributions are read again only when that changed. ``sys.path[0]`` is the script's or
    notebook's directory, so a script writing its outputs next to itself no longer makes every
    following trial rescan every distribution.
+
+On Linux step 1 is skipped while an inotify watch on the entries (set up before their stats
+are taken, kept only while those stats were not racy) reports nothing: a directory's events
+are a superset of what changes its modification time.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from . import watch
 from .watch import Stat, is_racy, stats
 
 #: What ``os.stat`` says about each ``sys.path`` entry (mtime_ns, inode, size, device); None
@@ -40,6 +45,18 @@ Fingerprint = tuple[Any, ...] | None
 _DIST_SUFFIXES = (".dist-info", ".egg-info")
 #: The files a distribution's name and version are read from (see :func:`_name_version`).
 _METADATA_FILES = ("METADATA", "PKG-INFO")
+
+
+def _where() -> tuple:
+    """``sys.path``'s entries and, when one is relative, the directory they are relative to."""
+    entries = tuple(p for p in sys.path if isinstance(p, str))
+    cwd = None
+    if any(not os.path.isabs(e) for e in entries):
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = ""
+    return entries, cwd, os.getpid()
 
 
 def path_signature() -> Signature:
@@ -167,19 +184,32 @@ class PackageWatcher:
         self._fingerprints: tuple[Fingerprint, ...] | None = None
         self._packages: list[str] = []
         self.scans = 0
+        #: (the sys.path it was set up for, an inotify watch on its entries) while the
+        #: package list is known to match them; see :meth:`current`.
+        self._quiet: tuple[tuple, watch.FileWatch] | None = None
 
     def current(self, cache: bool = True) -> list[str]:
         """The package list; the same list object as last time while nothing changed."""
+        where = _where()
+        with self._lock:  # one thread reading an event must not let another miss it
+            quiet, self._quiet = self._quiet, None
+            if cache and quiet is not None and quiet[0] == where and not quiet[1].changed():
+                self._quiet = quiet
+                return self._packages  # one read of the watch instead of a stat per entry
+        # Set up before the stats: a change from here on shows in the watch.
+        entries = watch.watch_entries([os.path.abspath(e or ".") for e in where[0]])
         taken = time.time_ns()
         signature = path_signature()  # taken first: a change during the scan is seen next time
         with self._lock:
             if cache and signature == self._signature:
+                self._keep_quiet(where, entries)
                 return self._packages
             fingerprints = self._fingerprints_of(signature, taken, cache)
             # A directory changed just now may change again within the same clock tick.
             trusted = None if is_racy(signature[1], taken) else signature
             if cache and fingerprints == self._fingerprints:
                 self._signature = trusted  # e.g. an output file written next to the script
+                self._keep_quiet(where, entries)
                 return self._packages
         packages = scan()
         with self._lock:
@@ -189,7 +219,14 @@ class PackageWatcher:
             fresh = any(is_racy(_fingerprint_stats(f), taken) for f in fingerprints)
             self._fingerprints = None if fresh else fingerprints
             self._signature = None if fresh else trusted
+            self._keep_quiet(where, entries)
             return self._packages
+
+    def _keep_quiet(self, where: tuple, entries: watch.FileWatch | None) -> None:
+        """Let the next calls trust ``entries`` while the answer rests on stats that are not
+        racy (a racy one is looked at again by the next call, watch or not)."""
+        if entries is not None and self._signature is not None:
+            self._quiet = (where, entries)
 
     def _fingerprints_of(
         self, signature: Signature, taken: int, cache: bool

@@ -108,13 +108,17 @@ class StatWatch(FileWatch):
 class InotifyWatch(FileWatch):
     """Linux inotify watches on the directories holding the files."""
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    def __init__(self, paths: Sequence[str], directories: Sequence[str] = ()) -> None:
         self._pid = os.getpid()
         self._fd = -1
-        names: dict[str, set[str]] = {}
+        names: dict[str, set[str] | None] = {}
         for path in paths:
             directory, name = os.path.split(path)
-            names.setdefault(directory, set()).add(name)
+            in_dir = names.setdefault(directory, set())
+            if in_dir is not None:
+                in_dir.add(name)
+        for directory in directories:  # any event in these counts
+            names[directory] = None
         if len(names) > MAX_WATCHED_DIRS:
             raise OSError("too many directories to watch")
         libc = _libc()
@@ -122,14 +126,14 @@ class InotifyWatch(FileWatch):
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self._fd = fd
-        self._names: dict[int, set[bytes]] = {}
+        self._names: dict[int, set[bytes] | None] = {}
         for directory, in_dir in names.items():
             wd = libc.inotify_add_watch(fd, os.fsencode(directory), _MASK)
             if wd < 0:
                 err = ctypes.get_errno()
                 self.close()
                 raise OSError(err, f"inotify_add_watch failed for {directory}")
-            self._names[wd] = {os.fsencode(n) for n in in_dir}
+            self._names[wd] = None if in_dir is None else {os.fsencode(n) for n in in_dir}
 
     def changed(self) -> bool:
         if os.getpid() != self._pid:  # a forked child shares the queue: reading would steal
@@ -148,7 +152,8 @@ class InotifyWatch(FileWatch):
             wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
             name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
             offset += _EVENT.size + length
-            if mask & _ALWAYS or name in self._names.get(wd, ()):
+            names = self._names.get(wd, ())
+            if mask & _ALWAYS or names is None or name in names:
                 relevant = True
         return relevant
 
@@ -174,6 +179,23 @@ def _libc() -> ctypes.CDLL:
         libc.inotify_add_watch.restype = ctypes.c_int
         _LIBC = libc
     return _LIBC
+
+
+def watch_entries(entries: Sequence[str]) -> FileWatch | None:
+    """An inotify watch telling whether anything changed in any of ``entries``: a directory
+    counts as changed when any entry in it is created, written, renamed or deleted (what
+    changes its mtime, and more); a file or a missing path when it is written, replaced,
+    created or deleted. None without inotify, or where a path's directory is missing (the
+    caller then looks at each entry itself)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    directories, paths = [], []
+    for entry in entries:
+        (directories if os.path.isdir(entry) else paths).append(entry)
+    try:
+        return InotifyWatch(paths, directories)
+    except (OSError, AttributeError):
+        return None
 
 
 def watch_files(paths: Sequence[str], max_stat_files: int | None = None) -> FileWatch | None:

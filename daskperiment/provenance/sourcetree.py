@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,7 @@ class SourceTree:
         self._written: dict[int, tuple[store.Store, set[str]]] = {}
         #: (what the last capture depended on, its watch, its result): see :meth:`_unchanged`
         self._last: tuple[tuple, Any, tuple] | None = None
+        self._lock = threading.Lock()
 
     def root_and_main(self) -> tuple[str, str | None, str]:
         """(root directory, main file path or None, kind: script, notebook or interactive)."""
@@ -123,11 +125,14 @@ class SourceTree:
     def capture(self, st: store.Store | None) -> str | None:
         """The source tree's digest, written to ``st`` (blobs first); None if nothing to keep."""
         state = _process_state()
-        last = self._last
-        if last is not None and last[0] == state and not last[1].changed():
+        with self._lock:  # one thread reading an event must not let another miss it
+            last, self._last = self._last, None
+            quiet = last is not None and last[0] == state and not last[1].changed()
+            if quiet:
+                self._last = last
+        if quiet and last is not None:
             oid, tree, blobs = last[2]
         else:
-            self._last = None
             found = self._capture(state)
             if found is None:
                 return None

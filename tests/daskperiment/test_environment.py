@@ -457,3 +457,64 @@ def test_untracked_output_in_the_work_tree_does_not_make_it_dirty(repo: Path) ->
     (repo / "results.csv").write_text("1,2\n")
     (repo / "daskperiment_cache").mkdir()
     assert environment.capture(workdir=str(repo))["git"] == first
+
+
+def _count_stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    real = os.stat
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    return seen
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_an_unchanged_package_list_is_answered_without_a_stat_and_every_install_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    old = write_dist(site, "fakepkg", "1.0")
+    backdate(old / "METADATA", old, site)
+    monkeypatch.syspath_prepend(str(site))
+    watcher = env_packages.PackageWatcher()
+    first = watcher.current()
+    stats = _count_stats(monkeypatch)
+    for _ in range(3):
+        assert watcher.current() is first
+    assert stats == []  # nothing changed: one read of the watch, no stat of any entry
+    for n in range(10):  # installs in a tight loop: each is seen by the very next call
+        write_dist(site, f"quick{n}", "0.1")
+        assert any(row.startswith(f"quick{n} 0.1 ") for row in watcher.current())
+    assert stats
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_unchanged_git_state_is_answered_without_a_stat_and_every_commit_is_seen(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fresh files count as settled here, so the answer is trusted at once; every change
+    # below must then be seen through the watches alone.
+    monkeypatch.setattr(env_watch, "RACY_NS", 0)
+    watcher = env_git.GitWatcher()
+    first = watcher.current(str(repo))
+    stats = _count_stats(monkeypatch)
+    for _ in range(3):
+        assert watcher.current(str(repo)) is first
+    assert stats == []
+    for n in range(5):  # commits in a tight loop: the ref file changes each time
+        (repo / "helper.py").write_text(f"B = {n + 10}\n")
+        assert watcher.current(str(repo))["dirty"] is True
+        git(repo, "commit", "-q", "-am", f"change {n}")
+        info = watcher.current(str(repo))
+        assert info["commit"] == git(repo, "rev-parse", "HEAD") and info["dirty"] is False
+    git(repo, "checkout", "-q", "-b", "other")
+    assert watcher.current(str(repo))["branch"] == "other"
+    git(repo, "commit", "-q", "--allow-empty", "-m", "on other")
+    assert watcher.current(str(repo))["commit"] == git(repo, "rev-parse", "HEAD")
+    git(repo, "pack-refs", "--all")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "after packing")
+    assert watcher.current(str(repo))["commit"] == git(repo, "rev-parse", "HEAD")
