@@ -17,6 +17,7 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 #: A modification time this close to when it was read is not trusted to reveal the next one.
 RACY_NS = 100_000_000
@@ -157,9 +158,11 @@ class InotifyWatch(FileWatch):
                 relevant = True
         return relevant
 
-    def close(self) -> None:
-        if self._fd >= 0 and os.getpid() == self._pid:
-            os.close(self._fd)
+    def close(self, _getpid: Any = os.getpid, _close: Any = os.close) -> None:
+        # os's functions are bound here: a watch collected while the interpreter shuts
+        # down may find the module's globals already cleared.
+        if self._fd >= 0 and _getpid() == self._pid:
+            _close(self._fd)
         self._fd = -1
 
     def __del__(self) -> None:
