@@ -50,6 +50,13 @@ _MASK = (
 )
 #: Events that concern the watched directory itself, or the queue: always a change.
 _ALWAYS = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_Q_OVERFLOW | _IN_IGNORED
+#: What changes a directory's list of entries (and so its mtime): a whole-directory watch
+#: asks for these only, so a file appended to in that directory queues nothing.
+_ENTRY_EVENTS = _IN_CREATE | _IN_DELETE | _IN_MOVED_FROM | _IN_MOVED_TO
+_DIRECTORY_MASK = _ENTRY_EVENTS | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR
+#: Reads of the queue per call: a directory written to faster than it is read (a log next to
+#: the watched files) is taken as a change rather than read forever.
+_MAX_READS = 16
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 
 Stat = tuple[int, ...] | None
@@ -129,7 +136,8 @@ class InotifyWatch(FileWatch):
         self._fd = fd
         self._names: dict[int, set[bytes] | None] = {}
         for directory, in_dir in names.items():
-            wd = libc.inotify_add_watch(fd, os.fsencode(directory), _MASK)
+            mask = _DIRECTORY_MASK if in_dir is None else _MASK
+            wd = libc.inotify_add_watch(fd, os.fsencode(directory), mask)
             if wd < 0:
                 err = ctypes.get_errno()
                 self.close()
@@ -139,13 +147,22 @@ class InotifyWatch(FileWatch):
     def changed(self) -> bool:
         if os.getpid() != self._pid:  # a forked child shares the queue: reading would steal
             return True
-        changed = False
-        while True:
+        for _ in range(_MAX_READS):
             try:
                 data = os.read(self._fd, 65536)
             except BlockingIOError:
-                return changed
-            changed = self._any_relevant(data) or changed
+                return False
+            if self._any_relevant(data):
+                self._drain()  # what is queued now is answered by this call
+                return True
+        return True
+
+    def _drain(self) -> None:
+        for _ in range(_MAX_READS):
+            try:
+                os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
 
     def _any_relevant(self, data: bytes) -> bool:
         offset, relevant = 0, False
@@ -154,7 +171,7 @@ class InotifyWatch(FileWatch):
             name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
             offset += _EVENT.size + length
             names = self._names.get(wd, ())
-            if mask & _ALWAYS or names is None or name in names:
+            if mask & _ALWAYS or (mask & _ENTRY_EVENTS if names is None else name in names):
                 relevant = True
         return relevant
 

@@ -518,3 +518,79 @@ def test_unchanged_git_state_is_answered_without_a_stat_and_every_commit_is_seen
     git(repo, "pack-refs", "--all")
     git(repo, "commit", "-q", "--allow-empty", "-m", "after packing")
     assert watcher.current(str(repo))["commit"] == git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_a_log_appended_to_without_pause_next_to_watched_files_never_stalls_a_capture(
+    tmp_path: Path,
+) -> None:
+    """A process writing a log in a watched directory as fast as it can: every check of the
+    watch returns promptly (events for other names are read, not waited out), and a
+    whole-directory watch is not even told of the appends."""
+    import threading
+    import time
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    named = env_watch.watch_files([str(tmp_path / "a.py")])
+    whole = env_watch.watch_entries([str(tmp_path)])
+    assert named is not None and whole is not None
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nf = open(sys.argv[1], 'a')\nwhile True:\n    f.write('x' * 64)\n"
+            "    f.flush()\n",
+            str(tmp_path / "train.log"),
+        ]
+    )
+    try:
+        time.sleep(0.3)
+        results: list[tuple[bool, bool]] = []
+
+        def check() -> None:
+            for _ in range(50):
+                results.append((named.changed(), whole.changed()))
+
+        worker = threading.Thread(target=check, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "a check of the watch never returned"
+        # the log's creation may show once; its appends never do for the whole directory
+        assert [w for _, w in results[1:]] == [False] * 49
+        (tmp_path / "a.py").write_text("x = 2\n")
+        assert named.changed() is True
+        (tmp_path / "new.pth").write_text("")
+        assert whole.changed() is True
+    finally:
+        writer.kill()
+        writer.wait()
+        named.close()
+        whole.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_a_queue_that_never_empties_counts_as_a_change_instead_of_being_read_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events for other names arriving as fast as they are read (a tool logging each of
+    our reads into the watched directory does exactly that) end the check with "changed"."""
+    import struct
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    watch = env_watch.watch_files([str(tmp_path / "a.py")])
+    assert isinstance(watch, env_watch.InotifyWatch)
+    name = b"trace.out".ljust(16, b"\0")
+    event = struct.pack("iIII", 1, 0x2, 0, len(name)) + name  # IN_MODIFY of another file
+    reads = []
+
+    def endless(fd: int, n: int) -> bytes:
+        reads.append(fd)
+        if len(reads) > 10_000:
+            raise AssertionError("the watch kept reading a queue that never empties")
+        return event
+
+    monkeypatch.setattr(env_watch.os, "read", endless)
+    assert watch.changed() is True
+    assert len(reads) <= 64
+    monkeypatch.undo()
+    watch.close()
