@@ -238,6 +238,39 @@ def bench_small(work: Path, n: int, target: str) -> None:
     )
 
 
+def bench_swaps(work: Path, n: int, rounds: int = 7) -> None:
+    """Rewriting a ref (compare-and-swap, what finishing a trial does): the new file exchanged
+    with the old one (renameat2 RENAME_EXCHANGE, the default) vs renamed over it (os.replace,
+    the fallback), interleaved in blocks of ``n`` swaps, median per swap."""
+    from daskperiment_store.backends import _osio
+
+    st = store.open(work / "swaps")
+    names = [f"bench/{i}" for i in range(64)]
+    oids = [f"{i:032x}" for i in range(2)]
+    for name in names:
+        st.refs.create(name, oids[0])
+    found = _osio._load_renameat2()
+    current = dict.fromkeys(names, 0)
+
+    def block(exchange: bool) -> None:
+        _osio._renameat2 = found if exchange else False
+        for i in range(n):
+            name = names[i % len(names)]
+            k = current[name]
+            st.refs.swap(name, oids[k], oids[1 - k])
+            current[name] = 1 - k
+
+    times = side_by_side(
+        {"exchange": (lambda: block(True), None), "replace": (lambda: block(False), None)},
+        rounds,
+    )
+    _osio._renameat2 = None
+    per = {k: v / n for k, v in times.items()}
+    print(f"\nRef swaps on {work} ({n} per block, {rounds} blocks each, interleaved)")
+    row("swap by exchange (default)", per["exchange"] * 1e6, per["replace"] * 1e6, "us")
+    row("swap by os.replace (fallback)", per["replace"] * 1e6, unit="us")
+
+
 def bench_big(args: argparse.Namespace) -> int:
     """fsck and gc of big stores, push of many trials to S3 (benchmarks/scale.py)."""
     import scale
@@ -264,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--big-store", help="keep (and reuse) the big stores in this directory")
     parser.add_argument("--push-source", help="a store of 'history_pj' trials to push to moto S3")
+    parser.add_argument("--swaps", type=int, default=0, help="only ref swaps, N per block")
     args = parser.parse_args(argv)
     if args.big or args.push_source:
         return bench_big(args)
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    if args.swaps:
+        try:
+            bench_swaps(work, args.swaps, args.repeat)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     print(
         f"store benchmarks in {work} (python {sys.version.split()[0]}, numpy {np.__version__}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}); medians of {args.repeat}"
@@ -280,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_compressible(work, args.mb, max(3, args.repeat // 2), level=1)
         bench_small(work, args.small, "local")
         bench_small(work, args.small, "memory")
+        bench_swaps(work, 1000, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
