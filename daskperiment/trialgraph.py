@@ -60,14 +60,15 @@ class TrialGraph:
         return list(seen.values())
 
     def build(
-        self, values: Mapping[str, Any], trial: TrialContext | None
+        self, values: Mapping[str, Any], trial: TrialContext | None, unique_keys: bool = True
     ) -> tuple[dict[Any, GraphNode], list[Any]]:
         """The graph of one computation and the keys to compute (the result first).
 
         ``self.graph`` is left untouched, so one TrialGraph can give the graphs of many
-        trials. Within a trial every key gets a suffix unique to that trial: several trials of
-        the same graph may run at once on one cluster, and a distributed scheduler must
-        never mistake one trial's task for another's.
+        trials. Within a trial every key gets a suffix unique to that trial
+        (``unique_keys``): several trials of the same graph may run at once on one cluster,
+        and a distributed scheduler must never mistake one trial's task for another's. A
+        graph that only this thread computes (daskperiment/syncrun.py) needs no suffix.
         """
         graph = dict(self.graph)
         for name, key in self.parameters.items():
@@ -77,6 +78,8 @@ class TrialGraph:
             return graph, [self.key]
         self._unwrap_for_plain_consumers(graph)
         keys = [self.key, *self._record_tasks(graph)]
+        if not unique_keys:
+            return graph, keys
         suffix = f"-{uuid.uuid4().hex[:12]}"
         subs = {k: suffixed(k, suffix) for k in graph}
         graph = {subs[k]: node.substitute(subs, key=subs[k]) for k, node in graph.items()}
