@@ -24,13 +24,16 @@ from typing import Any
 
 import dask
 import dask.local
+import dask.threaded
 import pytest
 from dask._task_spec import Alias, DataNode, List, Task, TaskRef
+from dask.base import get_scheduler
 from dask.callbacks import Callback
 from dask.diagnostics import ProgressBar
 
 import daskperiment
 from daskperiment import syncrun
+from daskperiment.trialgraph import resolve_scheduler
 
 # ---------------------------------------------------------------------------------------
 # Which path ran
@@ -638,3 +641,38 @@ def test_run_handles_a_long_chain_without_recursion() -> None:
     for i in range(1, 5000):
         graph[f"k{i}"] = Task(f"k{i}", add, TaskRef(f"k{i - 1}"), 1)
     assert syncrun.run(graph, ["k4999"]) == [4999]
+
+
+# ---------------------------------------------------------------------------------------
+# Resolving the scheduler
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"scheduler": "sync"},
+        {"scheduler": "Single-Threaded"},
+        {"scheduler": "threads", "num_workers": 2},
+        {"scheduler": "processes"},
+        {"scheduler": dask.local.get_sync},
+        {},
+    ],
+)
+def test_resolve_scheduler_answers_what_dask_answers(given: dict[str, Any]) -> None:
+    expected = get_scheduler(scheduler=given.get("scheduler")) or dask.threaded.get
+    schedule, kwargs = resolve_scheduler({**given, "optimize_graph": False})
+    assert schedule is expected
+    assert kwargs == {k: v for k, v in given.items() if k != "scheduler"}
+    with dask.config.set(scheduler="sync"):
+        assert resolve_scheduler({})[0] is dask.local.get_sync
+        assert resolve_scheduler({"scheduler": "threads"})[0] is dask.threaded.get
+
+
+def test_resolve_scheduler_refuses_what_dask_refuses() -> None:
+    with pytest.raises(ValueError, match="Expected one of"):
+        resolve_scheduler({"scheduler": "no-such-scheduler"})
+    with pytest.raises(RuntimeError, match="no Client active"):
+        resolve_scheduler({"scheduler": "distributed"})
+    with pytest.raises(TypeError):
+        resolve_scheduler({"get": dask.local.get_sync})
