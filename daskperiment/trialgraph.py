@@ -152,7 +152,7 @@ def _named(scheduler: Any) -> Any:
     Client (only the name ``"distributed"`` uses it), which costs ~40 us per trial.
     """
     if scheduler is None:
-        scheduler = dask.config.get("scheduler", None)
+        scheduler = dask.config.config.get("scheduler")  # a top-level setting: no parsing
     if isinstance(scheduler, str):
         return named_schedulers.get(scheduler.lower())
     return None
