@@ -10,7 +10,7 @@
    trial's output, with 9 frames unchanged.
 
 Run: ``python benchmarks/bench_native.py [--trials 300] [--rounds 5]
-[--only overhead|containers] [--schedulers default,sync,threads]``.
+[--only overhead|containers] [--schedulers default,sync,threads] [--store local|memory]``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,18 @@ SCHEDULERS: dict[str, dict[str, Any]] = {
 }
 
 
-def overhead(trials: int, rounds: int, kwargs: dict[str, Any]) -> dict[str, list[float]]:
+def overhead(
+    trials: int, rounds: int, kwargs: dict[str, Any], memory: bool = False
+) -> dict[str, list[float]]:
     """Per-trial milliseconds of ``r.compute(**kwargs)`` and ``dask.compute(r, **kwargs)``,
     and dask.compute's own floor: ``dask.compute(d)`` of a plain ``dask.delayed`` call
     against calling its function. The calls alternate, their order flipping every trial, so
-    load on a shared machine hits them alike; each round's median, per call."""
+    load on a shared machine hits them alike; each round's median, per call. ``memory``: on a
+    ``memory://`` store (no file system: the steadier figure on a loaded machine)."""
     logging.getLogger("daskperiment").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        ex = daskperiment.Experiment("bench_native", backend=Path(tmp) / "s", system_metrics=False)
+        backend = f"memory://bench_native-{uuid.uuid4().hex}" if memory else Path(tmp) / "s"
+        ex = daskperiment.Experiment("bench_native", backend=backend, system_metrics=False)
         a = ex.parameter("a", default=1)
 
         @ex
@@ -90,13 +95,14 @@ def overhead(trials: int, rounds: int, kwargs: dict[str, Any]) -> dict[str, list
     return out
 
 
-def show_overhead(trials: int, rounds: int, schedulers: list[str]) -> None:
+def show_overhead(trials: int, rounds: int, schedulers: list[str], memory: bool = False) -> None:
     for name in schedulers:
         kwargs = SCHEDULERS[name]
         shown_kwargs = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no keywords"
-        print(f"\nPer-trial time, ms: scheduler {name} ({shown_kwargs}); local store")
+        where = "memory:// store" if memory else "local store"
+        print(f"\nPer-trial time, ms: scheduler {name} ({shown_kwargs}); {where}")
         print(f"  load average before: {os.getloadavg()[0]:.2f}")
-        out = overhead(trials, rounds, kwargs)
+        out = overhead(trials, rounds, kwargs, memory)
         med = {call: statistics.median(values) for call, values in out.items()}
         for call, values in out.items():
             shown = ", ".join(f"{v:.3f}" for v in values)
@@ -159,11 +165,14 @@ def main() -> None:
         default="default,sync,threads",
         help="comma-separated, of: " + ", ".join(SCHEDULERS),
     )
+    parser.add_argument(
+        "--store", choices=["local", "memory"], default="local", help="where trials are stored"
+    )
     args = parser.parse_args()
     print(f"cpus: {os.cpu_count()}; numpy {np.__version__}, pandas {pd.__version__}, ", end="")
     print(f"dask {dask.__version__}; load average {os.getloadavg()}")
     if args.only in (None, "overhead"):
-        show_overhead(args.trials, args.rounds, args.schedulers.split(","))
+        show_overhead(args.trials, args.rounds, args.schedulers.split(","), args.store == "memory")
     if args.only in (None, "containers"):
         print("\nA dict of 10 x 10 MB DataFrames: first trial, then second with 9 frames unchanged")
         print(f"  {'stored as':10} {'1st s':>7} {'1st MB':>8} {'2nd s':>7} {'2nd MB':>8}")

@@ -1,7 +1,7 @@
 """Per-trial cost on three stores, side by side with plain dask.delayed, and files per trial.
 
     python benchmarks/bench_pertrial.py [--trials 400] [--warmup 40] [--stores memory,shm,disk]
-        [--dir DIR] [--profile N]
+        [--dir DIR] [--profile N] [--dask-sync]
 
 The seed's two-step pipeline (benchmarks/bench_experiment.py ``pipeline``) is run as trials
 on a ``memory://`` store (pure CPU), on ``/dev/shm`` (tmpfs: file creation without a disk)
@@ -9,6 +9,11 @@ and on a directory of the disk (``--dir``, default the system temp dir), interle
 by trial with the same two functions as plain ``dask.delayed`` (sync scheduler); log lines go
 to a real handler (formatted, written to /dev/null). Medians after ``--warmup`` trials; the
 means also count the trials that flush the history index and purity refs (every 32nd).
+
+``--dask-sync`` adds a row: the same trials on ``memory://`` run through dask's ``get_sync``
+(a no-op dask ``Callback`` active keeps a synchronous trial on dask's local scheduler, as
+before daskperiment/syncrun.py), interleaved with the others: that change's before/after in
+one run.
 
 Files per trial: ``os.open`` with ``O_CREAT``, ``os.link`` and ``os.replace`` calls made by
 one trial on the disk store, counted by wrapping them (a file a trial creates is one of
@@ -20,6 +25,7 @@ Also run by ``python benchmarks/bench_experiment.py --only pertrial``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import logging
 import os
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+from dask.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_experiment import pipeline, plain_calculate_score, plain_prepare_data  # noqa: E402
@@ -90,25 +97,32 @@ def count_files(result: Any, ex: Any, a: int) -> dict[str, int]:
     return counts
 
 
-def timed(result: Any, wall: list[float], cpu: list[float]) -> None:
-    t0, c0 = time.perf_counter(), time.process_time()
-    result.compute(scheduler="sync")
-    wall.append(time.perf_counter() - t0)
-    cpu.append(time.process_time() - c0)
+def timed(result: Any, wall: list[float], cpu: list[float], through_dask: bool = False) -> None:
+    watching = Callback() if through_dask else contextlib.nullcontext()
+    with watching:
+        t0, c0 = time.perf_counter(), time.process_time()
+        result.compute(scheduler="sync")
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+
+
+#: the row of --dask-sync: memory:// trials through dask's get_sync
+DASK_SYNC = "memory-dask"
 
 
 def measure(kinds: list[str], disk: Path, trials: int, warmup: int) -> dict[str, Any]:
     """Interleaved trials on each store and plain dask computes; medians in ms."""
     runs = {}
     for kind in kinds:
-        ex = daskperiment.Experiment(id="pertrial_pj", backend=backend_of(kind, disk))
+        backend = backend_of("memory" if kind == DASK_SYNC else kind, disk)
+        ex = daskperiment.Experiment(id="pertrial_pj", backend=backend)
         runs[kind] = (ex, pipeline(ex))
     times: dict[str, list[float]] = {kind: [] for kind in [*runs, "plain"]}
     cpu: dict[str, list[float]] = {kind: [] for kind in times}
     for i in range(trials + warmup):
         for kind, (ex, result) in runs.items():
             ex.set_parameters(a=i, b=2)
-            timed(result, times[kind], cpu[kind])
+            timed(result, times[kind], cpu[kind], through_dask=kind == DASK_SYNC)
         plain = dask.delayed(plain_calculate_score)(dask.delayed(plain_prepare_data)(i, 2))
         timed(plain, times["plain"], cpu["plain"])
     figures: dict[str, Any] = {}
@@ -131,10 +145,15 @@ def measure(kinds: list[str], disk: Path, trials: int, warmup: int) -> dict[str,
 
 
 def report(figures: dict[str, Any], disk: Path) -> None:
-    where = {"memory": "memory://", "shm": "/dev/shm (tmpfs)", "disk": f"{disk} (disk)"}
+    where = {
+        "memory": "memory://",
+        DASK_SYNC: "memory://, dask's get_sync",
+        "shm": "/dev/shm (tmpfs)",
+        "disk": f"{disk} (disk)",
+    }
     plain = figures["plain"]
     print(f"  {'':<34} {'median':>8} {'ratio':>7} {'mean':>8} {'ratio':>7} {'CPU':>8} {'ratio':>7}")
-    for kind in ("plain", *STORES):
+    for kind in ("plain", "memory", DASK_SYNC, *STORES[1:]):
         if kind not in figures:
             continue
         label = "plain dask.delayed" if kind == "plain" else "trial, " + where[kind]
@@ -146,6 +165,13 @@ def report(figures: dict[str, Any], disk: Path) -> None:
         if kind != "plain":
             text += "  goal <= 1.5x " + ("ok" if t <= 1.5 * plain else "MISSED")
         print(text)
+    if DASK_SYNC in figures and "memory" in figures:
+        lean, before = figures["memory"], figures[DASK_SYNC]
+        print(
+            f"  synchronous trial on memory:// without / with dask's get_sync: {lean:.3f} / "
+            f"{before:.3f} ms = {lean / before:.2f}x (CPU "
+            f"{figures['memory cpu'] / figures[DASK_SYNC + ' cpu']:.2f}x)"
+        )
     if "files" in figures:
         files = figures["files"]
         print(f"  file-creating calls of one trial: {sum(files.values())} ({files})")
@@ -167,13 +193,15 @@ def profile(n: int) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(30)
 
 
-def run(trials: int, warmup: int, kinds: list[str], disk: Path) -> dict[str, Any]:
+def run(
+    trials: int, warmup: int, kinds: list[str], disk: Path, dask_sync: bool = False
+) -> dict[str, Any]:
     log_to_handler()
     print(
         f"\nPer trial by store ({trials} trials after {warmup}, sync scheduler, log to a "
         f"handler; load average {os.getloadavg()[0]:.1f})"
     )
-    figures = measure(kinds, disk, trials, warmup)
+    figures = measure([*kinds, DASK_SYNC] if dask_sync else kinds, disk, trials, warmup)
     report(figures, disk)
     return figures
 
@@ -185,12 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default=",".join(STORES), help="memory,shm,disk")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="directory on the disk")
     parser.add_argument("--profile", type=int, default=0, help="cProfile N trials (memory://)")
+    parser.add_argument(
+        "--dask-sync",
+        action="store_true",
+        help="add memory:// trials through dask's get_sync (a no-op dask Callback active)",
+    )
     args = parser.parse_args(argv)
     if args.profile:
         log_to_handler()
         profile(args.profile)
         return 0
-    run(args.trials, args.warmup, args.stores.split(","), Path(args.dir))
+    run(args.trials, args.warmup, args.stores.split(","), Path(args.dir), args.dask_sync)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -32,7 +32,7 @@ from dask.delayed import Delayed
 import daskperiment_store as store
 from daskperiment_store import Link, Oid
 
-from . import cache, display, live, purity, seeding, sysmetrics
+from . import cache, display, live, purity, seeding, syncrun, sysmetrics
 from .errors import RecordError, StepFailed
 from .guard import RECORDS_ATTR, Failure, add_gather, describe_exception, guard
 from .log import logger
@@ -118,9 +118,12 @@ class TrialRun:
 
     # -- the lifecycle -------------------------------------------------------------------
 
-    def begin(self, st: store.Store) -> tuple[dict[Any, GraphNode], list[Any], TrialContext]:
+    def begin(
+        self, st: store.Store, unique_keys: bool = True
+    ) -> tuple[dict[Any, GraphNode], list[Any], TrialContext]:
         """Write the running record, take the trial id and build the trial's graph:
-        ``(graph, keys of the result, the context steps run in)``."""
+        ``(graph, keys of the result, the context steps run in)``; ``unique_keys``: see
+        :meth:`TrialGraph.build`."""
         self.base = self._base_record(st)
         self.base.update(self.extra)
         self.trial_id, self.running_oid = self._allocate(st, self.base)
@@ -132,7 +135,7 @@ class TrialRun:
             self.use_cache, self._deps,
             sys_clock=sysmetrics.trial_clock(self.session.system_metrics),
         )  # fmt: skip
-        graph, keys = self.graph.build(self.values, context)
+        graph, keys = self.graph.build(self.values, context, unique_keys)
         return graph, keys, context
 
     def record_success(self, st: store.Store, outputs: tuple[Any, ...], elapsed: float) -> Any:
@@ -156,19 +159,30 @@ class TrialRun:
     def run(self) -> Any:
         """Begin, compute and record the trial; the result's value (or the step's error)."""
         st = self.session.store_for_writing()
-        graph, keys, context = self.begin(st)
+        # One-time lookups (the first imports distributed) stay off the trial's clock. An
+        # unknown scheduler is raised once the trial has begun, so that it is recorded.
+        unresolved: Exception | None = None
+        try:
+            schedule, kwargs = resolve_scheduler(self.dask_kwargs)
+        except Exception as exc:  # noqa: BLE001 - raised again below
+            schedule, kwargs, unresolved = None, {}, exc
+        lean = unresolved is None and syncrun.applies(schedule, kwargs)
+        graph, keys, context = self.begin(st, unique_keys=not lean)
         started = time.perf_counter()
         try:
-            # One-time lookups (the first imports distributed) stay off the trial's clock.
-            schedule, kwargs = resolve_scheduler(self.dask_kwargs)
-            started = time.perf_counter()
+            if unresolved is not None:
+                raise unresolved
             # Cached steps: reused outputs are loaded or left out (daskperiment/cache.py).
-            graph = guard(cache.prepare(st, self.experiment_id, graph, keys, context))
+            graph = cache.prepare(st, self.experiment_id, graph, keys, context)
             # Guarded: a failing step's Failure reaches the end with the records of every
             # step that finished (daskperiment/guard.py).
-            last = suffixed(keys[0], "~trial")
-            add_gather(graph, keys, last)
-            (outcome,) = schedule(graph, [last], **kwargs)
+            if lean:  # dask's synchronous scheduler, nobody watching its tasks
+                outcome = syncrun.run_trial(graph, keys)
+            else:
+                graph = guard(graph)
+                last = suffixed(keys[0], "~trial")
+                add_gather(graph, keys, last)
+                (outcome,) = schedule(graph, [last], **kwargs)
         except BaseException as exc:
             self.record_failure(st, exc, time.perf_counter() - started)
             log_failed(self.trial_id, describe_exception(exc))

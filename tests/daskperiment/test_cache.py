@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pytest
 from clusters import process_cluster
@@ -345,13 +346,19 @@ def test_clear_cache_forgets_entries_but_keeps_trials(log: Path) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("scheduler", [None, "sync"])
 def test_corrupt_cached_output_is_recomputed_with_a_warning_and_repaired(
-    log: Path, dp_log: Any
+    scheduler: str | None, log: Path, dp_log: Any
 ) -> None:
     ex = daskperiment.Experiment(id="cache_pj")
     result = build(ex, log)
     ex.set_parameters(a=1, b=2)
-    first = result.compute(seed=1)
+    with dask.config.set(scheduler=scheduler):
+        first = result.compute(seed=1)
+        _corrupt_output_recomputed(ex, result, first, log, dp_log)
+
+
+def _corrupt_output_recomputed(ex: Any, result: Any, first: Any, log: Path, dp_log: Any) -> None:
     calls(log)
     oid = persisted(ex, 1, "features")
     flip_bytes(object_file(ex, oid))
@@ -478,6 +485,7 @@ def test_purity_is_still_checked_where_a_cached_step_runs(dp_log: Any) -> None:
 # ---------------------------------------------------------------------------------------
 
 PIPELINE = """
+import dask
 import numpy as np
 import daskperiment
 
@@ -598,7 +606,7 @@ def test_pulled_pickled_outputs_get_no_cache_entry(log: Path) -> None:
     assert calls(log) == {"as_set": 1}  # ran again: nothing of the sender's was unpickled
 
 
-@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "sync"])
 def test_chain_resolution_under_a_scheduler(scheduler: str, log: Path, dp_log: Any) -> None:
     ex = daskperiment.Experiment(id="cache_pj")
     result = build(ex, log)
