@@ -410,7 +410,10 @@ _WRITTEN_MAX = 4
 
 def _remember(cache: dict[str, Any], oid: str, value: Any) -> None:
     if len(cache) >= _WRITTEN_MAX:
-        cache.pop(next(iter(cache), ""), None)
+        try:
+            cache.pop(next(iter(cache), ""), None)
+        except RuntimeError:  # another experiment's flush, in another thread, changed it
+            pass
     cache[oid] = value
 
 

@@ -15,6 +15,7 @@ assembled body still grows with the chunk (at most 256 rows), at C speed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,12 @@ from daskperiment_store import Encoded, Link
 from daskperiment_store.codec import canonical_json
 
 Row = dict[str, Any]
+
+
+@functools.lru_cache(maxsize=64)
+def _key_text(name: str) -> bytes:
+    """The text of a column name as an object key (the same few names every flush)."""
+    return canonical_json(name)
 
 
 def _column_texts(fields: tuple[str, ...], rows: list[Row]) -> tuple[bytes, ...]:
@@ -70,7 +77,7 @@ class EncodedChunk:
     def encoded(self) -> Encoded:
         """The chunk object's body: ``{"columns": {...}}`` in canonical JSON."""
         named = sorted(zip(self.fields, self._columns, strict=True))
-        parts = [canonical_json(f) + b":[" + text + b"]" for f, text in named]
+        parts = [_key_text(f) + b":[" + text + b"]" for f, text in named]
         body = b'{"columns":{' + b",".join(parts) + b"}}"
         return Encoded("json", [body], len(body))
 
