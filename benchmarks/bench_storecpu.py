@@ -16,6 +16,10 @@ in fresh interpreters and alternating between the two sides:
   (``ExperimentState._flush_index``: ``purity.flush`` and ``history.flush_index``, every
   32 trials, shown per trial). Wrapping adds ~0.3 us per call to each figure.
 
+``instructions`` (needs valgrind; a few minutes): instructions per trial on ``memory://``
+counted by callgrind, which the machine's load does not change: a run with 200 trials less a
+run with none (same start-up and 10 warm-up trials), for each side.
+
 ``flush`` (this checkout only, in this process): one history index flush of 32 rows into a
 chunk holding 0..224 rows, in an index of 1 or 391 chunks (100,000 trials), next to the same
 flush done by encoding the whole chunk and root (how every flush was done before chunks were
@@ -78,6 +82,19 @@ spent["trial (whole)"] = time.process_time() - c0
 print(json.dumps({k: v / TRIALS * 1e6 for k, v in spent.items()}))
 """
 
+INSTRUCTIONS = r"""
+import logging, sys
+sys.path.insert(0, "benchmarks")
+from bench_experiment import pipeline
+import daskperiment
+logging.getLogger("daskperiment").setLevel(logging.WARNING)
+ex = daskperiment.Experiment(id="ir_pj", backend="memory://ir")
+result = pipeline(ex)
+for i in range(10 + int(sys.argv[1])):
+    ex.set_parameters(a=i, b=2)
+    result.compute(scheduler="sync")
+"""
+
 ROWS = ("trial (whole)", "Store.put", "codec.encode", "compress.compress",
         "compress.decompress", "flush: all", "flush: purity refs", "flush: history index")  # fmt: skip
 PERTRIAL_LINE = re.compile(
@@ -118,6 +135,21 @@ def breakdown(tree: Path) -> dict[str, float]:
     import json
 
     return json.loads(run_in(tree, ["-c", BREAKDOWN]).strip().splitlines()[-1])
+
+
+def instructions(tree: Path, trials: int = 200) -> float:
+    """Instructions per trial (callgrind): ``trials`` trials less none."""
+    counts = []
+    for n in (0, trials):
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                               sys.executable, "-c", INSTRUCTIONS, str(n)], cwd=tree, env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no callgrind count in: {done.stderr[-500:]}")
+        counts.append(int(found[1]))
+    return (counts[1] - counts[0]) / trials
 
 
 def report_pertrial(sides: dict[str, list[dict[str, tuple[float, ...]]]]) -> None:
@@ -208,13 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", help="git revision to compare with (pertrial, breakdown)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=400)
-    parser.add_argument("--only", default="pertrial,breakdown,flush")
+    parser.add_argument("--only", default="pertrial,breakdown,flush",
+                        help="any of pertrial, breakdown, flush, instructions")  # fmt: skip
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     print(f"load average at the start: {os.getloadavg()[0]:.1f}")
-    if only & {"pertrial", "breakdown"}:
+    if only & {"pertrial", "breakdown", "instructions"}:
         if not args.before:
-            parser.error("pertrial and breakdown compare two checkouts: give --before REV")
+            parser.error("pertrial, breakdown and instructions compare two checkouts: "
+                         "give --before REV")  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="bench-storecpu-") as tmp:
             trees = {"before": extract(args.before, Path(tmp)), "after": ROOT}
             runs: dict[str, dict[str, list[Any]]] = {"pertrial": {}, "breakdown": {}}
@@ -224,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                         runs["pertrial"].setdefault(side, []).append(pertrial(tree, args.trials))
                     if "breakdown" in only:
                         runs["breakdown"].setdefault(side, []).append(breakdown(tree))
+            if "instructions" in only:
+                counts = {side: instructions(tree) for side, tree in trees.items()}
+                print(
+                    "\nInstructions per trial (callgrind, memory://, 200 trials): "
+                    + ", ".join(f"{side} {n / 1e6:.2f} M" for side, n in counts.items())
+                )
             if "pertrial" in only:
                 report_pertrial(runs["pertrial"])
             if "breakdown" in only:
