@@ -21,7 +21,7 @@ against 3-5 us for 1.4 KB), so bodies of up to :data:`SAMPLED_ABOVE` bytes are c
 decompressed with one context per level per thread, kept for the thread's life (zstd
 contexts are not thread-safe). A forked child starts with none of its parent's: it makes its
 own on first use. Larger bodies get a new context per call, so a thread never keeps the
-memory of a large compression.
+memory of a large compression (what it keeps: ~0.1 MB after records, ~1.1 MB at most).
 """
 
 from __future__ import annotations
