@@ -74,7 +74,8 @@ def _forget_contexts() -> None:
     _contexts = _Contexts()
 
 
-os.register_at_fork(after_in_child=_forget_contexts)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_forget_contexts)
 
 
 def _compressor(level: int, size: int) -> zstandard.ZstdCompressor:
