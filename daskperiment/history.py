@@ -31,6 +31,7 @@ from .historyframe import frame as frame
 from .historyframe import paused_gc
 from .identity import global_id_of
 from .ids import parse_trial_id
+from .indexchunk import EncodedChunk, EncodedRoot
 from .log import logger
 from .reads import MALFORMED, read_json, read_trial
 from .record import (
@@ -325,7 +326,9 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
     """Add final ``rows`` to the index (compare-and-swap, retried on a race).
 
     Rows of running trials, and of trials shown as interrupted, are never indexed: they are
-    read from their records, which is what keeps them up to date.
+    read from their records, which is what keeps them up to date. The chunks and root this
+    process wrote last are kept encoded (daskperiment/indexchunk.py), so a flush that adds
+    rows after a chunk's last one encodes only those rows and the links that changed.
     """
     rows = [r for r in rows if r["status"] in (SUCCESS, FAILED) and not r.get("interrupted")]
     if not rows:
@@ -343,13 +346,13 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
         except store.errors.CorruptRef as exc:
             logger.warning("History index ref of %s is damaged; rebuilding it (%s)", name, exc)
             current, damaged = None, True
-        chunks = _current_chunks(st, current)
-        for k, new_rows in by_chunk.items():
-            merged = {**_chunk_rows(st, chunks.get(k)), **new_rows}
-            oid = st.put(chunk_of(merged.values()))
-            chunks[k] = Link(oid)
-            _remember_chunk(oid, merged)
-        new_root = st.put({"type": INDEX_TYPE, "version": 1, "chunks": chunks})
+        root = _current_root(st, current)
+        changed = {
+            k: Link(_put_chunk(st, root.links.get(k), new_rows)) for k, new_rows in by_chunk.items()
+        }
+        root = root.with_links(changed)
+        new_root = st.put_encoded(root.encoded(INDEX_TYPE, 1))
+        _remember(_WRITTEN_ROOTS, new_root, root)
         if damaged:
             # Nothing to compare a damaged ref with: replace it (the index is derived data,
             # a concurrent writer's rows are read from their records until its next flush).
@@ -398,16 +401,39 @@ def _current_chunks(st: store.Store, root_oid: str | None) -> dict[str, Link]:
         return {}
 
 
-#: Rows of the index chunks this process wrote last, by chunk oid: the next flush extends
-#: them without reading and decoding the chunk again (objects never change; a few kept).
-_WRITTEN_CHUNKS: dict[str, dict[int, dict[str, Any]]] = {}
+#: The index chunks and roots this process wrote last, by oid, kept encoded: the next flush
+#: extends them without reading, decoding or encoding them again (objects never change).
+_WRITTEN_CHUNKS: dict[str, EncodedChunk] = {}
+_WRITTEN_ROOTS: dict[str, EncodedRoot] = {}
 _WRITTEN_MAX = 4
 
 
-def _remember_chunk(oid: str, rows: dict[int, dict[str, Any]]) -> None:
-    if len(_WRITTEN_CHUNKS) >= _WRITTEN_MAX:
-        _WRITTEN_CHUNKS.pop(next(iter(_WRITTEN_CHUNKS), ""), None)
-    _WRITTEN_CHUNKS[oid] = rows
+def _remember(cache: dict[str, Any], oid: str, value: Any) -> None:
+    if len(cache) >= _WRITTEN_MAX:
+        try:
+            cache.pop(next(iter(cache), ""), None)
+        except RuntimeError:  # another experiment's flush, in another thread, changed it
+            pass
+    cache[oid] = value
+
+
+def _current_root(st: store.Store, root_oid: str | None) -> EncodedRoot:
+    written = _WRITTEN_ROOTS.get(root_oid) if root_oid is not None else None
+    return written if written is not None else EncodedRoot.of(_current_chunks(st, root_oid))
+
+
+def _put_chunk(st: store.Store, link: Link | None, new_rows: dict[int, dict[str, Any]]) -> str:
+    """Store the chunk ``link`` names (None: an empty one) with ``new_rows`` added."""
+    written = _WRITTEN_CHUNKS.get(link.oid) if link is not None else None
+    try:
+        if written is None:
+            written = EncodedChunk.of(ROW_FIELDS, _chunk_rows(st, link))
+        chunk = written.with_rows(new_rows)
+    except store.errors.EncodeError:  # not plain JSON data: stored the way put() stores it
+        return st.put(chunk_of({**_chunk_rows(st, link), **new_rows}.values()))
+    oid = st.put_encoded(chunk.encoded())
+    _remember(_WRITTEN_CHUNKS, oid, chunk)
+    return oid
 
 
 def _chunk_rows(st: store.Store, link: Link | None) -> dict[int, dict[str, Any]]:
@@ -415,7 +441,7 @@ def _chunk_rows(st: store.Store, link: Link | None) -> dict[int, dict[str, Any]]
         return {}
     written = _WRITTEN_CHUNKS.get(link.oid)
     if written is not None:
-        return dict(written)
+        return dict(written.rows)
     try:
         return rows_of_chunk(read_json(st, link.oid))
     except (store.errors.StoreError, KeyError, TypeError, ValueError):

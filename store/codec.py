@@ -120,6 +120,23 @@ def _encode_json(value: Any) -> Encoded | None:
     return Encoded("json", [body], len(body))
 
 
+def canonical_json(value: Any) -> bytes:
+    """The canonical JSON text of plain data ``value``: the body :func:`encode` gives it as a
+    ``json`` object, and also, byte for byte, the text it takes inside a larger JSON value.
+
+    So the body of a large value can be assembled from the texts of its parts (keys sorted,
+    ``,`` and ``:`` between them), for instance to extend a long list without encoding it
+    again; store such a body with :meth:`daskperiment_store.Store.put_encoded`. Raises
+    :class:`EncodeError` for a value that is not plain JSON data.
+    """
+    try:
+        return _canonical_json(to_tree(value))
+    except (_NotJson, RecursionError, UnicodeEncodeError) as exc:
+        raise EncodeError(
+            f"a value of type {_type_name(value)} is not plain JSON data ({type(exc).__name__})"
+        ) from None
+
+
 def _decode_json(body: Chunk) -> Any:
     try:
         return json.loads(str(body, "utf-8"), object_hook=json_hook)

@@ -15,11 +15,19 @@ streams over the body's chunks without joining them. Bodies of at least
 :data:`THREADED_ABOVE` bytes use zstd's worker threads. The level is zstd's (1..22, or negative
 for faster, lighter compression; 3 by default). Compression settings never change digests:
 those are taken over the uncompressed body.
+
+Making a zstd context costs more than compressing a small record with it (about 10 us
+against 3-5 us for 1.4 KB), so bodies of up to :data:`SAMPLED_ABOVE` bytes are compressed and
+decompressed with one context per level per thread, kept for the thread's life (zstd
+contexts are not thread-safe). A forked child starts with none of its parent's: it makes its
+own on first use. Larger bodies get a new context per call, so a thread never keeps the
+memory of a large compression (what it keeps: ~0.1 MB after records, ~1.1 MB at most).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 import zstandard
@@ -48,6 +56,50 @@ class DecompressError(StoreError, ValueError):
     """A payload does not decompress to exactly the body size its header states."""
 
 
+class _Contexts(threading.local):
+    """This thread's zstd contexts for small bodies (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self.decompressor: zstandard.ZstdDecompressor | None = None
+
+
+_contexts = _Contexts()
+
+
+def _forget_contexts() -> None:
+    """In a forked child: drop the contexts copied from the parent (made by the thread that
+    forked, or by threads the child does not have); the child makes its own."""
+    global _contexts
+    _contexts = _Contexts()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_forget_contexts)
+
+
+def _compressor(level: int, size: int) -> zstandard.ZstdCompressor:
+    """A single-threaded compressor at ``level`` for a body of ``size`` bytes: this thread's
+    own for small bodies, a new one for large ones."""
+    if size > SAMPLED_ABOVE:
+        return zstandard.ZstdCompressor(level=level)
+    contexts = _contexts
+    cctx = contexts.compressors.get(level)
+    if cctx is None:
+        cctx = contexts.compressors[level] = zstandard.ZstdCompressor(level=level)
+    return cctx
+
+
+def _decompressor(size: int) -> zstandard.ZstdDecompressor:
+    """A decompressor for a body of ``size`` bytes (this thread's own for small bodies)."""
+    if size > SAMPLED_ABOVE:
+        return zstandard.ZstdDecompressor()
+    contexts = _contexts
+    if contexts.decompressor is None:
+        contexts.decompressor = zstandard.ZstdDecompressor()
+    return contexts.decompressor
+
+
 def _nbytes(chunk: Chunk) -> int:
     return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
 
@@ -70,7 +122,7 @@ def _read_at(chunks: Sequence[Chunk], offset: int, n: int) -> bytes:
 
 
 def _sample_says_compressible(chunks: Sequence[Chunk], size: int, level: int) -> bool:
-    cctx = zstandard.ZstdCompressor(level=level)
+    cctx = _compressor(level, size)  # size > SAMPLED_ABOVE: a new one
     step = (size - SAMPLE_SIZE) // (SAMPLES - 1)
     raw = packed = 0
     for i in range(SAMPLES):
@@ -102,11 +154,19 @@ def compress(
         return NONE, list(chunks)
     if size > SAMPLED_ABOVE and not _sample_says_compressible(chunks, size, level):
         return NONE, list(chunks)
-    cctx = zstandard.ZstdCompressor(level=level, threads=_zstd_threads(size, threads))
-    stream = cctx.compressobj(size=size)
-    out: list[Chunk] = [stream.compress(chunk) for chunk in chunks]
-    out.append(stream.flush())
-    out = [part for part in out if part]
+    workers = _zstd_threads(size, threads)
+    if workers:
+        cctx = zstandard.ZstdCompressor(level=level, threads=workers)
+    else:
+        cctx = _compressor(level, size)
+    out: list[Chunk]
+    if len(chunks) == 1 and not workers:
+        out = [cctx.compress(chunks[0])]  # one call; the frame records the content size
+    else:
+        stream = cctx.compressobj(size=size)
+        out = [stream.compress(chunk) for chunk in chunks]
+        out.append(stream.flush())
+        out = [part for part in out if part]
     if sum(len(part) for part in out) > size * (1 - MIN_SAVING):
         return NONE, list(chunks)
     return ZSTD, out
@@ -163,7 +223,8 @@ def _unzstd(payload: Chunk, size: int) -> memoryview:
     if declared not in (size, -1):  # -1: the frame does not record its size
         raise DecompressError(f"zstd frame holds {declared} bytes, header says {size}")
     out = _aligned_buffer(size)
-    reader = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False)
+    # read to the end below, before anything else can use this thread's decompressor
+    reader = _decompressor(size).stream_reader(payload, read_across_frames=False)
     filled = 0
     while filled < size:
         n = reader.readinto(out[filled:])

@@ -99,15 +99,39 @@ def nbytes(chunk: Chunk) -> int:
     return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
 
 
+#: The canonical JSON encoder: keys sorted, no whitespace, no ASCII escaping, no nan.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    check_circular=False,
+)
+
+
+def _make_dump() -> Callable[[Any], str]:
+    """``_ENCODER.encode`` without its per-call set-up: the C encoder it makes on every call,
+    made once (it keeps no state between calls: no circular check), if this Python has it
+    and it writes what ``_ENCODER`` writes; else ``_ENCODER.encode`` itself."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    try:
+        encoder = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+                       True, False, False)  # fmt: skip
+        probe = {"b": [1.5, -0.0, 1e16, None, True, 2**70], "a": 'é\n\u2028"', "": {}}
+        if "".join(encoder(probe, 0)) != _ENCODER.encode(probe):
+            return _ENCODER.encode
+    except (TypeError, ValueError):  # another signature in this Python version
+        return _ENCODER.encode
+    return lambda tree: "".join(encoder(tree, 0))
+
+
+_dump = _make_dump()
+
+
 def _canonical_json(tree: Any) -> bytes:
-    return json.dumps(
-        tree,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        check_circular=False,
-    ).encode("utf-8")
+    return _dump(tree).encode("utf-8")
 
 
 def frame(kind: str, header: dict[str, Any], buffers: list[Chunk]) -> Encoded:
@@ -167,17 +191,38 @@ def split_buffers(body: Chunk, start: int, lengths: list[int]) -> list[memoryvie
 # --- json ------------------------------------------------------------------------------------
 
 
-def _tree_dict(value: dict) -> dict | dict[str, list]:
-    out = {}
+def _tree_dict(value: dict) -> dict:
+    out = None  # a copy, made only when an item needs an escape
     for key, item in value.items():
         if type(key) is not str:
             raise _NotJson
-        out[key] = to_tree(item)
-    if len(out) == 1:
-        ((key, item),) = out.items()
+        cls = type(item)
+        if cls is str or item is None or cls is bool:
+            continue
+        tree = to_tree(item)
+        if tree is not item:
+            if out is None:
+                out = dict(value)
+            out[key] = tree
+    result = value if out is None else out
+    if len(result) == 1:
+        ((key, item),) = result.items()
         if key.startswith("$"):
             return {"$dict": [key, item]}
-    return out
+    return result
+
+
+def _tree_list(value: list) -> list:
+    out = None  # a copy, made only when an item needs an escape
+    for i, item in enumerate(value):
+        if type(item) is str:
+            continue
+        tree = to_tree(item)
+        if tree is not item:
+            if out is None:
+                out = list(value)
+            out[i] = tree
+    return value if out is None else out
 
 
 def _tree_int(value: int) -> int | dict[str, str]:
@@ -192,27 +237,28 @@ def _tree_float(value: float) -> float | dict[str, str]:
     return {"$float": "nan" if value != value else ("inf" if value > 0 else "-inf")}
 
 
-_TREE: dict[type, Callable[[Any], Any]] = {
-    str: lambda v: v,
-    bool: lambda v: v,
-    type(None): lambda v: v,
-    int: _tree_int,
-    float: _tree_float,
-    list: lambda v: [to_tree(x) for x in v],
-    tuple: lambda v: {"$tuple": [to_tree(x) for x in v]},
-    dict: _tree_dict,
-}
-
-
 def to_tree(value: Any) -> Any:
     """Translate plain data into the JSON tree that is dumped canonically (escapes applied).
 
-    Raises an internal ``_NotJson`` for anything that is not plain data.
+    Parts that need no escape are returned as they are, not copied (a value without any
+    escape is its own tree), so the tree may share lists and dicts with ``value``: dump it
+    before ``value`` changes. Raises an internal ``_NotJson`` for anything that is not plain
+    data (exact types only: a subclass of ``dict`` or ``str`` is not plain data).
     """
-    convert = _TREE.get(type(value))
-    if convert is not None:
-        return convert(value)
-    if type(value) is Link:
+    cls = type(value)
+    if cls is str or cls is bool or value is None:
+        return value
+    if cls is dict:
+        return _tree_dict(value)
+    if cls is int:
+        return _tree_int(value)
+    if cls is float:
+        return _tree_float(value)
+    if cls is list:
+        return _tree_list(value)
+    if cls is tuple:
+        return {"$tuple": [to_tree(x) for x in value]}
+    if cls is Link:
         return {"$link": value.oid}
     raise _NotJson
 

@@ -222,6 +222,8 @@ def _body_pieces(header: Header, payload: memoryview) -> Iterator[bytes | memory
         raise compress.DecompressError(
             f"zstd frame holds {declared} bytes, header says {header.body_size}"
         )
+    # A new context, not the thread's (compress.py): this generator pauses between pieces,
+    # and the thread may decompress other objects meanwhile.
     reader = zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False)
     produced = 0
     while piece := reader.read(STREAM_CHUNK):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import codec, codec_container, compress, objfile
 from .backends.base import Backend, Buffers, KeyInfo
-from .codec import LINK_KINDS
+from .codec import LINK_KINDS, Encoded
 from .config import load_config
 from .digest import Oid, hash_chunks, validate_oid
 from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore, UnexpectedKind
@@ -178,7 +178,24 @@ class Store:
         no codec can encode and :class:`ReadOnlyStore` on a read-only store.
         """
         self._check_writable("put objects")
-        enc = codec.encode(value)
+        return self._put_encoded(codec.encode(value))
+
+    def put_encoded(self, enc: Encoded) -> Oid:
+        """Store a value already encoded (if not stored yet) and return its oid.
+
+        ``enc`` must be a canonical encoding: what :func:`daskperiment_store.codec.encode`
+        gives, or a ``json`` body assembled from :func:`daskperiment_store.codec.canonical_json`
+        texts that equals the encoding of the value it stands for. Any other body is stored
+        under the digest of its bytes, and a later ``put`` of the same value makes a second
+        object. Raises :class:`ReadOnlyStore` on a read-only store, ``ValueError`` for a kind
+        this version does not know.
+        """
+        self._check_writable("put objects")
+        if enc.kind not in codec.KINDS:
+            raise ValueError(f"unknown object kind {enc.kind!r}; known: {', '.join(codec.KINDS)}")
+        return self._put_encoded(enc)
+
+    def _put_encoded(self, enc: Encoded) -> Oid:
         oid = hash_chunks(enc.kind, enc.chunks)
         # A container's elements first: a reader never finds one whose elements are missing.
         for child_oid, child in enc.children:
