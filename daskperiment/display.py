@@ -12,6 +12,7 @@ Records, history rows and every line the CLI prints stay plain, printable JSON d
 
 from __future__ import annotations
 
+import builtins
 import math
 import reprlib
 from typing import Any
@@ -51,7 +52,51 @@ def is_utf8(text: str) -> bool:
 
 class SafeRepr(reprlib.Repr):
     """``reprlib.Repr`` that never raises: wide ints are approximated, and an object whose
-    own ``__repr__`` fails is shown by its type."""
+    own ``__repr__`` fails is shown by its type.
+
+    Scalars (``int``, ``float``, ``bool``, ``None``, short ``str``) and short tuples and lists
+    of them, as steps' arguments mostly are, are answered with the builtin ``repr`` when it is
+    short enough that ``reprlib`` would shorten nothing: the very same text, without
+    ``reprlib``'s per-element dispatch (a step's arguments are shown for every call).
+    """
+
+    def repr(self, x: Any) -> str:
+        quick = self._plain(x) if self.maxlevel > 1 else None
+        return quick if quick is not None else super().repr(x)
+
+    def _plain(self, x: Any) -> str | None:
+        kind = type(x)
+        if kind is tuple or kind is list:
+            if len(x) > (self.maxtuple if kind is tuple else self.maxlist):
+                return None
+            parts = []
+            for item in x:
+                text = self._scalar(item)
+                if text is None:
+                    return None
+                parts.append(text)
+            body = ", ".join(parts)
+            if kind is list:
+                return f"[{body}]"
+            return f"({body},)" if len(parts) == 1 else f"({body})"
+        if kind is dict:
+            return "{}" if not x else None
+        return self._scalar(x)
+
+    def _scalar(self, x: Any) -> str | None:
+        kind = type(x)
+        if kind is str:
+            if len(x) > self.maxstring:
+                return None
+            text = builtins.repr(x)
+            return text if len(text) <= self.maxstring else None
+        if kind is int:
+            text = builtins.repr(x) if -(10**18) < x < 10**18 else ""
+            return text if text and len(text) <= self.maxlong else None
+        if kind is float or kind is bool or x is None:
+            text = builtins.repr(x)
+            return text if len(text) <= self.maxother else None
+        return None
 
     def repr_int(self, x: int, level: int) -> str:
         s = int_text(x)
