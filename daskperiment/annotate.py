@@ -13,7 +13,6 @@ the history (who did what, when).
 
 from __future__ import annotations
 
-import getpass
 import re
 import socket
 import time
@@ -48,6 +47,8 @@ def validate_tag(tag: object) -> str:
 
 
 def _who() -> str:
+    import getpass  # only writers ask (it imports termios): reading stays light
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
