@@ -110,7 +110,7 @@ class ExperimentState:
             return
         # Constant time however many trials (opening.py); the environment is compared with
         # the last trial's when the next trial starts, not here (no scan, no pandas import).
-        self._last_trial_id = opening.last_trial_id(st, self.id)
+        self._last_trial_id = opening.last_trial_id(st, self.id, self._reader)
         if not self._last_trial_id:
             return
         try:
