@@ -188,12 +188,20 @@ class HistoryReader:
         self._indexed: dict[int, dict[str, Any]] = {}
         #: final rows missing from the index, found while reading (see take_discovered)
         self.discovered: dict[int, dict[str, Any]] = {}
+        #: index chunks already decoded by someone else (opening reads the last one)
+        self._kept: dict[str, Any] = {}
 
     def trial_ids(self, st: store.Store) -> list[int]:
         """Ids of every trial of the experiment, ascending (names only, no ref is read)."""
         prefix = trials_prefix(self.experiment_id)
         ids = [name[len(prefix) :] for name in st.refs.names(prefix)]
         return sorted(n for n in map(parse_trial_id, ids) if n is not None)
+
+    def keep_chunk(self, oid: str, chunk: Any) -> None:
+        """The decoded index chunk ``oid``, read by someone else: the next read of the index
+        turns it into rows instead of reading it again (objects never change)."""
+        if oid not in self._chunks:
+            self._kept = {oid: chunk}
 
     def remember(self, row: dict[str, Any]) -> None:
         """Keep the row of a final record this process just wrote."""
@@ -264,7 +272,9 @@ class HistoryReader:
                 for link in chunk_links(read_json(st, root_oid)).values():
                     chunk = self._chunks.get(link.oid)
                     if chunk is None:
-                        chunk = self._chunks[link.oid] = rows_of_chunk(read_json(st, link.oid))
+                        kept = self._kept.pop(link.oid, None)
+                        value = read_json(st, link.oid) if kept is None else kept
+                        chunk = self._chunks[link.oid] = rows_of_chunk(value)
                     rows.update(chunk)
         except _DAMAGE as exc:
             # A damaged index is only slower: every row then comes from its record.

@@ -33,9 +33,13 @@ from .record import index_ref, trial_ref
 _DAMAGE = (store.errors.StoreError, KeyError, TypeError, ValueError, AttributeError)
 
 
-def last_trial_id(st: store.Store, experiment_id: str) -> int:
-    """The id of the experiment's last trial (0 when it has none), without listing refs."""
-    start = indexed_lower_bound(st, experiment_id)
+def last_trial_id(
+    st: store.Store, experiment_id: str, reader: history.HistoryReader | None = None
+) -> int:
+    """The id of the experiment's last trial (0 when it has none), without listing refs.
+    ``reader``: the experiment's history reader, handed the index chunk read here, so that
+    reading the history next does not decode it again."""
+    start = indexed_lower_bound(st, experiment_id, reader)
     if start and not _has_trial(st, experiment_id, start):
         start = 0  # an index that names trials the store lacks (restored, edited)
     return gallop(lambda n: _has_trial(st, experiment_id, n), start)
@@ -65,15 +69,20 @@ def gallop(exists: Callable[[int], bool], start: int) -> int:
     return low
 
 
-def indexed_lower_bound(st: store.Store, experiment_id: str) -> int:
+def indexed_lower_bound(
+    st: store.Store, experiment_id: str, reader: history.HistoryReader | None = None
+) -> int:
     """The largest trial id in the history index's last chunk; 0 without a usable index."""
     try:
         root_oid = st.refs.get(index_ref(experiment_id))
         chunks = history.chunk_links(read_json(st, root_oid))
         if not chunks:
             return 0
-        last = max(chunks, key=int)
-        ids = read_json(st, chunks[last].oid)["columns"]["trial_id"]
+        oid = chunks[max(chunks, key=int)].oid
+        chunk = read_json(st, oid)
+        if reader is not None:
+            reader.keep_chunk(oid, chunk)
+        ids = chunk["columns"]["trial_id"]
         return max(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
     except store.errors.RefNotFound:
         return 0

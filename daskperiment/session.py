@@ -1,12 +1,11 @@
-"""What a trial needs of its experiment, and nothing more.
+"""The state an experiment keeps for its trials: :class:`ExperimentState`, the base class of
+:class:`~daskperiment.experiment.Experiment` (the store, opened lazily, the last trial, the
+code and environment trees already stored, the history rows not yet in the index), and the
+flush of those rows at exit.
 
-:class:`~daskperiment.trial.TrialRun` and :class:`~daskperiment.sweep.Sweep` are handed a
-:class:`Session` rather than the :class:`~daskperiment.experiment.Experiment`: the store for
-writing and its picklable handle, the parameter registry, the code and environment trees,
-the last trial id, the history index rows and the environment notes. The experiment owns
-that state (through :class:`ExperimentState`, its base class, defined here) and makes the
-session (``Experiment._session()``); trials and sweeps never touch the experiment's private
-attributes.
+What a trial or a sweep gets of it is a :class:`~daskperiment.trialsession.Session`
+(``ExperimentState._session()``), made when the first trial starts: opening an experiment and
+reading its history never import that module.
 """
 
 from __future__ import annotations
@@ -15,15 +14,14 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import daskperiment_store as store
 from daskperiment_store import Link
 
 # environment (package lists, git) is imported when a trial first needs it, not on opening
-from . import history, opening, purity
+from . import history, opening
 from .errors import DamagedTrial
 from .location import StoreHandle
 from .log import logger
@@ -32,48 +30,10 @@ from .reads import MALFORMED, read_json
 if TYPE_CHECKING:
     from .parameter import ParameterRegistry
     from .steps import StepSpec
+    from .trialsession import Session
 
 CODE_TYPE = "daskperiment.code"
 ENVIRONMENT_TYPE = "daskperiment.environment"
-
-
-@dataclass(frozen=True)
-class Session:
-    """The per-experiment state one trial reads and updates (see the module docstring)."""
-
-    #: The experiment's id.
-    experiment_id: str
-    #: Its parameters (what a graph's parameter keys resolve to).
-    parameters: ParameterRegistry
-    #: Whether steps sample ``sys/cpu``, ``sys/mem``... while they run.
-    system_metrics: bool
-    #: The seed ``compute()`` and ``sweep()`` use when none is given (None: draw one).
-    default_seed: int | None
-    #: The store for recording trials, created on first use.
-    store_for_writing: Callable[[], store.Store]
-    #: The picklable way for workers to reach that store.
-    handle: Callable[[], StoreHandle]
-    #: ``(store, step specs) -> oid`` of the code tree (cached per set of steps).
-    code_tree: Callable[[store.Store, Iterable[StepSpec]], str]
-    #: ``store -> (oid, categories)`` of the environment tree.
-    environment_tree: Callable[[store.Store], tuple[str, dict[str, Any]]]
-    #: Log what changed in the environment since the last trial.
-    note_environment: Callable[[str | None, dict[str, Any]], None]
-    #: The last trial id this process knows of (0 before the first).
-    last_trial_id: Callable[[], int]
-    #: The last trial id in the store now (a listing).
-    scan_last_trial_id: Callable[[store.Store], int]
-    #: A trial id was taken: later trials start above it.
-    took_trial_id: Callable[[int], None]
-    #: ``(trial id, record oid, record)``: the final record is stored.
-    trial_recorded: Callable[[int, str, dict[str, Any]], None]
-    #: Write the pending purity refs and the history rows not yet in the index.
-    flush_index: Callable[[], None]
-    #: ``(store, trial id)``: once per process, before the first purity check, re-point
-    #: purity refs from the unindexed final records below that trial (daskperiment/purity.py).
-    catch_up: Callable[[store.Store, int], None]
-    #: The experiment's history table (for a sweep's rows).
-    history: Callable[[bool], Any]
 
 
 class ExperimentState:
@@ -150,7 +110,7 @@ class ExperimentState:
             return
         # Constant time however many trials (opening.py); the environment is compared with
         # the last trial's when the next trial starts, not here (no scan, no pandas import).
-        self._last_trial_id = opening.last_trial_id(st, self.id)
+        self._last_trial_id = opening.last_trial_id(st, self.id, self._reader)
         if not self._last_trial_id:
             return
         try:
@@ -180,7 +140,9 @@ class ExperimentState:
         self._last_trial_id = max(self._last_trial_id, trial_id)
 
     def _session(self) -> Session:
-        """What a trial or a sweep needs of this experiment (daskperiment/session.py)."""
+        """What a trial or a sweep needs of this experiment (daskperiment/trialsession.py)."""
+        from .trialsession import Session
+
         return Session(
             experiment_id=self.id,
             parameters=self._parameters,
@@ -268,6 +230,8 @@ class ExperimentState:
         self._last_flush = time.monotonic()
         if self._writable is None:  # this process only reads: it never writes the index
             return
+        from . import purity  # only writers need it: opening and reading stay light
+
         st = self._writable
         discovered = self._reader.take_discovered()
         try:
@@ -296,6 +260,8 @@ class ExperimentState:
             if self._caught_up:
                 return
             self._caught_up = True
+            from . import purity
+
             found = purity.unindexed_final(st, self.id, trial_id)
             if not found:
                 return

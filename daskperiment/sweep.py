@@ -60,7 +60,7 @@ from .trial import FAILED, TrialRun, describe_exception
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .session import Session
+    from .trialsession import Session
 
 SWEEP_SEED_TAG = b"daskperiment.sweep-seed/1"
 

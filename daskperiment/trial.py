@@ -55,7 +55,7 @@ from .steps import (
 from .trialgraph import TrialGraph, resolve_scheduler, suffixed
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .trialsession import Session
 
 # ---------------------------------------------------------------------------------------
 # One trial

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .backends import Backend, FsspecBackend, LocalBackend, MemoryBackend
+from .backends import Backend, LocalBackend, MemoryBackend
 from .codec import Encoded, Link, decode, encode
 from .codec import digest as digest
 from .config import CONFIG_KEY, load_config
@@ -46,8 +46,11 @@ from .errors import (
     UnexpectedKind,
     UnsupportedFormat,
 )
-from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 from .store import Store
+
+if TYPE_CHECKING:
+    from .backends import FsspecBackend
+    from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 
 __all__ = [
     "is_store",
@@ -94,6 +97,32 @@ __all__ = [
     "open",
     "validate_oid",
 ]
+
+#: Loaded on first use (PEP 562): opening a local store needs neither the fsspec / S3
+#: backends nor the report classes of fsck, gc and transfers.
+_LAZY = {
+    "FsspecBackend": "backends",
+    "FsckReport": "reports",
+    "GcReport": "reports",
+    "ObjectInfo": "reports",
+    "TransferReport": "reports",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 #: Accepted values of ``open(..., durability=)``.
 DURABILITIES = ("atomic", "fsync")
@@ -156,6 +185,8 @@ def is_store(target: str | os.PathLike[str] | Backend | Store) -> bool:
         return target.exists(CONFIG_KEY)
     text = os.fspath(target)
     if "://" in text and not text.startswith("file://"):
+        from .backends import FsspecBackend
+
         return FsspecBackend(text, read_only=True, create=False).exists(CONFIG_KEY)
     return (Path(text.removeprefix("file://")).expanduser() / CONFIG_KEY).is_file()
 
@@ -170,6 +201,8 @@ def _backend_for(target: Any, *, read_only: bool, durability: str, create: bool)
             )
         return target
     if isinstance(target, str) and "://" in target and not target.startswith("file://"):
+        from .backends import FsspecBackend
+
         return FsspecBackend(target, read_only=read_only, durability=durability, create=create)
     if isinstance(target, str) and target.startswith("file://"):
         target = target.removeprefix("file://")

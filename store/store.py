@@ -23,20 +23,16 @@ from .errors import CorruptObject, KeyNotFound, ObjectNotFound, ReadOnlyStore, U
 from .objfile import object_key, oid_from_key
 from .progress import Progress
 from .refs import RefStore
-from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 
 if TYPE_CHECKING:
     from .bundle import BundleReport
+    from .reports import FsckReport, GcReport, ObjectInfo, TransferReport
 
 __all__ = [
     "FRESH_SECONDS",
     "HEAD_PROBE",
     "LINK_KINDS",
-    "FsckReport",
-    "GcReport",
-    "ObjectInfo",
     "Store",
-    "TransferReport",
     "object_key",
     "oid_from_key",
     "verify_object",
@@ -350,6 +346,8 @@ class Store:
 
     def info(self, oid: str) -> ObjectInfo:
         """Kind, sizes and compression of ``oid``, read from its header only (not verified)."""
+        from .reports import ObjectInfo  # its data classes load on first use, not on opening
+
         oid = validate_oid(oid)
         key = object_key(oid)
         try:

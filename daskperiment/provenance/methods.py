@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from . import inputs as input_files
-from . import lineage
-
 if TYPE_CHECKING:
     from ..experiment import Experiment
     from .checkout import Checkout
+    from .lineage import Use
     from .reproduce import ReproduceReport
 
 
 class ProvenanceMethods:
     """What a trial depended on, from the experiment: declared inputs, lineage, checkout and
-    reproduce (see docs/provenance.md)."""
+    reproduce (see docs/provenance.md). Each method imports its module on first use: opening
+    an experiment needs none of them."""
 
     def _ex(self) -> Experiment:
         return cast("Experiment", self)
@@ -24,12 +23,16 @@ class ProvenanceMethods:
         """Declare that the running step reads ``path`` (a file or a directory) and return
         it: for readers no hook sees (pyarrow, h5py, subprocesses), e.g.
         ``pd.read_parquet(ex.track(path))``. See docs/provenance.md."""
-        return input_files.track(path)
+        from . import inputs
 
-    def trials_using(self, what: Any) -> list[lineage.Use]:
+        return inputs.track(path)
+
+    def trials_using(self, what: Any) -> list[Use]:
         """The steps of trials that read the file ``what`` (a path: any version of it, or any
         file below a directory) or used the digest ``what`` (a file's content, a step's
         input, output or persisted object), oldest trial first."""
+        from . import lineage
+
         ex = self._ex()
         st = ex._read_store()
         if st is None:

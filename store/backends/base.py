@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import InvalidKey, KeyNotFound
 
@@ -129,9 +129,9 @@ def as_views(data: Buffers) -> list[memoryview]:
     return views
 
 
-@dataclass(frozen=True)
-class KeyInfo:
-    """Size in bytes and modification time (seconds since the epoch) of a key or temp file."""
+class KeyInfo(NamedTuple):
+    """Size in bytes and modification time (seconds since the epoch) of a key or temp file
+    (a named tuple: cheaper to define than a frozen data class, see objfile.Header)."""
 
     key: str
     size: int

@@ -173,6 +173,32 @@ def test_malformed_or_unknown_json_is_a_decode_error(body):
     assert isinstance(info.value, StoreError) and isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        # "$" written as \u0024 is still an escape key (bodies are decoded without the
+        # escape hook only when no key can start with "$")
+        (b'{"\\u0024link":"' + b"a" * 32 + b'"}', Link("a" * 32)),
+        (b'[{"\\u0024tuple":[1,2]},{"$float":"nan"}]', [(1, 2), math.nan]),
+        (
+            b'{"a":{"b":[1,2.5,"x$"]},"$":1,"c":null}',
+            {"a": {"b": [1, 2.5, "x$"]}, "$": 1, "c": None},
+        ),
+    ],
+)
+def test_escapes_are_undone_however_the_dollar_is_written(body, expected):
+    out = decode("json", body)
+    if isinstance(expected, list) and isinstance(expected[-1], float):
+        assert out[0] == expected[0] and math.isnan(out[1])
+    else:
+        assert out == expected
+
+
+def test_a_dollar_spelled_out_in_a_malformed_escape_is_still_refused():
+    with pytest.raises(DecodeError, match="unknown or malformed escape"):
+        decode("json", b'{"\\u0024set":[1]}')
+
+
 def test_unknown_kind_is_a_decode_error():
     with pytest.raises(DecodeError, match="unknown object kind 'tree'"):
         decode("tree", b"")
