@@ -59,7 +59,7 @@ from ..errors import (
     StoreGone,
     StoreNotFound,
 )
-from . import _osio
+from . import _kept, _osio
 from .base import (
     READ_ONLY_ERRNOS,
     RESERVED_TOP_LEVEL,
@@ -116,6 +116,7 @@ class LocalBackend(Backend):
         self._tmp_dir = os.path.join(self.root, _TMP)
         self._lock_dir = os.path.join(self.root, _LOCKS)
         self._can_link = True
+        self._kept = _kept.KeptTemp(self._tmp_dir)
         if not os.path.isdir(self.root):
             if not create or read_only:
                 raise StoreNotFound(self._url)
@@ -197,21 +198,35 @@ class LocalBackend(Backend):
 
     # writes ------------------------------------------------------------------------------
 
-    def _write_temp(self, views: list[memoryview]) -> str:
-        """Write ``views`` to a new temp file and return its path; remove it on any failure."""
-        name = f"{os.getpid()}-{secrets.token_hex(8)}.tmp"
-        path = os.path.join(self._tmp_dir, name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
-        try:
-            fd = os.open(path, flags, 0o666)
-        except FileNotFoundError:
-            self._makedirs(self._tmp_dir)
-            fd = os.open(path, flags, 0o666)
+    def _write_temp(self, views: list[memoryview], rewrite: bool = False) -> str:
+        """Write ``views`` to a temp file and return its path; remove it on any failure.
+
+        ``rewrite``: the file is for rewriting a key in place (never to be hard-linked), so
+        the temp file this process kept from its last exchange is written into, if there is
+        one (see :mod:`daskperiment_store.backends._kept`)."""
+        total = sum(view.nbytes for view in views)
+        path = self._kept.take() if rewrite else None
+        fd = _kept.open_kept(path, os.O_WRONLY | _O_CLOEXEC) if path else None
+        reused = fd is not None
+        if fd is None:
+            if rewrite:
+                path = self._kept.new_name()
+            else:
+                path = os.path.join(self._tmp_dir, f"{os.getpid()}-{secrets.token_hex(8)}.tmp")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+            try:
+                fd = os.open(path, flags, 0o666)
+            except FileNotFoundError:
+                self._makedirs(self._tmp_dir)
+                fd = os.open(path, flags, 0o666)
+        assert path is not None
         try:
             try:
-                _osio.preallocate(fd, sum(view.nbytes for view in views))
+                _osio.preallocate(fd, total)
                 for view in views:
                     _osio.write_all(fd, view)
+                if reused:
+                    os.ftruncate(fd, total)  # it may have held a longer value
                 if self._fsync:
                     os.fsync(fd)
             finally:
@@ -220,6 +235,17 @@ class LocalBackend(Backend):
             _osio.unlink_quietly(path)
             raise
         return path
+
+    def _rewrite(self, tmp: str, final: str) -> None:
+        """Install ``tmp`` over ``final`` (exchange, else rename); keep what the temp name
+        then holds (the old value, after an exchange) for the next rewrite."""
+        try:
+            self._install(tmp, final, exclusive=False)
+        except BaseException:
+            _osio.unlink_quietly(tmp)
+            raise
+        if os.path.lexists(tmp):  # exchanged: the old value's inode, linked only here
+            self._kept.keep(tmp)
 
     def _install(self, tmp: str, final: str, exclusive: bool) -> bool:
         """Move the temp file into place (replace, or link if ``exclusive``); return whether
@@ -252,11 +278,7 @@ class LocalBackend(Backend):
         final = self._path(key)
         self._check_writable()
         with self._writing(key):
-            tmp = self._write_temp(as_views(data))
-            try:
-                self._install(tmp, final, exclusive=False)
-            finally:
-                _osio.unlink_quietly(tmp)  # gone if renamed; the old value if exchanged
+            self._rewrite(self._write_temp(as_views(data), rewrite=True), final)
 
     def put_if_absent(self, key: str, data: Buffers) -> bool:
         """Write ``key`` unless it exists; atomic across processes (``os.link`` of a complete
@@ -300,13 +322,14 @@ class LocalBackend(Backend):
                     os.unlink(final)
                     self._prune(os.path.dirname(final))
                 return True
+            if expected is not None:
+                self._rewrite(self._write_temp(as_views(new), rewrite=True), final)
+                return True
+            # Creating (expected None) goes through link so a concurrent put_if_absent,
+            # which takes no lock, still cannot also succeed.
             tmp = self._write_temp(as_views(new))
             try:
-                # Creating (expected None) goes through link so a concurrent put_if_absent,
-                # which takes no lock, still cannot also succeed.
-                if expected is None:
-                    return self._create(key, tmp, final, locked=True)
-                return self._install(tmp, final, exclusive=False)
+                return self._create(key, tmp, final, locked=True)
             finally:
                 _osio.unlink_quietly(tmp)
 
@@ -494,7 +517,7 @@ class LocalBackend(Backend):
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # finished (renamed) between scandir and stat
-            if stat_mod.S_ISREG(st.st_mode):
+            if stat_mod.S_ISREG(st.st_mode) and not _kept.is_kept_by_a_running_process(entry.name):
                 yield KeyInfo(entry.name, st.st_size, st.st_mtime)
 
     def delete_temp(self, name: str) -> None:

@@ -121,3 +121,135 @@ def test_a_directory_in_the_keys_place_is_never_exchanged(tmp_path: Path) -> Non
         backend.put("a", b"2")
     assert bytes(backend.get("a/b")) == b"1"
     assert list(backend.list_temp()) == []
+
+
+# -- the temp file kept for the next rewrite (store/backends/_kept.py) -------------------------
+
+
+def _inode(path: Path) -> int:
+    return os.stat(path).st_ino
+
+
+def test_rewriting_a_ref_allocates_no_inode_after_the_first_time(tmp_path: Path) -> None:
+    """The old value's file, left at the temp name by the exchange, is what the next rewrite
+    writes into: two inodes take turns, however many times the ref changes."""
+    if _osio._load_renameat2() is False:
+        pytest.skip("no renameat2 in this libc")
+    backend = LocalBackend(tmp_path / "store")
+    refs = RefStore(backend)
+    refs.create("r", f"{0:032x}")
+    ref_file = tmp_path / "store" / "refs" / "r"
+    kept_before = None
+    for n in range(20):
+        old = _inode(ref_file)
+        refs.swap("r", f"{n:032x}", f"{n + 1:032x}")
+        assert refs.get("r") == f"{n + 1:032x}"
+        (kept,) = (tmp_path / "store" / "tmp").glob("*.kept")
+        assert _inode(kept) == old  # the old value's inode is kept, not freed...
+        if kept_before is not None:
+            assert _inode(ref_file) == kept_before  # ...and written into by the next rewrite
+        kept_before = _inode(kept)
+    assert list(backend.list_temp()) == []  # the kept file is not a leftover while we run
+    backend.put("k", b"a much longer value than a ref\n")
+    backend.put("k", b"short\n")
+    backend.put("k", b"shorter")
+    assert bytes(backend.get("k")) == b"shorter"  # nothing left of the longer value
+
+
+def test_a_hard_linked_copy_of_an_old_value_is_never_written_through(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "store")
+    refs = RefStore(backend)
+    refs.create("r", "a" * 32)
+    refs.swap("r", "a" * 32, "b" * 32)
+    backup = tmp_path / "backup-of-r"
+    os.link(tmp_path / "store" / "refs" / "r", backup)  # e.g. `cp -al store snapshot`
+    refs.swap("r", "b" * 32, "c" * 32)  # the file linked from the backup is now kept...
+    refs.swap("r", "c" * 32, "d" * 32)  # ...and must not be reused for this one
+    assert backup.read_bytes() == b"b" * 32 + b"\n"
+    assert refs.get("r") == "d" * 32
+
+
+KEEPER = textwrap.dedent(
+    """
+    import os, sys, time
+    from daskperiment_store.backends import LocalBackend
+    from daskperiment_store.refs import RefStore
+    refs = RefStore(LocalBackend(sys.argv[1], create=False))
+    a, b, c = sys.argv[3:6]
+    refs.swap("r", a, b)
+    refs.swap("r", b, c)
+    print("kept", flush=True)
+    if sys.argv[2] == "wait":
+        time.sleep(600)
+    """
+)
+
+
+def _keeper(root: Path, mode: str, oids: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KEEPER, str(root), mode, *oids],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "kept"
+    return proc
+
+
+def test_a_killed_process_leaves_its_kept_file_as_a_leftover_that_gc_removes(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    import daskperiment_store as store
+
+    root = tmp_path / "store"
+    st = store.open(root)
+    oids = [st.put(n) for n in range(3)]
+    st.refs.create("r", oids[0])
+    proc = _keeper(root, "wait", oids)
+    try:
+        assert st.fsck().temp_files == []  # kept by a running process: not a leftover
+        kept = [p for p in os.listdir(root / "tmp") if p.endswith(".kept")]
+        assert len(kept) == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    report = st.fsck()
+    assert report.ok and report.temp_files == kept
+    assert st.gc(grace=0).temp_removed == kept
+    assert os.listdir(root / "tmp") == [] and st.refs.get("r") == oids[2]
+
+
+def test_a_process_that_exits_removes_its_kept_file(tmp_path: Path) -> None:
+    import daskperiment_store as store
+
+    root = tmp_path / "store"
+    st = store.open(root)
+    oids = [st.put(n) for n in range(3)]
+    st.refs.create("r", oids[0])
+    proc = _keeper(root, "exit", oids)
+    proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert os.listdir(root / "tmp") == [] and st.refs.get("r") == oids[2]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_write_into_its_parents_kept_file(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "store")
+    refs = RefStore(backend)
+    refs.create("p", "a" * 32)
+    refs.create("c", "a" * 32)
+    refs.swap("p", "a" * 32, "b" * 32)  # the parent now keeps a file
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for n in range(50):
+                refs.swap("c", (f"{n:032x}" if n else "a" * 32), f"{n + 1:032x}")
+        finally:
+            os._exit(0)
+    for n in range(50):
+        refs.swap("p", (f"{n:032x}" if n else "b" * 32), f"{n + 1:032x}")
+    os.waitpid(pid, 0)
+    assert refs.get("p") == f"{50:032x}" and refs.get("c") == f"{50:032x}"
