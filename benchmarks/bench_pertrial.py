@@ -15,6 +15,10 @@ means also count the trials that flush the history index and purity refs (every 
 before daskperiment/syncrun.py), interleaved with the others: that change's before/after in
 one run.
 
+``--stores memory,disk,disk-nokeep`` adds a row: trials on the disk whose store frees the
+old ref's inode at every rewrite instead of keeping it for the next one (the store before
+store/backends/_kept.py), interleaved with the others on the same filesystem.
+
 Files per trial: ``os.open`` with ``O_CREAT``, ``os.link`` and ``os.replace`` calls made by
 one trial on the disk store, counted by wrapping them (a file a trial creates is one of
 these; reads are not counted). ``--profile N`` prints a cProfile of N trials on memory://.
@@ -108,14 +112,35 @@ def timed(result: Any, wall: list[float], cpu: list[float], through_dask: bool =
 
 #: the row of --dask-sync: memory:// trials through dask's get_sync
 DASK_SYNC = "memory-dask"
+#: the row of --no-keep: disk trials whose store frees the old ref's inode at every rewrite
+#: (the store before store/backends/_kept.py), interleaved with the others
+NO_KEEP = "disk-nokeep"
+
+
+class _FreeEveryTime:
+    """A kept-temp stand-in that keeps nothing: the old value's inode is freed."""
+
+    def __init__(self, tmp_dir: str) -> None:
+        self.tmp_dir = tmp_dir
+
+    def take(self) -> None:
+        return None
+
+    def keep(self, path: str) -> None:
+        os.unlink(path)
+
+    def new_name(self) -> str:
+        return os.path.join(self.tmp_dir, f"{os.getpid()}-{uuid.uuid4().hex[:16]}.tmp")
 
 
 def measure(kinds: list[str], disk: Path, trials: int, warmup: int) -> dict[str, Any]:
     """Interleaved trials on each store and plain dask computes; medians in ms."""
     runs = {}
     for kind in kinds:
-        backend = backend_of("memory" if kind == DASK_SYNC else kind, disk)
-        ex = daskperiment.Experiment(id="pertrial_pj", backend=backend)
+        base = {DASK_SYNC: "memory", NO_KEEP: "disk"}.get(kind, kind)
+        ex = daskperiment.Experiment(id="pertrial_pj", backend=backend_of(base, disk))
+        if kind == NO_KEEP:
+            ex.store.backend._kept = _FreeEveryTime(ex.store.backend._tmp_dir)
         runs[kind] = (ex, pipeline(ex))
     times: dict[str, list[float]] = {kind: [] for kind in [*runs, "plain"]}
     cpu: dict[str, list[float]] = {kind: [] for kind in times}
@@ -150,10 +175,11 @@ def report(figures: dict[str, Any], disk: Path) -> None:
         DASK_SYNC: "memory://, dask's get_sync",
         "shm": "/dev/shm (tmpfs)",
         "disk": f"{disk} (disk)",
+        NO_KEEP: f"{disk}, old inodes freed",
     }
     plain = figures["plain"]
     print(f"  {'':<34} {'median':>8} {'ratio':>7} {'mean':>8} {'ratio':>7} {'CPU':>8} {'ratio':>7}")
-    for kind in ("plain", "memory", DASK_SYNC, *STORES[1:]):
+    for kind in ("plain", "memory", DASK_SYNC, *STORES[1:], NO_KEEP):
         if kind not in figures:
             continue
         label = "plain dask.delayed" if kind == "plain" else "trial, " + where[kind]
@@ -210,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=40)
-    parser.add_argument("--stores", default=",".join(STORES), help="memory,shm,disk")
+    parser.add_argument("--stores", default=",".join(STORES), help="memory,shm,disk,disk-nokeep")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="directory on the disk")
     parser.add_argument("--profile", type=int, default=0, help="cProfile N trials (memory://)")
     parser.add_argument(
