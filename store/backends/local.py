@@ -43,6 +43,7 @@ file is removed first, so a failed write never leaves a partial value behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -117,6 +118,7 @@ class LocalBackend(Backend):
         self._lock_dir = os.path.join(self.root, _LOCKS)
         self._can_link = True
         self._kept = _kept.KeptTemp(self._tmp_dir)
+        self._missing: str | None = None  # the key stat() last found missing
         if not os.path.isdir(self.root):
             if not create or read_only:
                 raise StoreNotFound(self._url)
@@ -240,27 +242,29 @@ class LocalBackend(Backend):
         """Install ``tmp`` over ``final`` (exchange, else rename); keep what the temp name
         then holds (the old value, after an exchange) for the next rewrite."""
         try:
-            self._install(tmp, final, exclusive=False)
+            exchanged = self._install(tmp, final, exclusive=False)
         except BaseException:
             _osio.unlink_quietly(tmp)
             raise
-        if os.path.lexists(tmp):  # exchanged: the old value's inode, linked only here
+        if exchanged:  # the old value's inode, linked only at the temp name now
             self._kept.keep(tmp)
 
     def _install(self, tmp: str, final: str, exclusive: bool) -> bool:
-        """Move the temp file into place (replace, or link if ``exclusive``); return whether
-        the key was written. Retries when a concurrent ``delete`` pruned the parent directory
-        between our ``mkdir`` and the rename."""
+        """Move the temp file into place: link it if ``exclusive`` (True if the key was
+        written, False if it existed), else exchange it with the old file or rename it over
+        (True if exchanged: ``tmp`` then holds the old value, for the caller to keep or
+        unlink; a writer killed before that leaves a temp file, as it may at any point of a
+        write). Retries when a concurrent ``delete`` pruned the parent directory between our
+        ``mkdir`` and the rename."""
         for _ in range(20):
             try:
                 if exclusive:
                     os.link(tmp, final)
-                elif _osio.exchange(tmp, final):
-                    # ``tmp`` now holds the old value; the caller unlinks it (a writer killed
-                    # before that leaves a temp file, as it may at any point of a write).
-                    pass
+                    done = True
                 else:
-                    os.replace(tmp, final)
+                    done = _osio.exchange(tmp, final)
+                    if not done:
+                        os.replace(tmp, final)
             except FileExistsError:
                 return False
             except FileNotFoundError:
@@ -270,7 +274,7 @@ class LocalBackend(Backend):
                 continue
             if self._fsync:
                 _osio.fsync_dir(os.path.dirname(final))
-            return True
+            return done
         raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
 
     def put(self, key: str, data: Buffers) -> None:
@@ -285,7 +289,8 @@ class LocalBackend(Backend):
         temp file: of N racing writers exactly one returns True)."""
         final = self._path(key)
         self._check_writable()
-        if os.path.isfile(final):
+        checked, self._missing = self._missing == key, None
+        if not checked and os.path.isfile(final):
             return False  # the common dedup case costs one stat, not a write
         with self._writing(key):
             tmp = self._write_temp(as_views(data))
@@ -304,10 +309,11 @@ class LocalBackend(Backend):
                 if exc.errno not in _NO_LINK_ERRNOS:
                     raise
                 self._can_link = False
-        if locked:
-            return not os.path.lexists(final) and self._install(tmp, final, exclusive=False)
-        with self.lock(key):
-            return not os.path.lexists(final) and self._install(tmp, final, exclusive=False)
+        with contextlib.nullcontext() if locked else self.lock(key):
+            if os.path.lexists(final):
+                return False
+            self._install(tmp, final, exclusive=False)
+            return True
 
     def swap(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         """Compare-and-swap under the key's ``flock`` (see the module docstring)."""
@@ -475,6 +481,9 @@ class LocalBackend(Backend):
         try:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
+            # A put_if_absent of this key right after (Store.put's existence check, then the
+            # write) need not look again; if it was created meanwhile, the link says so.
+            self._missing = key
             raise KeyNotFound(key, self._url) from None
         if not stat_mod.S_ISREG(st.st_mode):
             raise KeyNotFound(key, self._url)

@@ -253,3 +253,19 @@ def test_a_forked_child_does_not_write_into_its_parents_kept_file(tmp_path: Path
         refs.swap("p", (f"{n:032x}" if n else "b" * 32), f"{n + 1:032x}")
     os.waitpid(pid, 0)
     assert refs.get("p") == f"{50:032x}" and refs.get("c") == f"{50:032x}"
+
+
+def test_a_key_created_between_the_existence_check_and_the_write_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """Store.put checks that an object is missing, then writes it without looking again; a
+    writer that created it in between keeps its file (the link is refused)."""
+    from daskperiment_store.errors import KeyNotFound
+
+    mine, theirs = LocalBackend(tmp_path / "s"), LocalBackend(tmp_path / "s")
+    with pytest.raises(KeyNotFound):
+        mine.stat("objects/ab/cd")
+    assert theirs.put_if_absent("objects/ab/cd", b"theirs") is True
+    assert mine.put_if_absent("objects/ab/cd", b"mine") is False
+    assert bytes(mine.get("objects/ab/cd")) == b"theirs"
+    assert list(mine.list_temp()) == []
