@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import daskperiment_store as store
-from daskperiment_store import Link
+from daskperiment_store import Link, Oid
 
 from . import storedir
 from .errors import DamagedTrial
@@ -358,7 +358,8 @@ def flush_index(st: store.Store, experiment_id: str, rows: Iterable[dict[str, An
             current, damaged = None, True
         root = _current_root(st, current)
         changed = {
-            k: Link(_put_chunk(st, root.links.get(k), new_rows)) for k, new_rows in by_chunk.items()
+            k: Link(Oid(_put_chunk(st, root.links.get(k), new_rows)))
+            for k, new_rows in by_chunk.items()
         }
         root = root.with_links(changed)
         new_root = st.put_encoded(root.encoded(INDEX_TYPE, 1))

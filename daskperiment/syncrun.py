@@ -72,7 +72,7 @@ def run(graph: Mapping[Any, GraphNode], keys: list[Any], guarded: bool = False) 
             wrapped = Guarded(node)
             values[key] = wrapped(*[values[d] for d in wrapped.deps])
         else:
-            values[key] = node({d: values[d] for d in deps}) if deps else node()
+            values[key] = node({d: values[d] for d in deps})
         for dep in deps:
             needed_by[dep] -= 1
             if not needed_by[dep] and dep not in wanted:

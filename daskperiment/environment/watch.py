@@ -209,7 +209,8 @@ def watch_entries(entries: Sequence[str]) -> FileWatch | None:
     caller then looks at each entry itself)."""
     if not sys.platform.startswith("linux"):
         return None
-    directories, paths = [], []
+    directories: list[str] = []
+    paths: list[str] = []
     for entry in entries:
         (directories if os.path.isdir(entry) else paths).append(entry)
     try:
