@@ -52,7 +52,7 @@ from .steps import (
     StepOutput,
     TrialContext,
 )
-from .trialgraph import TrialGraph, resolve_scheduler, suffixed
+from .trialgraph import resolve_scheduler, suffixed, trial_graph
 
 if TYPE_CHECKING:
     from .trialsession import Session
@@ -83,7 +83,7 @@ class TrialRun:
         parameter_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.session = session
-        self.graph = TrialGraph(result, parameter_keys or session.parameters.by_key)
+        self.graph = trial_graph(result, parameter_keys or session.parameters.by_key)
         # Resolve before anything is written: an undefined parameter uses no trial id.
         # parameter_keys: values already resolved where dask took the graph (native.py).
         self.values = declaration_order(

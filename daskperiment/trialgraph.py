@@ -5,6 +5,7 @@ computes it (``dask_kwargs`` as ``compute()`` takes them).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -114,6 +115,36 @@ class TrialGraph:
             graph[record_key] = Task(record_key, _records_of, TaskRef(key))
             extra.append(record_key)
         return extra
+
+
+#: The last few TrialGraphs built, by the result's graph: a trial of the same result (a loop
+#: of ``r.compute()``) reuses its TrialGraph instead of converting and scanning the graph again.
+_RECENT: dict[tuple[int, Any], tuple[Any, int, TrialGraph]] = {}
+_RECENT_MAX = 8
+_RECENT_LOCK = threading.Lock()
+
+
+def trial_graph(result: Delayed, parameter_keys: Mapping[str, str]) -> TrialGraph:
+    """The :class:`TrialGraph` of ``result``, reused while ``result``'s graph is the same object
+    and the parameter registry names the same parameters (nothing added, none renamed)."""
+    hlg = result._dask
+    slot = (id(hlg), result.key)
+    found = _RECENT.get(slot)
+    if found is not None:
+        held, size, graph = found
+        if (
+            held is hlg
+            and size == len(parameter_keys)
+            and all(parameter_keys.get(key) == name for name, key in graph.parameters.items())
+        ):
+            return graph
+    graph = TrialGraph(result, parameter_keys)
+    with _RECENT_LOCK:
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.pop(next(iter(_RECENT)))
+        # The graph object is held, so its id cannot be reused by another while it is here.
+        _RECENT[slot] = (hlg, len(parameter_keys), graph)
+    return graph
 
 
 def compute_graph(
