@@ -156,13 +156,9 @@ def bench_trial_growth(root: Path, sizes: list[int], pipeline: Any, rounds: int 
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_experiment import plain_calculate_score, plain_prepare_data
+    from bench_pertrial import log_to_handler
 
-    logger = logging.getLogger("daskperiment")
-    logger.handlers[:] = []
-    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives for the run
-    sink.setFormatter(logging.Formatter("%(asctime)s [%(name)s] [%(levelname)s] %(message)s"))
-    logger.addHandler(sink)
-    logger.propagate = False
+    log_to_handler()
     print(f"\nPer trial (sync scheduler, local store, log to a handler; {load()})")
     runs = {}
     new = daskperiment.Experiment(id="history_pj", backend=root / "trial_new")

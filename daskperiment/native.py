@@ -156,24 +156,15 @@ def _worker_client() -> Any:
     return worker_client()
 
 
-#: result key -> its parameters (name -> placeholder key); keys are unique per built result
-_FOUND: dict[Any, dict[str, Any]] = {}
-
-
 def trial_graph(result: Any) -> HighLevelGraph:
     """The graph dask gets for an ``@ex.result`` output: one task running its trial."""
+    from . import trialgraph
     from .record import declaration_order
-    from .trialgraph import TrialGraph
 
     ex = result._experiment
     registry = ex._parameters
-    # dask asks for .dask several times per compute; a result's graph never changes
-    found = _FOUND.get(result.key)
-    if found is None:
-        found = TrialGraph(result, registry.by_key).parameters
-        if len(_FOUND) >= 1024:
-            _FOUND.clear()
-        _FOUND[result.key] = found
+    # dask asks for .dask several times per compute: the TrialGraph is kept between calls
+    found = trialgraph.trial_graph(result, registry.by_key).parameters
     values = registry.resolve(found, None)  # ParameterUndefined now, before any trial
     seed, thread = ex._default_seed, threading.get_ident()
     # (parameter values, seed, thread, graph) of the last graph dask took, kept on the result

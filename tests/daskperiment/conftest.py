@@ -251,3 +251,24 @@ def helpers() -> types.SimpleNamespace:
     return types.SimpleNamespace(
         Cells=Cells, Python=Python, Run=Run, LogCapture=LogCapture, capture_log=capture_log
     )
+
+
+@pytest.fixture
+def stat_calls(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``stat_calls(paths=None)`` records the ``os.stat`` calls made from then on (on
+    ``paths`` only, when given) into the list it returns."""
+
+    def start(paths: Any = None) -> list[str]:
+        seen: list[str] = []
+        watched = None if paths is None else {str(p) for p in paths}
+        real = os.stat
+
+        def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+            if watched is None or str(path) in watched:
+                seen.append(str(path))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", counting)
+        return seen
+
+    return start

@@ -459,21 +459,9 @@ def test_untracked_output_in_the_work_tree_does_not_make_it_dirty(repo: Path) ->
     assert environment.capture(workdir=str(repo))["git"] == first
 
 
-def _count_stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    seen: list[str] = []
-    real = os.stat
-
-    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", counting)
-    return seen
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 def test_an_unchanged_package_list_is_answered_without_a_stat_and_every_install_is_seen(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stat_calls: Any
 ) -> None:
     site = tmp_path / "site-packages"
     site.mkdir()
@@ -482,7 +470,7 @@ def test_an_unchanged_package_list_is_answered_without_a_stat_and_every_install_
     monkeypatch.syspath_prepend(str(site))
     watcher = env_packages.PackageWatcher()
     first = watcher.current()
-    stats = _count_stats(monkeypatch)
+    stats = stat_calls()
     for _ in range(3):
         assert watcher.current() is first
     assert stats == []  # nothing changed: one read of the watch, no stat of any entry
@@ -494,14 +482,14 @@ def test_an_unchanged_package_list_is_answered_without_a_stat_and_every_install_
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 def test_unchanged_git_state_is_answered_without_a_stat_and_every_commit_is_seen(
-    repo: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path, monkeypatch: pytest.MonkeyPatch, stat_calls: Any
 ) -> None:
     # Fresh files count as settled here, so the answer is trusted at once; every change
     # below must then be seen through the watches alone.
     monkeypatch.setattr(env_watch, "RACY_NS", 0)
     watcher = env_git.GitWatcher()
     first = watcher.current(str(repo))
-    stats = _count_stats(monkeypatch)
+    stats = stat_calls()
     for _ in range(3):
         assert watcher.current(str(repo)) is first
     assert stats == []

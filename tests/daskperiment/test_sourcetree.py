@@ -90,30 +90,15 @@ def test_each_store_gets_its_own_copy_of_the_tree(
         del ex
 
 
-def _stats_of(paths: list[Path], monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the os.stat calls made on ``paths`` from now on."""
-    seen: list[str] = []
-    watched = {str(p) for p in paths}
-    real = os.stat
-
-    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(path) in watched:
-            seen.append(str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", counting)
-    return seen
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 def test_an_unchanged_tree_is_reused_without_looking_at_each_file(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, stat_calls: Any
 ) -> None:
     st = store.open(store.MemoryBackend())
     tree = sourcetree.SourceTree()
     first = tree.capture(st)
     files = [project / "main.py", project / "mod_st.py"]
-    stats = _stats_of(files, monkeypatch)
+    stats = stat_calls(files)
     for _ in range(5):
         assert tree.capture(st) == first
     assert stats == []  # nothing changed: no file was looked at
@@ -155,7 +140,7 @@ def test_edits_renames_deletes_and_new_modules_are_seen_every_time(
 
 
 def test_without_inotify_every_trial_looks_at_the_files(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, stat_calls: Any
 ) -> None:
     from daskperiment.environment import watch
 
@@ -166,7 +151,7 @@ def test_without_inotify_every_trial_looks_at_the_files(
     st = store.open(store.MemoryBackend())
     tree = sourcetree.SourceTree()
     first = tree.capture(st)
-    stats = _stats_of([project / "mod_st.py"], monkeypatch)
+    stats = stat_calls([project / "mod_st.py"])
     assert tree.capture(st) == first and stats  # looked at again
     (project / "mod_st.py").write_text("VALUE = 'dddd'\n")
     assert tree_of(st, tree.capture(st))["mod_st.py"] == b"VALUE = 'dddd'\n"
