@@ -1,33 +1,31 @@
 """Purity: a step that gives a different output for the same input is reported.
 
-For every step that ran, the ref ``experiments/<id>/purity/<step>/<input-digest>`` names the
-record of the last trial in which that step gave a *new* output for that input (the record
-holds the step's input and output digests). After a trial computed, each step's output digest
-is compared with the one in the record the ref names: a different digest logs the seed's
-warning, and once the new trial record is stored the ref is moved to it. Only digests are
-compared, never values, so an unchanged step costs one small read. For a step that read
-files, the input digest also covers their content digests
+For every step that ran, the experiment's purity log (daskperiment/puritylog.py) remembers
+the output digest of the last trial in which that step gave a *new* output for that input
+(and that trial's id and record). After a trial computed, each step's output digest is
+compared with the one remembered for its input digest: a different digest logs the seed's
+warning, and the trial's output becomes the one remembered. Only digests are compared, never
+values, and the log is held in memory as 64-bit hashes, so an unchanged step costs a dict
+lookup. For a step that read files, the input digest also covers their content digests
 (:func:`daskperiment.provenance.inputs.purity_inputs`): new data is a new input, not an
-impure step.
+impure step. Stores written before the log hold one ref per input
+(``experiments/<id>/purity/<step>/<inputs>``, naming a trial record or a marker object
+``{"type": "daskperiment.purity", "output": <digest>}``): those are read, never written.
 
-The ref names a trial record rather than the output itself because most step outputs are
-never stored, and a ref must name an object the store holds. (Refs naming a marker object
-``{"type": "daskperiment.purity", "output": <digest>}`` are read as well.)
-
-**When the refs are written.** Purity refs are derived data: every trial record holds its
-steps' input and output digests, so the refs can always be rebuilt from the records. They
-are therefore kept off a trial's critical path: a trial's updates wait in memory (one table
-per process, which :func:`check` consults before the store, so warnings within a process are
-exactly those of writing them at once) and are written in the batch that flushes the history
-index (every :data:`~daskperiment.history.FLUSH_EVERY` trials, every
-:data:`~daskperiment.history.FLUSH_SECONDS` seconds and at exit), before the index. A ref that
-already names the record it would be set to is not written again, nor one another process has
-since pointed at a later trial's record. A flush whose purity writes fail keeps them pending
-and writes no index rows either: the refs never lag behind the index.
+**When the log is written.** Purity entries are derived data: every trial record holds its
+steps' input and output digests, so they can always be rebuilt from the records. They are
+therefore kept off a trial's critical path: a trial's updates wait in memory (one table per
+process, which :func:`check` consults first, so warnings within a process are exactly those
+of writing them at once) and are written as one batch in the flush of the history index
+(every :data:`~daskperiment.history.FLUSH_EVERY` trials, every
+:data:`~daskperiment.history.FLUSH_SECONDS` seconds and at exit), before the index. An update
+the log already has from the same or a later trial (another process's) is left out. A flush
+whose purity batch fails keeps the updates pending and writes no index rows either: the log
+never lags behind the index.
 
 A process killed before its flush loses only those pending writes, never information: its
 trials are in the store but not in the history index, and the first trial of the next process
-(or a flush after ``get_history()`` found unindexed trials) re-points the purity refs from
+(or a flush after ``get_history()`` found unindexed trials) derives their purity entries from
 those records (:func:`catch_up`), by the same rule and in trial order, before its own check.
 """
 
@@ -39,7 +37,7 @@ from typing import Any
 
 import daskperiment_store as store
 
-from . import history, opening
+from . import history, opening, puritylog
 from .errors import DamagedTrial
 from .log import logger
 from .perprocess import PerProcess
@@ -121,20 +119,20 @@ def check(
         name = purity_ref(experiment_id, entry["step"], inputs)
         waiting = pending.get(st, name)
         if waiting is not None:
-            remembered: str | None = waiting[1]
+            same = waiting[1] == output
         else:
             try:
-                previous = st.refs.get(name)
-                remembered = remembered_output(st, previous, entry["step"], inputs)
-            except store.errors.RefNotFound:
+                known = _known(st, experiment_id, name, entry["step"], inputs)
+            except _DAMAGE as exc:
+                # Derived data: an unreadable log (or pre-log ref) is written anew.
+                logger.debug("purity of %s not read, written anew: %s", name, exc)
                 updates.append((name, output))
                 continue
-            except (store.errors.StoreError, AttributeError, TypeError) as exc:
-                # Derived data: a damaged purity ref (or the record it names) is rebuilt.
-                logger.debug("purity ref %s ignored and rebuilt: %s", name, exc)
+            if known is None:
                 updates.append((name, output))
                 continue
-        if remembered == output:
+            same = known[1] == puritylog.output_hash(output)
+        if same:
             continue
         logger.warning(
             "Experiment step result is changed with the same input: "
@@ -158,44 +156,29 @@ def remember(
 
 
 def flush(st: store.Store, experiment_id: str) -> int:
-    """Write the experiment's pending purity refs; how many were written. A ref already
-    naming its record is not written again, nor one another process has since pointed at a
-    later trial's record."""
+    """Write the experiment's pending purity updates as one batch of its purity log
+    (daskperiment/puritylog.py); how many entries were written. An update the log already
+    has from the same or a later trial (another process's) is left out. If the batch cannot
+    be written, the updates stay pending for the next flush."""
     prefix = purity_prefix(experiment_id)
     pending = _PENDING.get()
     taken = pending.take(st, prefix)
-    written = 0
+    if not taken:
+        t = puritylog.loaded_table(st, experiment_id)
+        if t is not None:  # still see what other processes wrote since
+            puritylog.refresh(st, experiment_id, t)
+        return 0
+    batch = []
+    for name, (record_oid, output, trial_id) in taken.items():
+        step, _, inputs = name[len(prefix) :].rpartition("/")
+        batch.append(puritylog.Entry(step, inputs, output, trial_id, record_oid))
     try:
-        for name, value in list(taken.items()):
-            written += _write(st, prefix, name, value)
-            del taken[name]
+        return puritylog.record(st, experiment_id, batch)
     except BaseException:
         for name, value in taken.items():  # kept for the next flush, unless newer arrived
             if pending.get(st, name) is None:
                 pending.put(st, name, value)
         raise
-    return written
-
-
-def _write(st: store.Store, prefix: str, name: str, value: tuple[str, str, int | None]) -> int:
-    """Set one purity ref unless it already names the record or a later trial's; 1 if set."""
-    record_oid, _, trial_id = value
-    try:
-        current = st.refs.get(name)
-    except store.errors.StoreError:  # missing, or damaged: (re)written
-        current = None
-    if current == record_oid:
-        return 0
-    if current is not None and trial_id is not None:
-        step, _, inputs = name[len(prefix) :].rpartition("/")
-        try:
-            since = _remembered(st, current, step, inputs)[1]
-        except (store.errors.StoreError, AttributeError, TypeError):
-            since = None
-        if since is not None and since > trial_id:
-            return 0
-    st.refs.set(name, store.Oid(record_oid))
-    return 1
 
 
 def catch_up(
@@ -221,23 +204,77 @@ def catch_up(
             if not inputs or not output or not step or entry.get("reused"):
                 continue
             name = purity_ref(experiment_id, step, inputs)
-            remembered, since = _current(st, pending, name, step, inputs)
-            if remembered == output or (since is not None and since >= trial_id):
+            known = _current(st, pending, experiment_id, name, step, inputs)
+            if known is not None and (
+                known[1] == puritylog.output_hash(output) or known[0] >= puritylog.rank(trial_id)
+            ):
                 continue
             pending.put(st, name, (record_oid, output, trial_id))
 
 
+def derive(
+    st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, Mapping[str, Any]]]
+) -> int:
+    """Purity entries for trials that just arrived (pull, import), for the inputs the
+    receiver knows nothing of: in trial order, an input's entry is its first output and each
+    later different one. What the receiver already remembers is its own observation and is
+    kept. Written as one batch; how many entries were written."""
+    wanted: dict[tuple[str, str], puritylog.Entry] = {}
+    for trial_id in sorted(arrived):
+        record_oid, record = arrived[trial_id]
+        for entry in (record.get("steps") or {}).values():
+            if not isinstance(entry, Mapping):
+                continue
+            inputs, output, step = (
+                input_files.purity_inputs(entry),
+                entry.get("output"),
+                entry.get("step"),
+            )
+            if not inputs or not output or not step or entry.get("reused"):
+                continue
+            old = wanted.get((step, inputs))
+            if old is not None and old.output == output:
+                continue
+            if old is None:
+                try:
+                    name = purity_ref(experiment_id, step, inputs)
+                    if _known(st, experiment_id, name, step, inputs) is not None:
+                        continue
+                except _DAMAGE:
+                    pass  # unreadable: derived anew
+            wanted[(step, inputs)] = puritylog.Entry(step, inputs, output, trial_id, record_oid)
+    return puritylog.record(st, experiment_id, wanted.values()) if wanted else 0
+
+
+def _known(
+    st: store.Store, experiment_id: str, name: str, step: str, inputs: str
+) -> tuple[int, int] | None:
+    """``(trial rank, output hash)`` the store remembers for ``(step, inputs)``: from the
+    purity log, or a pre-log per-input ref if that is of a later trial; None if neither."""
+    t = puritylog.table(st, experiment_id)
+    found = t.get(step, inputs)
+    if name in t.legacy:
+        try:
+            output, trial_id = _remembered(st, st.refs.get(name), step, inputs)
+        except store.errors.RefNotFound:
+            output = None
+        if output is not None and (found is None or found[0] < puritylog.rank(trial_id)):
+            found = (puritylog.rank(trial_id), puritylog.output_hash(output))
+    return found
+
+
 def _current(
-    st: store.Store, pending: Pending, name: str, step: str, inputs: str
-) -> tuple[str | None, int | None]:
-    """What the purity ref ``name`` remembers now: ``(output, trial id)``."""
+    st: store.Store, pending: Pending, experiment_id: str, name: str, step: str, inputs: str
+) -> tuple[int, int] | None:
+    """What is remembered for ``(step, inputs)`` now, pending updates first:
+    ``(trial rank, output hash)``, or None (nothing, or unreadable: written anew)."""
     waiting = pending.get(st, name)
     if waiting is not None:
-        return waiting[1], waiting[2]
+        return puritylog.rank(waiting[2]), puritylog.output_hash(waiting[1])
     try:
-        return _remembered(st, st.refs.get(name), step, inputs)
-    except (store.errors.StoreError, AttributeError, TypeError):
-        return None, None  # missing or damaged: rebuilt
+        return _known(st, experiment_id, name, step, inputs)
+    except _DAMAGE:
+        return None
 
 
 def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str | None:

@@ -104,8 +104,15 @@ def purity_prefix(experiment_id: str) -> str:
 
 
 def purity_ref(experiment_id: str, step: str, inputs: str) -> str:
-    """Name of the ref remembering the output of ``step`` for input digest ``inputs``."""
+    """Name of the per-input purity ref remembering the output of ``step`` for input digest
+    ``inputs``: read in stores written before purity logs, never written now; also the key
+    of a pending purity update (daskperiment/purity.py)."""
     return f"{purity_prefix(experiment_id)}{step}/{inputs}"
+
+
+def purity_log_prefix(experiment_id: str) -> str:
+    """Name prefix of the refs of an experiment's purity log batches (daskperiment/puritylog.py)."""
+    return f"{EXPERIMENTS_PREFIX}{experiment_id}/purity-log/"
 
 
 def cache_prefix(experiment_id: str, step: str | None = None) -> str:

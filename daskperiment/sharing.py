@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,7 +53,7 @@ from .ids import (
 from .location import open_store
 from .placement import place
 from .reads import MALFORMED, read_record, read_trial, read_value
-from .record import RUNNING, purity_prefix, purity_ref, trial_ref, trials_prefix
+from .record import RUNNING, trial_ref, trials_prefix
 
 #: Where ``backend="local"`` puts an experiment's store, relative to the current directory.
 DEFAULT_DIRECTORY = "daskperiment_cache"
@@ -205,29 +204,18 @@ def _refuse_malformed(where: str, malformed: Mapping[int, Exception], what: str)
 # ---------------------------------------------------------------------------------------
 
 
-#: Threads creating purity refs on a remote store, where each write waits on the network.
-REMOTE_WORKERS = 8
-
-
 def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]) -> None:
-    """Create purity refs and cache entries (where absent) and history rows for trials that
-    just arrived.
+    """Purity entries, cache entries and history rows for trials that just arrived.
 
-    A purity ref names the record of the trial in which a step last gave a new output for an
-    input (daskperiment/purity.py); it is derived here by the same rule, going through the
-    arriving trials in order. A ref that already exists is the receiver's own observation
-    and is kept.
+    The purity entries (daskperiment/purity.py) are derived by the same rule as a trial's,
+    going through the arriving trials in order, for the inputs the receiver knows nothing of
+    (what it remembers is its own observation and is kept): one batch of the purity log.
     """
     if not arrived:
         return
-    wanted = _purity_wanted(st, experiment_id, arrived)
-    local = isinstance(st.backend, store.LocalBackend | store.MemoryBackend)
-    if local or len(wanted) < 2:
-        for name, record_oid in wanted.items():
-            _create_ref(st, name, record_oid)
-    else:
-        with ThreadPoolExecutor(REMOTE_WORKERS, thread_name_prefix="purity") as pool:
-            list(pool.map(lambda item: _create_ref(st, *item), wanted.items()))
+    from . import purity
+
+    purity.derive(st, experiment_id, arrived)
     rows = [history.row_of(record, oid, n) for n, (oid, record) in arrived.items()]
     history.flush_index(st, experiment_id, rows)
     # Cache refs never travel either; entries for the arrived trials' cached steps are derived
@@ -235,33 +223,6 @@ def derive(st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str,
     from . import cache
 
     cache.derive_entries(st, experiment_id, arrived)
-
-
-def _purity_wanted(
-    st: store.Store, experiment_id: str, arrived: Mapping[int, tuple[str, dict]]
-) -> dict[str, str]:
-    """Purity ref name -> record oid, for inputs the receiver has no ref for yet."""
-    present = set(st.refs.list(purity_prefix(experiment_id)))
-    wanted: dict[str, tuple[str, str]] = {}  # name -> (record oid, output)
-    for trial_id in sorted(arrived):
-        record_oid, record = arrived[trial_id]
-        for entry in (record.get("steps") or {}).values():
-            inputs, output, step = entry.get("inputs"), entry.get("output"), entry.get("step")
-            if not inputs or not output or not step or entry.get("reused"):
-                continue
-            name = purity_ref(experiment_id, step, inputs)
-            if name in present:
-                continue
-            if name not in wanted or wanted[name][1] != output:
-                wanted[name] = (record_oid, output)
-    return {name: record_oid for name, (record_oid, _) in wanted.items()}
-
-
-def _create_ref(st: store.Store, name: str, oid: str) -> None:
-    try:
-        st.refs.create(name, store.Oid(oid))
-    except (store.errors.RefExists, store.errors.InvalidRefName):
-        pass  # someone recorded it meanwhile (kept), or a step name no ref can hold
 
 
 # ---------------------------------------------------------------------------------------

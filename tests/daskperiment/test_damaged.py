@@ -17,6 +17,7 @@ import pytest
 
 import daskperiment
 import daskperiment_store as store
+from daskperiment import puritylog
 from daskperiment.errors import DamagedTrial, TrialNotFound
 from daskperiment_store.store import object_key
 from tests.store.test_store import flip_byte
@@ -206,29 +207,46 @@ def test_damaged_index_object_is_ignored_and_rebuilt(damaged_store: Path, python
     assert [r["Result"] for r in json.loads(log.stdout)] == [3, 5, 7]
 
 
-def test_damaged_purity_refs_are_rebuilt(damaged_store: Path, dp_log: Any) -> None:
-    purity = ref_file(damaged_store, f"experiments/{EXPERIMENT}/purity/double")
-    for ref in purity.iterdir():
+FOURTH_TRIAL = """
+import sys
+import daskperiment
+
+ex = daskperiment.Experiment(EXPERIMENT, backend=sys.argv[1])
+a = ex.parameter("a")
+
+@ex.persist
+def double(a):
+    return a * 2
+
+@ex.result
+def plus_one(x):
+    return x + 1
+
+ex.set_parameters(a=1)  # the input of trial 1, whose purity entry is damaged
+print("result", plus_one(double(a)).compute())
+"""
+
+
+def test_damaged_purity_log_is_rebuilt(damaged_store: Path, python: Any) -> None:
+    log_refs = ref_file(damaged_store, f"experiments/{EXPERIMENT}/purity-log")
+    batches = list(log_refs.iterdir())
+    assert batches
+    for ref in batches:
         ref.write_text("garbage\n")
-    ex = daskperiment.Experiment(EXPERIMENT, backend=damaged_store)
-    a = ex.parameter("a")
-
-    @ex.persist
-    def double(a):
-        return a * 2
-
-    @ex.result
-    def plus_one(x):
-        return x + 1
-
-    ex.set_parameters(a=1)  # the input of trial 1, whose purity ref is damaged
-    assert plus_one(double(a)).compute() == 3
-    assert ex.get_history()["Success"].tolist() == [True] * 4
-    assert not any("changed with the same input" in m for m in dp_log.messages())
-    ex._flush_index()  # purity refs are written with the history index (purity.py)
-    readable = [r for r in purity.iterdir() if r.read_text() != "garbage\n"]
-    assert len(readable) == 1  # rebuilt, pointing at trial 4's record
-    assert readable[0].read_text().strip() == record_oid(damaged_store, 4)
+    # A new process (this one remembers what it wrote) reads the damaged log.
+    done = python.run(FOURTH_TRIAL.replace("EXPERIMENT", repr(EXPERIMENT)), str(damaged_store))
+    assert "result 3" in done.check().output
+    assert "changed with the same input" not in done.output
+    st = store.open(damaged_store)
+    readable = puritylog.entries(st, EXPERIMENT)
+    # written anew at that process's exit flush, from trial 4: its two steps' entries
+    assert sorted((step, e.trial_id, e.record) for (step, _), e in readable.items()) == [
+        ("double", 4, record_oid(damaged_store, 4)),
+        ("plus_one", 4, record_oid(damaged_store, 4)),
+    ]
+    assert daskperiment.Experiment(EXPERIMENT, backend=damaged_store).get_history()[
+        "Success"
+    ].tolist() == [True] * 4
 
 
 def test_damaged_live_ref_is_skipped(damaged_store: Path) -> None:

@@ -2,7 +2,7 @@
 
 Four real interpreters each record 50 trials (one sweep of 25, then 25 ``compute()`` calls)
 into the same store, on the local filesystem and on S3 (the moto server). Nothing may be
-lost or overwritten: 200 distinct ids, 200 complete records, every purity ref and history
+lost or overwritten: 200 distinct ids, 200 complete records, every purity entry and history
 index row present, and ``fsck`` clean.
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 import daskperiment
 import daskperiment_store as store
-from daskperiment import history, purity
+from daskperiment import history, puritylog
 from daskperiment import record as trial_record
 
 PROCESSES = 4
@@ -103,8 +103,8 @@ def check_store(where: str, reported: dict[int, list[int]]) -> None:
     st = store.open(where, create=False)
     prefix = trial_record.trials_prefix("many_pj")
     records = {int(n[len(prefix) :]): st.get(oid) for n, oid in st.refs.list(prefix).items()}
-    purity_refs = st.refs.list("experiments/many_pj/purity/")
-    assert len(purity_refs) == 2 * total  # one per step and input: every input is new
+    remembered = puritylog.entries(st, "many_pj")
+    assert len(remembered) == 2 * total  # one per step and input: every input is new
     pids: dict[int, set[int]] = {}
     for n, trial_ids in reported.items():
         for trial_id in trial_ids:
@@ -114,9 +114,8 @@ def check_store(where: str, reported: dict[int, list[int]]) -> None:
             metric = st.get(record["metrics"]["value"].oid)
             assert metric.tolist() == [record["result_value"]]
             for step in record["steps"].values():
-                ref = trial_record.purity_ref("many_pj", step["step"], step["inputs"])
-                named = purity.remembered_output(st, purity_refs[ref], step["step"], step["inputs"])
-                assert named == step["output"]
+                entry = remembered[(step["step"], step["inputs"])]
+                assert (entry.output, entry.trial_id) == (step["output"], trial_id)
     assert all(len(p) == 1 for p in pids.values()) and len(set.union(*pids.values())) == 4
 
     # Every process's rows reached the one history index (compare-and-swap, no lost update)

@@ -1,11 +1,11 @@
-"""Purity refs are written with the history index's flush; a killed process loses none of
+"""Purity entries are written with the history index's flush; a killed process loses none of
 their information (daskperiment/purity.py).
 
-A process runs trials and is killed with SIGKILL before its flush: no purity ref and no index
-row of its trials is in the store. The next process's first trial re-points the purity refs
-from those trials' records (in trial order) before its own check, so it warns exactly as the
-killed process would have made it warn, and its own exit flush leaves refs, index and fsck
-clean.
+A process runs trials and is killed with SIGKILL before its flush: no purity entry and no
+index row of its trials is in the store. The next process's first trial derives the purity
+entries from those trials' records (in trial order) before its own check, so it warns exactly
+as the killed process would have made it warn, and its own exit flush leaves the purity log,
+index and fsck clean.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import daskperiment_store as store
-from daskperiment import history
+from daskperiment import history, puritylog
 from daskperiment import record as trial_record
 
 EXPERIMENT = "catch_pj"
@@ -53,8 +53,14 @@ if os.environ.get("WAIT"):
 """
 
 
-def purity_refs(path: Path) -> dict[str, str]:
-    return store.open(path).refs.list(trial_record.purity_prefix(EXPERIMENT))
+def remembered(path: Path, step: str = "noisy") -> list[puritylog.Entry]:
+    """The purity log's entries of ``step`` (all steps for None)."""
+    found = puritylog.entries(store.open(path), EXPERIMENT)
+    return [e for (name, _), e in sorted(found.items()) if step is None or name == step]
+
+
+def record_of(path: Path, trial_id: int) -> str:
+    return store.open(path).refs.get(trial_record.trial_ref(EXPERIMENT, trial_id))
 
 
 def killed_after_trials(python: Any, path: Path, outputs: str) -> str:
@@ -98,16 +104,15 @@ def test_a_killed_processs_purity_comes_back_for_the_next_process(
     path = workdir / "store"
     log = killed_after_trials(python, path, "1,1")
     assert WARNING not in log
-    # Killed before its flush: neither its purity refs nor its index rows were written...
-    assert purity_refs(path) == {}
+    # Killed before its flush: neither its purity entries nor its index rows were written...
+    assert remembered(path, None) == []
     with pytest.raises(store.errors.RefNotFound):
         store.open(path).refs.get(trial_record.index_ref(EXPERIMENT))
     # ...yet a new process warns for a changed output of the same input, on its first trial.
     log = run_trials(python, path, "2")
     assert log.count(WARNING) == 1
     st = store.open(path)
-    noisy = [ref for name, ref in purity_refs(path).items() if "/noisy/" in name]
-    assert noisy == [st.refs.get(trial_record.trial_ref(EXPERIMENT, 3))]
+    assert [(e.trial_id, e.record) for e in remembered(path)] == [(3, record_of(path, 3))]
     assert indexed(path) == {1, 2, 3}  # the killed process's rows too
     assert st.fsck().ok
 
@@ -117,32 +122,28 @@ def test_catch_up_follows_trial_order(python: Any, workdir: Path) -> None:
     path = workdir / "store"
     log = killed_after_trials(python, path, "1,2")
     assert log.count(WARNING) == 1
-    assert purity_refs(path) == {}
+    assert remembered(path, None) == []
     assert WARNING not in run_trials(python, path, "2")  # same as the last trial: no warning
     assert run_trials(python, path, "1").count(WARNING) == 1  # back to 1: changed
     st = store.open(path)
     assert indexed(path) == {1, 2, 3, 4}
-    noisy = [name for name in purity_refs(path) if "/noisy/" in name]
-    assert len(noisy) == 1
-    assert st.refs.get(noisy[0]) == st.refs.get(trial_record.trial_ref(EXPERIMENT, 4))
+    assert [(e.trial_id, e.record) for e in remembered(path)] == [(4, record_of(path, 4))]
     assert st.fsck().ok
 
 
 def test_within_a_process_warnings_do_not_wait_for_the_flush(python: Any, workdir: Path) -> None:
-    """Pending refs are what the check reads: the seed's warnings in one process are kept."""
+    """Pending updates are what the check reads: the seed's warnings in one process are kept."""
     path = workdir / "store"
     log = run_trials(python, path, "1,1,2,2,1")
     assert log.count(WARNING) == 2  # trial 3 (1 -> 2) and trial 5 (2 -> 1)
-    st = store.open(path)
-    noisy = [name for name in purity_refs(path) if "/noisy/" in name]
-    assert [st.refs.get(n) for n in noisy] == [st.refs.get(trial_record.trial_ref(EXPERIMENT, 5))]
+    assert [(e.trial_id, e.record) for e in remembered(path)] == [(5, record_of(path, 5))]
 
 
 def test_a_failed_purity_flush_keeps_refs_and_index_rows_for_the_next(
     tmp_path: Path, dp_log: Any
 ) -> None:
-    """A purity ref that cannot be written (a file where its directory belongs) leaves the
-    index unwritten too and both pending: the next flush writes them once it can."""
+    """A purity batch that cannot be written (a file where its ref directory belongs) leaves
+    the index unwritten too and both pending: the next flush writes them once it can."""
     import daskperiment
 
     path = tmp_path / "store"
@@ -155,7 +156,7 @@ def test_a_failed_purity_flush_keeps_refs_and_index_rows_for_the_next(
         return a * 100 + next(outputs)
 
     s = noisy(a)
-    blocker = path / "refs" / "experiments" / EXPERIMENT / "purity"
+    blocker = path / "refs" / "experiments" / EXPERIMENT / "purity-log"
     ex.set_parameters(a=1)
     s.compute()
     blocker.parent.mkdir(parents=True, exist_ok=True)
@@ -164,9 +165,9 @@ def test_a_failed_purity_flush_keeps_refs_and_index_rows_for_the_next(
     st = store.open(path)
     with pytest.raises(store.errors.RefNotFound):
         st.refs.get(trial_record.index_ref(EXPERIMENT))
-    s.compute()  # same input, another output: the pending ref is what the check reads
+    s.compute()  # same input, another output: the pending update is what the check reads
     assert sum(WARNING in m for m in dp_log.messages()) == 1
     blocker.unlink()
     ex._flush_index()
     assert indexed(path) == {1, 2}
-    assert list(purity_refs(path).values()) == [st.refs.get(trial_record.trial_ref(EXPERIMENT, 2))]
+    assert [(e.trial_id, e.record) for e in remembered(path)] == [(2, record_of(path, 2))]

@@ -174,8 +174,16 @@ def test_pickles_where_index_cache_and_purity_entries_belong(work: Path, tmp_pat
     st = open_store(work)
     evil = plant_pickle(st, marker)
     st.refs.set(f"experiments/{EXP}/index", evil)
-    for name in st.refs.names(f"experiments/{EXP}/purity/"):
-        st.refs.set(name, evil)
+    # the per-input purity refs of stores written before the purity log, for the inputs the
+    # trial below repeats, and purity log batches: each a pickle, or links to one
+    steps = st.get(st.refs.get(trial_ref(EXP, 1)))["steps"].values()
+    for step in steps:
+        st.refs.set(f"experiments/{EXP}/purity/{step['step']}/{step['inputs']}", evil)
+    log_prefix = f"experiments/{EXP}/purity-log/"
+    st.refs.create(f"{log_prefix}0-0-pickle", evil)
+    batch = {"type": "daskperiment.purity-batch", "version": 1, "level": 0, "count": 1}
+    links = {"entries": store.Link(evil), "keys": store.Link(evil)}
+    st.refs.create(f"{log_prefix}0-1-evil", st.put(dict(batch, **links)))
     st.refs.set(f"experiments/{EXP}/cache/prepare/{'0' * 32}", evil)
     rows = json.loads(cli("log", EXP, "--format", "json", cwd=work).stdout)
     assert [r["Result"] for r in rows] == [4, 6, 8]  # the index is ignored, records read

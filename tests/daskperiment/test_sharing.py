@@ -14,7 +14,7 @@ import xxhash
 
 import daskperiment
 import daskperiment_store as store
-from daskperiment import sharing
+from daskperiment import puritylog, sharing
 from daskperiment.errors import ExperimentNotFound, TrialNotFound
 from daskperiment.sharing import SharingError
 
@@ -164,20 +164,24 @@ def test_import_under_a_new_id_resolves_the_conflict(tmp_path: Path) -> None:
         daskperiment.import_bundle(tmp_path / "t.dpb", id="no/slash", backend=tmp_path / "dst")
 
 
-def test_arrival_derives_purity_refs_and_history_index(tmp_path: Path) -> None:
+def test_arrival_derives_purity_entries_and_history_index(tmp_path: Path) -> None:
     ex = make_experiment(tmp_path / "src")
     sharing.export_trials(ex.store, ex.id, tmp_path / "t.dpb")
     dst = store.open(tmp_path / "dst")
     # The receiver's own observation for one input is kept, never overwritten.
-    src_purity = ex.store.refs.list("experiments/share_pj/purity/")
-    kept_name = sorted(src_purity)[0]
-    mine = dst.put({"type": "daskperiment.purity", "output": "ab" * 16})
-    dst.refs.create(kept_name, mine)
+    src_purity = puritylog.entries(ex.store, "share_pj")
+    kept = sorted(src_purity)[0]
+    puritylog.record(dst, "share_pj", [puritylog.Entry(*kept, "ab" * 16, 1, None)])
     daskperiment.import_bundle(tmp_path / "t.dpb", backend=dst)
-    got = dst.refs.list("experiments/share_pj/purity/")
+    got = puritylog.entries(dst, "share_pj")
     assert set(got) == set(src_purity)
-    assert got[kept_name] == mine
-    assert all(got[n] == src_purity[n] for n in got if n != kept_name)
+    assert got[kept].output == "ab" * 16
+    assert all(
+        (got[k].output, got[k].record) == (src_purity[k].output, src_purity[k].record)
+        for k in got
+        if k != kept
+    )
+    assert len(dst.refs.names("experiments/share_pj/purity-log/")) == 2  # mine, and one batch
     assert dst.refs.has("experiments/share_pj/index")
 
 
