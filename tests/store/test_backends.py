@@ -77,8 +77,8 @@ class TestMemoryBackend(BackendContract):
         return backend._shared.values.get(key)
 
     def raw_put(self, backend, key, data):
-        backend._shared.values[key] = bytes(data)
-        backend._shared.mtimes[key] = time.time()
+        with backend._shared.lock:
+            backend._shared.set(key, bytes(data))
 
 
 class FsspecContract(BackendContract):
@@ -482,3 +482,34 @@ def test_s3_put_if_absent_of_a_small_value_is_one_conditional_put(s3_url, monkey
         assert backend.put_if_absent("refs/r", b"larger than SMALL_PUT") is False
     assert requests == {"HeadObject": 1}  # present: nothing uploaded
     assert bytes(backend.get("refs/r")) == b"0123456789"
+
+
+# -- memory listing by folder ---------------------------------------------------------------
+
+
+def test_memory_listing_by_folder_matches_a_scan_of_every_key():
+    """The memory backend lists from its keys grouped by folder: the same keys as looking at
+    every key, for prefixes ending anywhere, after puts, swaps and deletes."""
+    import random
+
+    rng = random.Random(7)
+    backend = MemoryBackend()
+    parts = ["refs", "objects", "ab", "cd", "experiments", "x", "trials", "1", "12", "a.b"]
+    live: set[str] = set()
+    for step in range(3000):
+        key = "/".join(rng.choice(parts) for _ in range(rng.randint(1, 4)))
+        action = rng.random()
+        if action < 0.6:
+            backend.put(key, b"v")
+            live.add(key)
+        elif action < 0.7:
+            backend.swap(key, b"v" if key in live else None, None)
+            live.discard(key)
+        else:
+            backend.delete(key, missing_ok=True)
+            live.discard(key)
+        if step % 50 == 0:
+            for prefix in ["", "refs", "refs/", "refs/x", "refs/experiments/", "ab/cd/1", key]:
+                assert sorted(backend.list(prefix)) == sorted(
+                    k for k in live if k.startswith(prefix)
+                ), prefix
