@@ -1,7 +1,7 @@
 """Per-trial cost on three stores, side by side with plain dask.delayed, and files per trial.
 
     python benchmarks/bench_pertrial.py [--trials 400] [--warmup 40] [--stores memory,shm,disk]
-        [--dir DIR] [--profile N] [--dask-sync]
+        [--dir DIR] [--profile N] [--dask-sync] [--growth N]
 
 The seed's two-step pipeline (benchmarks/bench_experiment.py ``pipeline``) is run as trials
 on a ``memory://`` store (pure CPU), on ``/dev/shm`` (tmpfs: file creation without a disk)
@@ -10,6 +10,11 @@ by trial with the same two functions as plain ``dask.delayed`` (sync scheduler);
 to a real handler (formatted, written to /dev/null). Medians after ``--warmup`` trials; the
 means also count the trials that flush the history index and purity log (every 32nd), and
 ``flush`` is the median of those trials alone.
+
+``--growth N --stores KIND`` runs N trials on one store (memory, shm or disk), each 10th
+followed by a plain ``dask.delayed`` run, and prints the median and mean per trial and their
+ratio to plain dask in the 1,000-trial windows ending at trial 1,000, 10,000, 100,000 and N:
+how the cost grows with the experiment (the purity log, the history index, ids).
 
 ``--dask-sync`` adds a row: the same trials on ``memory://`` run through dask's ``get_sync``
 (a no-op dask ``Callback`` active keeps a synchronous trial on dask's local scheduler, as
@@ -242,6 +247,37 @@ def run(
     return figures
 
 
+def growth(total: int, kind: str, disk: Path) -> None:
+    """``total`` trials on one store, each 10th followed by a plain ``dask.delayed`` run: the
+    median and mean (flushes included) per trial and their ratio to plain dask, by window."""
+    log_to_handler()
+    ex = daskperiment.Experiment(id="growth_pj", backend=backend_of(kind, disk))
+    result = pipeline(ex)
+    times: list[float] = []
+    plain: list[float] = []
+    cpu: list[float] = []
+    for i in range(total):
+        ex.set_parameters(a=i, b=2)
+        timed(result, times, cpu)
+        if i % 10 == 0:
+            computed = dask.delayed(plain_calculate_score)(dask.delayed(plain_prepare_data)(i, 2))
+            timed(computed, plain, [])
+    marks = [m for m in (1_000, 10_000, 100_000, 1_000_000) if m <= total]
+    if total not in marks:
+        marks.append(total)
+    print(f"\nGrowth on {kind} ({total} trials; windows of 1,000 trials ending at each mark)")
+    print(f"  {'trial':>9} {'median':>9} {'ratio':>7} {'mean':>9} {'ratio':>7} {'plain':>9}")
+    for mark in marks:
+        window = times[max(0, mark - 1000) : mark]
+        base = statistics.median(plain[max(0, mark - 1000) // 10 : mark // 10])
+        med, mean = statistics.median(window) * 1000, statistics.mean(window) * 1000
+        print(f"  {mark:>9} {med:7.3f}ms {med / base / 1000:6.2f}x {mean:7.3f}ms "
+              f"{mean / base / 1000:6.2f}x {base * 1000:7.3f}ms")  # fmt: skip
+    backend = getattr(ex.store.backend, "root", None)
+    if backend and os.path.isdir(backend):
+        shutil.rmtree(backend, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=400)
@@ -254,7 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add memory:// trials through dask's get_sync (a no-op dask Callback active)",
     )
+    parser.add_argument(
+        "--growth",
+        type=int,
+        default=0,
+        help="run N trials on the first of --stores: cost per trial by 1,000-trial window",
+    )
     args = parser.parse_args(argv)
+    if args.growth:
+        growth(args.growth, args.stores.split(",")[0], Path(args.dir))
+        return 0
     if args.profile:
         log_to_handler()
         profile(args.profile)

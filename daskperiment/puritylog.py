@@ -53,6 +53,7 @@ import xxhash
 
 import daskperiment_store as store
 
+from .historyframe import paused_gc
 from .log import logger
 from .perprocess import PerProcess
 from .reads import MALFORMED, read_json
@@ -167,7 +168,8 @@ def refresh(st: store.Store, experiment_id: str, t: Table) -> None:
                 continue
             t.batches[name] = _level_of(name[len(prefix) :])
             try:
-                keys, values = _read_keys(st, st.refs.get(name))
+                with paused_gc():  # a big batch is many ints, all kept
+                    keys, values = _read_keys(st, st.refs.get(name))
             except store.errors.RefNotFound:  # merged away since the listing
                 del t.batches[name]
                 continue
@@ -198,7 +200,8 @@ def record(st: store.Store, experiment_id: str, entries: Iterable[Entry]) -> int
             t.batches[name] = 0
             t.add(keys, values)
         try:
-            _merge_full_level(st, experiment_id, t)
+            with paused_gc():  # a merge builds many small objects, all kept
+                _merge_full_level(st, experiment_id, t)
         except DAMAGE as exc:  # the batch is written: merging waits for a later flush
             logger.debug("purity log of %s not merged: %s", experiment_id, exc)
     return len(fresh)
