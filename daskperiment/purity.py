@@ -148,8 +148,8 @@ def check(
 def remember(
     st: store.Store, updates: Iterable[Update], record_oid: str, trial_id: int | None = None
 ) -> None:
-    """Point the purity refs of ``updates`` at the trial record ``record_oid`` (written by
-    the next :func:`flush`; :func:`check` sees them at once)."""
+    """Remember the outputs of ``updates`` as those of the trial record ``record_oid``
+    (written by the next :func:`flush`; :func:`check` sees them at once)."""
     pending = _PENDING.get()
     for name, output in updates:
         pending.put(st, name, (record_oid, output, trial_id))
@@ -184,11 +184,11 @@ def flush(st: store.Store, experiment_id: str) -> int:
 def catch_up(
     st: store.Store, experiment_id: str, trials: Iterable[tuple[int, str, Mapping[str, Any]]]
 ) -> None:
-    """Re-point purity refs from final records whose purity updates may never have been
+    """Derive purity entries from final records whose purity updates may never have been
     written (a process killed before its flush): ``trials`` are ``(trial id, record oid,
-    record)``. In trial order, a step's ref moves to the record when the output it remembers
-    differs and comes from an earlier trial (or the ref is missing or damaged). Nothing is
-    logged: those trials' own processes already warned."""
+    record)``. In trial order, a step's input gets an entry for the record when the output
+    remembered for it differs and comes from an earlier trial (or none is, or it cannot be
+    read). Nothing is logged: those trials' own processes already warned."""
     pending = _PENDING.get()
     for trial_id, record_oid, record in sorted(trials, key=lambda t: t[0]):
         if record.get("status") != SUCCESS:

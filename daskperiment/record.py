@@ -99,7 +99,8 @@ def index_ref(experiment_id: str) -> str:
 
 
 def purity_prefix(experiment_id: str) -> str:
-    """Name prefix of the purity refs of an experiment."""
+    """Name prefix of the per-input purity refs of an experiment (stores written before
+    purity logs; see :func:`purity_ref`)."""
     return f"{EXPERIMENTS_PREFIX}{experiment_id}/purity/"
 
 

@@ -61,7 +61,7 @@ class ExperimentState:
     _last_flush: float
     _default_seed: int | None
     _system_metrics: bool
-    #: whether this process re-pointed purity refs from unindexed records (catch_up)
+    #: whether this process derived purity entries from unindexed records (catch_up)
     _caught_up: bool = False
 
     def get_history(self, verbose: bool = False, last: int | None = None) -> Any:
@@ -223,9 +223,9 @@ class ExperimentState:
                 self._flush_index()
 
     def _flush_index(self) -> None:
-        """Write the pending purity refs, then the history rows not yet in the index (in
-        that order: a trial missing from the index has its purity refs re-pointed by the
-        next process's catch-up, so the refs must never lag behind the index)."""
+        """Write the pending purity entries, then the history rows not yet in the index (in
+        that order: a trial missing from the index has its purity entries derived by the
+        next process's catch-up, so the log must never lag behind the index)."""
         rows, self._pending_rows = self._pending_rows, []
         self._last_flush = time.monotonic()
         if self._writable is None:  # this process only reads: it never writes the index
@@ -242,7 +242,7 @@ class ExperimentState:
             # Derived data, like the index: kept pending, and the index is not written
             # either, so the next flush, or the next process's catch_up from the records,
             # still finds the trials whose refs are missing.
-            logger.debug("history index not updated: purity refs could not be written: %s", exc)
+            logger.debug("history index not updated: purity log could not be written: %s", exc)
             self._pending_rows = rows + self._pending_rows
             return
         rows += discovered
@@ -255,7 +255,7 @@ class ExperimentState:
 
     def _catch_up(self, st: store.Store, trial_id: int) -> None:
         """Once per process: the final trials past the history index below ``trial_id``
-        (a killed process's last ones) get their purity refs and index rows back."""
+        (a killed process's last ones) get their purity entries and index rows back."""
         with self._lock:
             if self._caught_up:
                 return

@@ -20,11 +20,10 @@ Rules:
   records are shared: import and pull check every record they bring before any ref is created
   and refuse the whole transfer otherwise; export and push leave a malformed trial of the
   sending store out and report it (docs/security.md). Nothing is ever unpickled.
-- Purity refs and the history index are *derived* data and never travel, so they can never
-  conflict. When trials arrive, the receiver derives them from the new records: a purity ref
-  (naming the record that holds the output) is created where none exists (an existing one,
-  the receiver's own observation, is kept) and the new trials' rows are added to the history
-  index.
+- The purity log and the history index are *derived* data and never travel, so they can
+  never conflict. When trials arrive, the receiver derives them from the new records: purity
+  entries for the inputs it remembers nothing of (what it remembers is its own observation
+  and is kept), as one batch, and the new trials' rows are added to the history index.
 """
 
 from __future__ import annotations
@@ -200,7 +199,7 @@ def _refuse_malformed(where: str, malformed: Mapping[int, Exception], what: str)
 
 
 # ---------------------------------------------------------------------------------------
-# Deriving purity refs and history rows for arriving trials
+# Deriving purity entries and history rows for arriving trials
 # ---------------------------------------------------------------------------------------
 
 

@@ -186,7 +186,7 @@ def trial_extras(
 
 def delete_trial(ex: Experiment, trial: Any) -> int:
     """Remove a trial's ref, origin, claim and annotations (``gc`` then reclaims what nothing
-    else reaches: objects shared with other trials, cache entries and purity refs stay). Its
+    else reaches: objects shared with other trials and cache entries stay). Its
     number is never given again in this store (daskperiment/numbering.py)."""
     from .numbering import raise_high_water
 

@@ -15,7 +15,7 @@ Order of a trial (see docs/design.md):
    hand their records back with their values.
 5. Check purity, store the result (a JSON scalar result lives in the record), write the final
    record and swap the ref from the running record to it (compare-and-swap: nobody else may
-   have touched it), then point the purity refs of new outputs at the final record.
+   have touched it), then remember the new outputs' purity entries with the final record.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class TrialRun:
         self.trial_id: int | None = None
         self.base: dict[str, Any] = {}
         self.running_oid = ""
-        #: purity refs to point at the final record (see daskperiment/purity.py)
+        #: purity updates to remember with the final record (see daskperiment/purity.py)
         self._purity_updates: list[purity.Update] = []
         self._step_prov: dict[str, dict[str, Any]] = {}
         self._deps: dict[str, str] = {}

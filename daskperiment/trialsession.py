@@ -53,10 +53,10 @@ class Session:
     took_trial_id: Callable[[int], None]
     #: ``(trial id, record oid, record)``: the final record is stored.
     trial_recorded: Callable[[int, str, dict[str, Any]], None]
-    #: Write the pending purity refs and the history rows not yet in the index.
+    #: Write the pending purity entries and the history rows not yet in the index.
     flush_index: Callable[[], None]
-    #: ``(store, trial id)``: once per process, before the first purity check, re-point
-    #: purity refs from the unindexed final records below that trial (daskperiment/purity.py).
+    #: ``(store, trial id)``: once per process, before the first purity check, derive
+    #: purity entries from the unindexed final records below that trial (daskperiment/purity.py).
     catch_up: Callable[[store.Store, int], None]
     #: The experiment's history table (for a sweep's rows).
     history: Callable[[bool], Any]
