@@ -53,7 +53,7 @@ class _Shared:
 
     def keys_under(self, prefix: str) -> list[str]:
         """The keys starting with ``prefix`` (under the lock)."""
-        found = []
+        found: list[str] = []
         for folder, keys in self.folders.items():
             if (folder + "/").startswith(prefix):
                 found.extend(keys)

@@ -444,6 +444,26 @@ def test_reput_of_an_old_object_freshens_its_mtime(tmp_path):
     assert fresh.gc().objects_removed == []
 
 
+def test_the_oldest_confirmed_objects_are_forgotten_first(tmp_path, monkeypatch):
+    """A Store trusts the last KNOWN_MAX objects it confirmed (a put of one skips the write),
+    forgetting the oldest first. Seen through files removed behind its back: put again, a
+    trusted object stays missing, a forgotten one is written again."""
+    from daskperiment_store import store as store_module
+
+    monkeypatch.setattr(store_module, "KNOWN_MAX", 3)
+    st = store.open(tmp_path / "s")
+    oids = [st.put(f"value {n}") for n in range(5)]  # 0 and 1 forgotten, 2, 3, 4 trusted
+    for oid in oids:
+        (tmp_path / "s" / object_key(oid)).unlink()
+    for n in (4, 3, 2, 1, 0):
+        st.put(f"value {n}")
+    present = [n for n, oid in enumerate(oids) if (tmp_path / "s" / object_key(oid)).exists()]
+    assert present == [0, 1]
+    # and many more than KNOWN_MAX: the newest three are the ones trusted
+    more = [st.put(f"more {n}") for n in range(50)]
+    assert list(st._known) == more[-3:]
+
+
 # -- the format document's worked example is what the code writes ---------------------------
 
 
