@@ -1,6 +1,7 @@
 """Store benchmarks: figures for docs/performance.md, measured side by side in one run.
 
     python benchmarks/bench_store.py [--dir DIR] [--mb 100] [--repeat 7] [--small 10000]
+    python benchmarks/bench_store.py --after-deletes 20000 [--dir DIR]
 
 Every comparison interleaves the store and its baseline in the same loop (same disk, same
 page cache, same neighbours on a shared machine) and reports medians and their ratio:
@@ -13,6 +14,8 @@ page cache, same neighbours on a shared machine) and reports medians and their r
 * hashing (``daskperiment_store.digest``) vs ``xxhash.xxh3_128`` over the array's buffer;
 * a compressible array: stored bytes and time;
 * many small JSON objects: puts/s and gets/s.
+* ``--after-deletes N``: file creation in ``--dir`` before and after N files there are
+  deleted (another process's cleanup), probed every 2 s.
 """
 
 from __future__ import annotations
@@ -285,6 +288,37 @@ def bench_big(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_after_deletes(work: Path, files: int) -> None:
+    """File creation (open, write 300 bytes, close) before and after ``files`` files of 5 KB
+    are deleted in the same filesystem: whether another process's deletes slow a store's
+    writes there, and for how long (medians of 300 creations per probe)."""
+
+    def probe(k: int = 300) -> float:
+        times = []
+        for _ in range(k):
+            path = work / "probe" / os.urandom(8).hex()
+            t0 = time.perf_counter()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"x" * 300)
+            os.close(fd)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+
+    (work / "probe").mkdir()
+    junk = work / "junk"
+    junk.mkdir()
+    for n in range(files):
+        (junk / str(n)).write_bytes(b"y" * 5000)
+    os.sync()
+    time.sleep(3)
+    print(f"file creation in {work}: settled {probe():.1f} us")
+    shutil.rmtree(junk)
+    start = time.monotonic()
+    for _ in range(8):
+        print(f"  {time.monotonic() - start:4.0f} s after deleting {files} files: {probe():.1f} us")
+        time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", help="directory on the disk to measure (default: a temp dir)")
@@ -298,10 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-store", help="keep (and reuse) the big stores in this directory")
     parser.add_argument("--push-source", help="a store of 'history_pj' trials to push to moto S3")
     parser.add_argument("--swaps", type=int, default=0, help="only ref swaps, N per block")
+    parser.add_argument(
+        "--after-deletes", type=int, default=0, help="only file creation after N files deleted"
+    )
     args = parser.parse_args(argv)
     if args.big or args.push_source:
         return bench_big(args)
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    if args.after_deletes:
+        try:
+            bench_after_deletes(work, args.after_deletes)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     if args.swaps:
         try:
             bench_swaps(work, args.swaps, args.repeat)
