@@ -159,7 +159,10 @@ def _decode_json(body: Chunk) -> Any:
 def find_links(kind: str, body: Chunk) -> list[Oid]:
     """Oids of the :class:`Link` values inside a ``json`` or ``container`` body, each once, in order of
     appearance in the body; ``[]`` for every other kind."""
-    if kind not in LINK_KINDS or b'"$link"' not in bytes(body):
+    data = bytes(body)
+    # A key may spell any of its characters as a \uXXXX escape ("\u0024link"): a body with
+    # no literal "$link" and no escape at all holds no link; any other is decoded.
+    if kind not in LINK_KINDS or (b'"$link"' not in data and b"\\u" not in data):
         return []
     found: dict[Oid, None] = {}
 

@@ -157,7 +157,10 @@ DEFAULT_MAX_OBJECT_SIZE = 4 << 30
 MAX_OBJECT_SIZE_ENV = "DASKPERIMENT_STORE_MAX_OBJECT_SIZE"
 #: No valid payload expands more than this; a header claiming more is refused unread.
 MAX_EXPANSION = compress.MAX_EXPANSION
-_LINK_MARKER = b'"$link"'
+#: What a JSON body holding a link must contain: the key literally, or a \uXXXX escape (a key
+#: may spell "$link" with escaped characters, which decoding reads as the same key).
+_LINK_MARKERS = (b'"$link"', b"\\u")
+_MARKER_TAIL = max(len(m) for m in _LINK_MARKERS) - 1
 
 
 def max_object_size(value: int | None = None) -> int:
@@ -180,7 +183,7 @@ def max_object_size(value: int | None = None) -> int:
 
 class Verified(NamedTuple):
     """What streaming verification learned: the header, and whether the body contains the
-    marker of a link (only JSON bodies with it need to be parsed to find links)."""
+    marker of a link (only JSON bodies with one need to be parsed to find links)."""
 
     header: Header
     may_link: bool
@@ -251,9 +254,9 @@ def verify_stream(oid: str, data: Any, where: str, limit: int | None = None) -> 
             if size > header.body_size:
                 break
             if not may_link and header.kind in ("json", "container"):
-                text = bytes(piece)  # JSON bodies only; a marker may straddle two pieces
-                may_link = _LINK_MARKER in tail + text
-                tail = text[-(len(_LINK_MARKER) - 1) :]
+                text = tail + bytes(piece)  # JSON bodies only; a marker may straddle pieces
+                may_link = any(marker in text for marker in _LINK_MARKERS)
+                tail = text[-_MARKER_TAIL:]
     except (zstandard.ZstdError, compress.DecompressError) as exc:
         raise CorruptObject(oid, where, f"payload does not decompress: {exc}") from None
     if size != header.body_size:

@@ -97,6 +97,27 @@ def test_fsck_reports_missing_links(s):
     assert not report.ok
 
 
+@pytest.mark.parametrize("key", ["\\u0024link", "$\\u006cink", "\\u0024\\u006C\\u0069nk"])
+def test_a_link_spelled_with_escapes_is_followed_everywhere(s, tmp_path, key):
+    """A JSON body may spell the "$link" key with \\uXXXX escapes (decoding reads the same
+    key, so reading the object gives a Link): fsck, gc and bundles follow it too."""
+    text = s.put("reached through an escaped key")
+    body = ('{"a":{"' + key + '":"' + text + '"}}').encode()
+    top = s.put_encoded(store.Encoded("json", [body], len(body)))
+    assert s.get(top) == {"a": store.Link(text)}
+    assert s.links(top) == [text]
+    s.refs.create("runs/escaped", top)
+    assert s.fsck().ok
+    s.gc(grace=0)
+    assert s.get(text) == "reached through an escaped key"  # kept: reachable
+    s.export_bundle(tmp_path / "b.dpb", "runs/")
+    dst = store.open(tmp_path / "dst")
+    dst.import_bundle(tmp_path / "b.dpb")
+    assert dst.get(text) == "reached through an escaped key"
+    s.backend.delete(object_key(text))
+    assert s.fsck().missing_links == [(top, text)]
+
+
 # -- gc ------------------------------------------------------------------------------------
 
 
