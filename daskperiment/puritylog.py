@@ -140,8 +140,10 @@ _TABLES: PerProcess[_Tables] = PerProcess(_Tables)
 def table(st: store.Store, experiment_id: str) -> Table:
     """This process's table of the experiment's log, loaded on first use."""
     tables = _TABLES.get()
-    with tables.lock:
-        t = tables.by_store.setdefault((st.url, experiment_id), Table())
+    t = tables.by_store.get((st.url, experiment_id))
+    if t is None:
+        with tables.lock:
+            t = tables.by_store.setdefault((st.url, experiment_id), Table())
     if not t.loaded:
         with t.lock:
             if not t.loaded:
