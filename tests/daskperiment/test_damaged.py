@@ -244,9 +244,10 @@ def test_damaged_purity_log_is_rebuilt(damaged_store: Path, python: Any) -> None
         ("double", 4, record_oid(damaged_store, 4)),
         ("plus_one", 4, record_oid(damaged_store, 4)),
     ]
-    assert daskperiment.Experiment(EXPERIMENT, backend=damaged_store).get_history()[
-        "Success"
-    ].tolist() == [True] * 4
+    assert (
+        daskperiment.Experiment(EXPERIMENT, backend=damaged_store).get_history()["Success"].tolist()
+        == [True] * 4
+    )
 
 
 def test_damaged_live_ref_is_skipped(damaged_store: Path) -> None:
