@@ -25,6 +25,9 @@ one run.
 old ref's inode at every rewrite instead of keeping it for the next one (the store before
 store/backends/_kept.py), interleaved with the others on the same filesystem.
 
+Before the trials, the time to create a file in ``--dir`` is printed: the disk's own state,
+which on some disks moves with other processes' deletes (docs/performance.md).
+
 Files per trial: ``os.open`` with ``O_CREAT``, ``os.link`` and ``os.replace`` calls made by
 one trial on the disk store, counted by wrapping them (a file a trial creates is one of
 these; reads are not counted). ``--profile N`` prints a cProfile of N trials on memory://.
@@ -242,9 +245,29 @@ def run(
         f"\nPer trial by store ({trials} trials after {warmup}, sync scheduler, log to a "
         f"handler; load average {os.getloadavg()[0]:.1f})"
     )
+    if any(k in ("disk", NO_KEEP) for k in kinds):
+        # The filesystem's own state: on some disks file creation slows for tens of seconds
+        # after any process deletes many files (docs/performance.md, "The purity log").
+        print(f"  creating a file in {disk} now: {file_creation_us(disk):.1f} us (median of 200)")
     figures = measure([*kinds, DASK_SYNC] if dask_sync else kinds, disk, trials, warmup)
     report(figures, disk)
     return figures
+
+
+def file_creation_us(where: Path, count: int = 200) -> float:
+    """Median time to create, write 300 bytes to and close a new file in ``where``."""
+    probe = Path(tempfile.mkdtemp(prefix="pertrial-probe-", dir=where))
+    times = []
+    try:
+        for n in range(count):
+            t0 = time.perf_counter()
+            fd = os.open(probe / str(n), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"x" * 300)
+            os.close(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return statistics.median(times) * 1e6
 
 
 def growth(total: int, kind: str, disk: Path) -> None:
