@@ -57,6 +57,7 @@ from dask.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_experiment import pipeline, plain_calculate_score, plain_prepare_data  # noqa: E402
+from bench_store import file_creation_us  # noqa: E402
 
 import daskperiment  # noqa: E402
 
@@ -248,26 +249,22 @@ def run(
     if any(k in ("disk", NO_KEEP) for k in kinds):
         # The filesystem's own state: on some disks file creation slows for tens of seconds
         # after any process deletes many files (docs/performance.md, "The purity log").
-        print(f"  creating a file in {disk} now: {file_creation_us(disk):.1f} us (median of 200)")
+        print(
+            f"  creating a file in {disk} now: {probe_file_creation(disk):.1f} us (median of 200)"
+        )
     figures = measure([*kinds, DASK_SYNC] if dask_sync else kinds, disk, trials, warmup)
     report(figures, disk)
     return figures
 
 
-def file_creation_us(where: Path, count: int = 200) -> float:
-    """Median time to create, write 300 bytes to and close a new file in ``where``."""
+def probe_file_creation(where: Path) -> float:
+    """Median time (us) to create a small file in ``where`` (bench_store.py), in a
+    directory removed afterwards."""
     probe = Path(tempfile.mkdtemp(prefix="pertrial-probe-", dir=where))
-    times = []
     try:
-        for n in range(count):
-            t0 = time.perf_counter()
-            fd = os.open(probe / str(n), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, b"x" * 300)
-            os.close(fd)
-            times.append(time.perf_counter() - t0)
+        return file_creation_us(probe, 200)
     finally:
         shutil.rmtree(probe, ignore_errors=True)
-    return statistics.median(times) * 1e6
 
 
 def growth(total: int, kind: str, disk: Path) -> None:

@@ -288,21 +288,27 @@ def bench_big(args: argparse.Namespace) -> int:
     return 0
 
 
+def file_creation_us(directory: Path, count: int = 300) -> float:
+    """Median time (us) to create, write 300 bytes to and close a new file in ``directory``
+    (the files are left there: removing them would be deletes of the kind measured below)."""
+    times = []
+    for _ in range(count):
+        path = directory / os.urandom(8).hex()
+        t0 = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"x" * 300)
+        os.close(fd)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
 def bench_after_deletes(work: Path, files: int) -> None:
     """File creation (open, write 300 bytes, close) before and after ``files`` files of 5 KB
     are deleted in the same filesystem: whether another process's deletes slow a store's
     writes there, and for how long (medians of 300 creations per probe)."""
 
-    def probe(k: int = 300) -> float:
-        times = []
-        for _ in range(k):
-            path = work / "probe" / os.urandom(8).hex()
-            t0 = time.perf_counter()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, b"x" * 300)
-            os.close(fd)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times) * 1e6
+    def probe() -> float:
+        return file_creation_us(work / "probe")
 
     (work / "probe").mkdir()
     junk = work / "junk"

@@ -32,7 +32,7 @@ those records (:func:`catch_up`), by the same rule and in trial order, before it
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import daskperiment_store as store
@@ -193,16 +193,7 @@ def catch_up(
     for trial_id, record_oid, record in sorted(trials, key=lambda t: t[0]):
         if record.get("status") != SUCCESS:
             continue
-        for entry in (record.get("steps") or {}).values():
-            if not isinstance(entry, Mapping):
-                continue
-            inputs, output, step = (
-                input_files.purity_inputs(entry),
-                entry.get("output"),
-                entry.get("step"),
-            )
-            if not inputs or not output or not step or entry.get("reused"):
-                continue
+        for step, inputs, output in _computed_steps(record):
             name = purity_ref(experiment_id, step, inputs)
             known = _current(st, pending, experiment_id, name, step, inputs)
             if known is not None and (
@@ -222,16 +213,7 @@ def derive(
     wanted: dict[tuple[str, str], puritylog.Entry] = {}
     for trial_id in sorted(arrived):
         record_oid, record = arrived[trial_id]
-        for entry in (record.get("steps") or {}).values():
-            if not isinstance(entry, Mapping):
-                continue
-            inputs, output, step = (
-                input_files.purity_inputs(entry),
-                entry.get("output"),
-                entry.get("step"),
-            )
-            if not inputs or not output or not step or entry.get("reused"):
-                continue
+        for step, inputs, output in _computed_steps(record):
             old = wanted.get((step, inputs))
             if old is not None and old.output == output:
                 continue
@@ -244,6 +226,21 @@ def derive(
                     pass  # unreadable: derived anew
             wanted[(step, inputs)] = puritylog.Entry(step, inputs, output, trial_id, record_oid)
     return puritylog.record(st, experiment_id, wanted.values()) if wanted else 0
+
+
+def _computed_steps(record: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """``(step, input digest, output digest)`` of each step a stored record says ran (not
+    reused) with digested input and output; malformed entries are skipped."""
+    for entry in (record.get("steps") or {}).values():
+        if not isinstance(entry, Mapping):
+            continue
+        inputs, output, step = (
+            input_files.purity_inputs(entry),
+            entry.get("output"),
+            entry.get("step"),
+        )
+        if inputs and output and step and not entry.get("reused"):
+            yield step, inputs, output
 
 
 def _known(

@@ -137,8 +137,9 @@ class _Tables:
 _TABLES: PerProcess[_Tables] = PerProcess(_Tables)
 
 
-def table(st: store.Store, experiment_id: str) -> Table:
-    """This process's table of the experiment's log, loaded on first use."""
+def table(st: store.Store, experiment_id: str, current: bool = False) -> Table:
+    """This process's table of the experiment's log, loaded on first use; with ``current``,
+    an already loaded table also reads the batches written since."""
     tables = _TABLES.get()
     t = tables.by_store.get((st.url, experiment_id))
     if t is None:
@@ -150,6 +151,9 @@ def table(st: store.Store, experiment_id: str) -> Table:
                 t.legacy = frozenset(st.refs.names(purity_prefix(experiment_id)))
                 refresh(st, experiment_id, t)
                 t.loaded = True
+                return t
+    if current:
+        refresh(st, experiment_id, t)
     return t
 
 
@@ -189,9 +193,8 @@ def refresh(st: store.Store, experiment_id: str, t: Table) -> None:
 def record(st: store.Store, experiment_id: str, entries: Iterable[Entry]) -> int:
     """Write ``entries`` as one batch, leaving out those the log already has from the same
     or a later trial; then merge a level that is full. Returns how many were written."""
-    t = table(st, experiment_id)
+    t = table(st, experiment_id, current=True)
     with t.lock:
-        refresh(st, experiment_id, t)
         fresh = []
         for entry in _latest(entries).values():
             known = t.get(entry.step, entry.inputs)
