@@ -165,6 +165,39 @@ def test_reload_keeps_filter_sort_selection_and_axes(page, sweep_board):
     assert log_scales(page, "#result-plot") == ["LinearScale", "LogScale"]
 
 
+def test_plots_asked_for_at_once_end_as_the_last_choice(page, sweep_board):
+    # Several plots loading together (the result plot re-asked for at each click, metric
+    # curves of a selection) each embed a Bokeh document: embedding two at once failed now
+    # and then ("n is not iterable" in the result plot), and an older answer arriving last
+    # could be drawn over the newer one.
+    open_history(page, sweep_board, "?sel=4,7&key=loss")
+    page.wait_for_selector("#result-plot .bk-Figure", state="attached")
+    for _ in range(3):
+        page.evaluate(
+            """() => {
+                const boxes = ["result-ylog", "metric-ylog", "result-xlog", "metric-xlog"];
+                for (let i = 0; i < 9; i++) {  // an odd number of clicks on each: all end on
+                    for (const id of boxes) {
+                        const box = document.getElementById(id);
+                        box.checked = !box.checked;
+                        box.dispatchEvent(new Event("change"));
+                    }
+                }
+            }"""
+        )
+        on = page.locator("#result-ylog").is_checked()
+        flag = "1" if on else "0"
+        page.wait_for_selector(
+            f"#result-plot[data-ylog='{flag}'][data-xlog='{flag}'] .bk-Figure", state="attached"
+        )
+        page.wait_for_selector(f"#metric-plot[data-ylog='{flag}'][data-curves='2'] .bk-Figure")
+        page.wait_for_timeout(300)  # any answer still on its way would land by now
+        assert page.locator("#result-plot .error-line, #metric-plot .error-line").count() == 0
+        scale = "LogScale" if on else "LinearScale"
+        assert log_scales(page, "#result-plot") == [scale, scale]
+        assert log_scales(page, "#metric-plot")[1] == scale
+
+
 def test_select_all_matching_then_compare(page, sweep_board):
     open_history(page, sweep_board, "?q=optimizer%3Dsgd")
     page.wait_for_selector("#page-info:has-text('3 of 8 trials')")

@@ -68,7 +68,17 @@
     return bokehLoading;
   }
 
-  async function embedPlot(target, item) {
+  // BokehJS's embed_item is not safe to run twice at once (two plots of a page loading
+  // together failed now and then with "n is not iterable"): embeds run one after another.
+  let embedQueue = Promise.resolve();
+
+  function embedPlot(target, item) {
+    const run = embedQueue.then(() => embedPlotNow(target, item));
+    embedQueue = run.catch(() => null);
+    return run;
+  }
+
+  async function embedPlotNow(target, item) {
     await bokehReady();
     if (!window.Bokeh) {
       hint(target, "Plots need Bokeh: pip install 'daskperiment[board]'", "error-line");
@@ -231,6 +241,7 @@
     let historySeq = 0;
     let metricSeq = 0;
     let parallelSeq = 0;
+    let resultSeq = 0;
 
     const parallel = new ParallelCoordinates.Plot(
       document.getElementById("parallel"),
@@ -390,13 +401,16 @@
         param: resultParam.value, xlog: resultX.checked ? "1" : "0", ylog: resultY.checked ? "1" : "0",
       };
       if (resultColor.value) params.color = resultColor.value;
+      const seq = ++resultSeq;
       try {
         const item = await getJSON(apiUrl("plots/result", params));
+        if (seq !== resultSeq) return;
         await embedPlot(target, item);
+        if (seq !== resultSeq) return;
         target.dataset.xlog = params.xlog;
         target.dataset.ylog = params.ylog;
       } catch (error) {
-        hint(target, error.message, "error-line");
+        if (seq === resultSeq) hint(target, error.message, "error-line");
       }
     }
 
