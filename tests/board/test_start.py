@@ -28,6 +28,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def interruptible() -> None:
+    """Run in the child before it starts: Ctrl+C (SIGINT) handled as a terminal would.
+
+    A process started in the background without job control (``cmd &`` in a script) ignores
+    SIGINT, and so does every child it starts: Python then installs no KeyboardInterrupt
+    handler and the SIGINT these tests send would be lost (the dashboard kept serving)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_url(proc: subprocess.Popen, timeout: float = 60) -> str:
     """Read the child's output until it prints the dashboard's URL."""
     deadline = time.monotonic() + timeout
@@ -50,6 +59,7 @@ def test_command_serves_until_interrupted(cache_dir: Path, fetch):
     proc = subprocess.Popen(
         [sys.executable, "-m", "daskperiment", "board", "--store", str(cache_dir), "--port", "0"],
         env=child_env(),
+        preexec_fn=interruptible,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -68,6 +78,7 @@ def test_default_store_is_the_cache_directory_of_the_working_directory(cache_dir
         [sys.executable, "-m", "daskperiment.board", "--port", "0"],
         cwd=cache_dir.parent,
         env=child_env(),
+        preexec_fn=interruptible,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -148,6 +159,7 @@ def test_start_dashboard_in_a_script_blocks_until_interrupted(
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         env=child_env(),
+        preexec_fn=interruptible,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
