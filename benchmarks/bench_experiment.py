@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     quiet_log()
-    work = Path(tempfile.mkdtemp(prefix="bench-experiment-", dir=args.dir))
+    work = Path(tempfile.mkdtemp(prefix="bench-experiment-", dir=args.dir)).resolve()
     print(
         f"python {sys.version.split()[0]}, dask {dask.__version__}, numpy {np.__version__}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; working in {work}"
@@ -455,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
             history = Path(args.history_store) if args.history_store else work / "history"
             bench_history(history, args.history)
         if "scale" in only:
-            bench_scale(Path(args.scale_store) if args.scale_store else work / "scale", args.scale)
+            bench_scale(
+                Path(args.scale_store).resolve() if args.scale_store else work / "scale", args.scale
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

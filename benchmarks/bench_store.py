@@ -279,12 +279,12 @@ def bench_big(args: argparse.Namespace) -> int:
     import scale
 
     if args.big:
-        root = Path(args.big_store or tempfile.mkdtemp(prefix="bench-big-", dir=args.dir))
+        root = Path(args.big_store or tempfile.mkdtemp(prefix="bench-big-", dir=args.dir)).resolve()
         root.mkdir(parents=True, exist_ok=True)
         scale.bench_big_stores(root, [int(n) for n in args.big.split(",")])
     if args.push_source:
         trials = len(store.open(args.push_source).refs.names("experiments/history_pj/trials/"))
-        scale.bench_push_s3(Path(args.push_source), trials)
+        scale.bench_push_s3(Path(args.push_source).resolve(), trials)
     return 0
 
 

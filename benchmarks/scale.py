@@ -9,11 +9,14 @@ the load average is printed with each section.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,17 @@ ENV = {
     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 }
 FIGURES: dict[str, Any] = {}
+# The children's working directory: an empty one, so that nothing in the directory the
+# benchmark was started from (a store in ./daskperiment_cache, the files a trial's source
+# tree would take in) changes what they measure.
+CWD = tempfile.mkdtemp(prefix="daskperiment-scale-")
+atexit.register(shutil.rmtree, CWD, True)
+
+
+# A child's own peak RSS in kB. Not getrusage's ru_maxrss: Linux carries a process's peak over
+# fork and exec, so a child of this (large) process would report at least the parent's size;
+# VmHWM is the peak of the memory the child itself mapped.
+PEAK_KB = "int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
 
 
 def load() -> str:
@@ -32,14 +46,14 @@ def load() -> str:
 
 def wall(cmd: list[str], **env: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, env={**ENV, **env}, check=True, capture_output=True)
+    subprocess.run(cmd, env={**ENV, **env}, cwd=CWD, check=True, capture_output=True)
     return time.perf_counter() - t0
 
 
 def child(code: str) -> str:
     """stdout of a fresh interpreter running ``code``."""
     done = subprocess.run(
-        [sys.executable, "-c", code], env=ENV, check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], env=ENV, cwd=CWD, check=True, capture_output=True, text=True
     )
     return done.stdout.strip()
 
@@ -135,16 +149,19 @@ def bench_opening(root: Path, sizes: list[int], pipeline: Any, rounds: int = 5) 
 
 
 def _process(cmd: list[str]) -> tuple[str, float, float, float]:
-    """stdout, wall seconds, CPU seconds (user + system) and peak RSS (MB) of a fresh process."""
+    """stdout, wall seconds, CPU seconds (user + system) and peak RSS (MB) of a fresh process
+    ``[python, "-c", code]`` (which prints its peak RSS to stderr at the end: see PEAK_KB)."""
+    cmd = cmd[:-1] + [cmd[-1] + f"\nimport sys\nprint({PEAK_KB}, file=sys.stderr)"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(cmd, env=ENV, cwd=CWD, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = proc.stdout.read() if proc.stdout else b""  # both small: no deadlock reading in turn
+    err = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)  # not wait(): its rusage is the CPU figure
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
-    return out.decode(), seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return out.decode(), seconds, usage.ru_utime + usage.ru_stime, int(err.split()[-1]) / 1024
 
 
 def bench_trial_growth(root: Path, sizes: list[int], pipeline: Any, rounds: int = 40) -> None:
@@ -231,17 +248,17 @@ FILL = (
 )
 
 MEASURE = (
-    "import resource, time\nimport daskperiment_store as store\n"
+    "import time\nimport daskperiment_store as store\n"
     "st = store.open({path!r}, create=False)\nt0 = time.perf_counter()\n{call}\n"
-    "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    "print(time.perf_counter() - t0, " + PEAK_KB.replace("{", "{{").replace("}", "}}") + ")"
 )
 
 BASELINE = (
-    "import os, resource, time\nt0 = time.perf_counter(); n = 0\n"
+    "import os, time\nt0 = time.perf_counter(); n = 0\n"
     "for top, dirs, files in os.walk({objects!r}):\n"
     "    for f in files:\n"
     "        with open(os.path.join(top, f), 'rb') as fh: fh.read(); n += 1\n"
-    "print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    "print(time.perf_counter() - t0, " + PEAK_KB.replace("{", "{{").replace("}", "}}") + ")"
 )
 
 
@@ -277,7 +294,7 @@ def bench_push_s3(source: Path, trials: int) -> None:
     url = server.start()
     try:
         code = (
-            "import os, resource, time, boto3\nimport daskperiment_store as store\n"
+            "import os, time, boto3\nimport daskperiment_store as store\n"
             f"os.environ.update(AWS_ACCESS_KEY_ID='b', AWS_SECRET_ACCESS_KEY='b', "
             f"AWS_DEFAULT_REGION='us-east-1', AWS_ENDPOINT_URL={url!r}, AWS_ENDPOINT_URL_S3={url!r})\n"
             "boto3.client('s3').create_bucket(Bucket='bench')\n"
@@ -285,7 +302,7 @@ def bench_push_s3(source: Path, trials: int) -> None:
             "dst = store.open('s3://bench/store', create=True)\n"
             "t0 = time.perf_counter(); r = src.push(dst, 'experiments/history_pj/trials/')\n"
             "print(time.perf_counter() - t0, r.objects_copied, len(r.refs_updated), "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+            f"{PEAK_KB})"
         )
         seconds, objects, refs, rss = map(float, child(code).split())
     finally:
