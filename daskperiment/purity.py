@@ -274,11 +274,6 @@ def _current(
         return None
 
 
-def remembered_output(st: store.Store, oid: str, step: str, inputs: str) -> str | None:
-    """The output digest the object ``oid`` (a trial record or a marker) remembers."""
-    return _remembered(st, oid, step, inputs)[0]
-
-
 def _remembered(st: store.Store, oid: str, step: str, inputs: str) -> tuple[str | None, int | None]:
     key = (oid, step, inputs)
     if key in _SEEN:

@@ -297,9 +297,10 @@ def _header(st: store.Store, oid: str) -> dict[str, Any]:
     return header
 
 
-def _read_entries(st: store.Store, oid: str) -> list[Entry]:
-    """The well-formed entries of batch ``oid`` (malformed ones are skipped)."""
-    rows = _header(st, oid)["entries"]
+def _read_entries(st: store.Store, oid: str, header: dict[str, Any] | None = None) -> list[Entry]:
+    """The well-formed entries of batch ``oid`` (malformed ones are skipped); ``header``: the
+    batch object, when the caller has read it already."""
+    rows = (header if header is not None else _header(st, oid))["entries"]
     if isinstance(rows, store.Link):
         rows = read_json(st, rows.oid)
     if not isinstance(rows, list):
@@ -322,7 +323,7 @@ def _read_keys(st: store.Store, oid: str) -> tuple[list[int], list[int]]:
     header = _header(st, oid)
     link = header.get("keys")
     if link is None:
-        return _hashes(_read_entries(st, oid))
+        return _hashes(_read_entries(st, oid, header))
     if not isinstance(link, store.Link):
         raise ValueError(f"the keys of purity log batch {oid} are not a link")
     array = st.get(link.oid, kinds={"ndarray"})
