@@ -250,7 +250,7 @@ FILL = (
 MEASURE = (
     "import time\nimport daskperiment_store as store\n"
     "st = store.open({path!r}, create=False)\nt0 = time.perf_counter()\n{call}\n"
-    "print(time.perf_counter() - t0, " + PEAK_KB.replace("{", "{{").replace("}", "}}") + ")"
+    "print(time.perf_counter() - t0, " + PEAK_KB + ")"
 )
 
 BASELINE = (
@@ -258,7 +258,7 @@ BASELINE = (
     "for top, dirs, files in os.walk({objects!r}):\n"
     "    for f in files:\n"
     "        with open(os.path.join(top, f), 'rb') as fh: fh.read(); n += 1\n"
-    "print(time.perf_counter() - t0, " + PEAK_KB.replace("{", "{{").replace("}", "}}") + ")"
+    "print(time.perf_counter() - t0, " + PEAK_KB + ")"
 )
 
 
