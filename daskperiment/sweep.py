@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +55,7 @@ from .guard import HOLDING, Failure, add_gather, guard
 from .log import logger
 from .steps import StepOutput
 from .trial import FAILED, TrialRun, describe_exception
+from .trialbar import trial_bar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -366,7 +366,8 @@ class Sweep:
         from distributed import as_completed
 
         futures = client.get(graph, list(by_key), sync=False, **kwargs)
-        bar = self._distributed_progress(futures)
+        widget = _in_notebook() and _has_module("ipywidgets")
+        bar = trial_bar(len(futures), widget) if self.progress else None
         try:
             # Results are fetched by the client's event loop as tasks finish, not one
             # blocking round trip per trial from here.
@@ -376,44 +377,23 @@ class Sweep:
                     result = result[1]  # (type, exception, traceback): KilledWorker, ...
                 self._finish(by_key[future.key], result)
                 future.release()
+                if bar is not None:
+                    bar.update(failed=isinstance(result, Failure | BaseException))
         finally:
             pending = [f for f in futures if not f.done()]
             if pending:
                 client.cancel(pending)
             if bar is not None:
-                bar.join(timeout=1.0)
-
-    def _distributed_progress(self, futures: list[Any]) -> threading.Thread | None:
-        """distributed's progress bar: a widget in a notebook with ipywidgets, else text (run
-        in a thread, as it blocks until the futures are done). Never fails the sweep."""
-        if not self.progress:
-            return None
-        try:
-            from distributed import progress
-
-            if _in_notebook() and _has_module("ipywidgets"):
-                from IPython.display import display
-
-                display(progress(futures, notebook=True))
-                return None
-            thread = threading.Thread(
-                target=progress,
-                args=(futures,),
-                kwargs={"notebook": False},
-                name="daskperiment-sweep-progress",
-                daemon=True,
-            )
-            thread.start()
-            return thread
-        except Exception as exc:  # noqa: BLE001 - a progress bar is not worth a sweep
-            logger.debug("no progress bar: %s", exc)
-            return None
+                bar.close()
 
 
 def _has_module(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(name) is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # sys.modules[name] = None: an import blocked on purpose
+        return False
 
 
 def _in_notebook() -> bool:

@@ -267,7 +267,8 @@ def test_sweep_runs_on_the_active_client(tmp_path: Path, client: Any, capsys: An
 
     rows = ex.sweep(result, grid={"a": [1, 2, 3], "b": [1, 0]}, seed=9, progress=True)
 
-    assert "100% Completed" in capsys.readouterr().out
+    bar = capsys.readouterr().out.split("\r")[-1]
+    assert "100% Completed | 6 of 6 trials | 3 failed |" in bar
     assert list(rows["Success"]) == [True, False] * 3
     assert set(rows.loc[~rows["Success"], "Description"]) == {"ZeroDivisionError(division by zero)"}
     for i, trial_id in enumerate(rows.index):
@@ -284,14 +285,17 @@ def test_sweep_runs_on_the_active_client(tmp_path: Path, client: Any, capsys: An
 
 
 def test_progress_bars_in_a_notebook(tmp_path: Path, client: Any) -> None:
-    """In a real Jupyter kernel: distributed's bar on the Client (its text form where
-    ipywidgets is missing) and dask's ProgressBar on the threaded scheduler, shown by default."""
+    """In a real Jupyter kernel: on the Client, a widget counting finished trials (text where
+    ipywidgets cannot be imported); dask's ProgressBar on the threaded scheduler; all shown by
+    default and each complete when its cell ends."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
+    pytest.importorskip("ipywidgets")
     sources = [
         f"""
         import logging
+        import sys
         import daskperiment
         from distributed import Client
         logging.getLogger("daskperiment").setLevel(logging.WARNING)
@@ -300,12 +304,15 @@ def test_progress_bars_in_a_notebook(tmp_path: Path, client: Any) -> None:
         a = ex.parameter("a")
 
         @ex.result
-        def double(a):
-            return 2 * a
+        def inverse(a):
+            return 1 / a
         """,
-        "on_cluster = ex.sweep(double(a), grid={'a': [1, 2, 3]})",
-        "on_threads = ex.sweep(double(a), grid={'a': [4]}, scheduler='threads')",
-        "print(list(on_cluster['Result']), list(on_threads['Result'])); client.close()",
+        "with_widget = ex.sweep(inverse(a), grid={'a': [1, 2, 0, 4]})",
+        "sys.modules['ipywidgets'] = None\n"
+        "on_cluster = ex.sweep(inverse(a), grid={'a': [1, 2, 4]})",
+        "on_threads = ex.sweep(inverse(a), grid={'a': [8]}, scheduler='threads')",
+        "print(len(with_widget), list(on_cluster['Result']), list(on_threads['Result']))\n"
+        "client.close()",
     ]
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(textwrap.dedent(src)) for src in sources]
@@ -322,9 +329,52 @@ def test_progress_bars_in_a_notebook(tmp_path: Path, client: Any) -> None:
         assert all(o["output_type"] != "error" for o in cell.outputs), cell.outputs
         return "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")
 
-    assert "100% Completed" in text(notebook.cells[1])
-    assert "100% Completed" in text(notebook.cells[2])
-    assert text(notebook.cells[3]).strip() == "[2, 4, 6] [8]"
+    # The widget: displayed in its cell, its final state a full bar marked as having failures
+    views = [o for o in notebook.cells[1].outputs if o["output_type"] == "display_data"]
+    assert len(views) == 1 and "Completed" not in text(notebook.cells[1])
+    box = views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = runner.widget_state
+    bar_id, label_id = (ref.removeprefix("IPY_MODEL_") for ref in state[box]["children"])
+    assert state[bar_id]["_model_name"] == "IntProgressModel"
+    assert (state[bar_id]["value"], state[bar_id]["max"]) == (4, 4)
+    assert state[bar_id]["bar_style"] == "danger"
+    assert "100% Completed | 4 of 4 trials | 1 failed" in state[label_id]["value"]
+
+    assert "100% Completed | 3 of 3 trials |" in text(notebook.cells[2])
+    assert "failed" not in text(notebook.cells[2])
+    assert "100% Completed" in text(notebook.cells[3])
+    assert text(notebook.cells[4]).strip() == "4 [1.0, 0.5, 0.25] [0.125]"
+
+
+def test_a_quick_sweep_on_a_client_always_ends_its_bar(tmp_path: Path, client: Any) -> None:
+    """Each trial's future is let go once it is recorded: the bar counts recorded trials itself,
+    so it ends with the sweep however soon the trials finish, and leaves nothing running."""
+    import contextlib
+    import io
+
+    ex = experiment(tmp_path)
+    a = ex.parameter("a")
+
+    @ex.result
+    def double(a: int) -> int:
+        return 2 * a
+
+    before = set(threading.enumerate())
+    for _ in range(10):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            ex.sweep(double(a), grid={"a": [1, 2, 3]}, progress=True)
+        last = out.getvalue().split("\r")[-1]
+        assert "100% Completed | 3 of 3 trials |" in last and last.endswith("\n")
+    assert set(threading.enumerate()) <= before
+
+    def feeds(dask_scheduler: Any) -> list[str]:
+        import asyncio
+
+        names = (t.get_coro().__qualname__ for t in asyncio.all_tasks())
+        return [name for name in names if "feed" in name]
+
+    assert client.run_on_scheduler(feeds) == []  # no scheduler-side bar waits on lost keys
 
 
 def test_workers_write_persisted_outputs_and_send_only_digests(tmp_path: Path, client: Any) -> None:
