@@ -14,6 +14,7 @@ graphs; ``compute()`` then raises the step's own exception again in the client.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import cloudpickle
+import dask
 from dask._task_spec import GraphNode, Task, TaskRef
 
 from .steps import RECORDS_ATTR, StepOutput
@@ -86,9 +88,38 @@ def records_in(value: Any) -> dict[str, dict]:
     return {}
 
 
+#: Frames in these directories above a step's own code are how a task reaches the step
+#: (the guard, dask's task call, the step wrapper), not where it failed.
+_RUNNER_DIRS = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep for path in (__file__, dask.__file__)
+)
+
+
+def step_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised in a task, from the first frame that is not
+    daskperiment's or dask's on (the user's step, or whatever it called that failed): what
+    ``show``, the dashboard and the record say. An error in daskperiment's own code, with no
+    such frame, keeps every frame. Chained exceptions are trimmed the same way."""
+    top = traceback.TracebackException.from_exception(exc)
+    pending, seen = [top], set()
+    while pending:
+        part = pending.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        frames = list(part.stack)
+        skip = 0
+        while skip < len(frames) and frames[skip].filename.startswith(_RUNNER_DIRS):
+            skip += 1
+        if 0 < skip < len(frames):
+            part.stack = traceback.StackSummary.from_list(frames[skip:])
+        pending.extend(p for p in (part.__cause__, part.__context__) if p is not None)
+    return "".join(top.format())
+
+
 def failure_of(exc: Exception) -> Failure:
     """A Failure for an exception raised by a task (with the records a step attached)."""
-    text = "".join(traceback.format_exception(exc))
+    text = step_traceback(exc)
     records = dict(getattr(exc, RECORDS_ATTR, None) or {})
     return Failure(describe_exception(exc), text, time.time(), records, exc)
 

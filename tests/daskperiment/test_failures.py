@@ -252,3 +252,60 @@ def test_persisted_output_that_cannot_be_stored_warns_and_trial_is_recorded(
     assert ex.get_history()["Success"].tolist() == [True]
     with pytest.raises(KeyError):
         ex.get_persisted("make_unpicklable", trial_id=1)
+
+
+def _frames(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("File ")]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_a_failed_steps_traceback_starts_at_the_step(scheduler: str) -> None:
+    """The guard, dask's task call and the step wrapper above the step are not shown: the
+    recorded traceback reads as if the step had been called directly."""
+    ex = daskperiment.Experiment(id=f"trimmed_{scheduler}_pj")
+    s = two_steps(ex)
+    ex.set_parameters(a=1, b=-1)
+    with pytest.raises(ZeroDivisionError):
+        s.compute(scheduler=scheduler)
+    text = ex.get_trial(1)["traceback"]
+    frames = _frames(text)
+    assert len(frames) == 1 and frames[0].endswith("in calculate_score"), text
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert text.rstrip().endswith("ZeroDivisionError: division by zero")
+
+
+def test_chained_exceptions_are_trimmed_and_frames_below_the_step_kept() -> None:
+    ex = daskperiment.Experiment(id="chained_pj")
+    a = ex.parameter("a")
+
+    def lookup(a: int) -> int:
+        return {1: 2}[a]
+
+    @ex.result
+    def score(a: int) -> int:
+        try:
+            return lookup(a)
+        except KeyError as exc:
+            raise ValueError(f"no entry for {a}") from exc
+
+    ex.set_parameters(a=5)
+    with pytest.raises(ValueError):
+        score(a).compute()
+    text = ex.get_trial(1)["traceback"]
+    cause, effect = text.split("The above exception was the direct cause")
+    assert [f.rsplit(" in ", 1)[1] for f in _frames(cause)] == ["score", "lookup"]
+    assert [f.rsplit(" in ", 1)[1] for f in _frames(effect)] == ["score"]
+    assert "guard.py" not in text and "_task_spec.py" not in text
+
+
+def test_an_error_in_daskperiment_itself_keeps_every_frame() -> None:
+    """With no frame outside daskperiment and dask, nothing is left out."""
+    from dask._task_spec import Task
+
+    from daskperiment.guard import Guarded
+    from daskperiment.sweep import derive_seed
+
+    failure = Guarded(Task("k", derive_seed, "not a seed", 0))()
+    names = [f.rsplit(" in ", 1)[1] for f in _frames(failure.traceback)]
+    assert names[0] == "__call__" and "derive_seed" in names and "validate_seed" in names
+    assert "daskperiment/guard.py" in failure.traceback
