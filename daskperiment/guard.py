@@ -117,6 +117,17 @@ def step_traceback(exc: BaseException) -> str:
     return "".join(top.format())
 
 
+def without_runner_frames(exc: BaseException) -> BaseException:
+    """``exc`` with its traceback starting at the first frame outside daskperiment and dask,
+    as :func:`step_traceback` writes it: what ``compute()`` raises again in the client."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNNER_DIRS):
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+    return exc
+
+
 def failure_of(exc: Exception) -> Failure:
     """A Failure for an exception raised by a task (with the records a step attached)."""
     text = step_traceback(exc)

@@ -34,7 +34,14 @@ from daskperiment_store import Link, Oid
 
 from . import cache, display, live, purity, seeding, syncrun, sysmetrics
 from .errors import RecordError, StepFailed
-from .guard import RECORDS_ATTR, Failure, add_gather, describe_exception, guard
+from .guard import (
+    RECORDS_ATTR,
+    Failure,
+    add_gather,
+    describe_exception,
+    guard,
+    without_runner_frames,
+)
 from .log import logger
 from .provenance import record as provenance
 from .record import (
@@ -433,7 +440,7 @@ def _exception_of(failure: Failure) -> BaseException:
         return StepFailed(failure.description)
     # The records are in the store now: the user's exception need not hold them.
     getattr(failure.exc, "__dict__", {}).pop(RECORDS_ATTR, None)
-    return failure.exc
+    return without_runner_frames(failure.exc)
 
 
 def _merge_metric(st: store.Store, oids: list[str]) -> str:
