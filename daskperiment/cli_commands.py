@@ -178,7 +178,8 @@ def _show_text(experiment_id: str, r: dict[str, Any]) -> str:
         f"trial {r.get('id')} of {experiment_id}",
         f"status:       {r.get('status')}",
         "parameters:   " + (", ".join(f"{k}={v!r}" for k, v in ordered_params(r)) or "(none)"),
-        f"result:       {r.get('result_repr')} ({r.get('result_type')})",
+        "result:       "
+        + (f"{r.get('result_repr')} ({r['result_type']})" if r.get("result_type") else "-"),
         f"seed:         {r.get('seed')}",
         f"started:      {_when(r.get('started'))}",
         f"finished:     {_when(r.get('finished'))}",

@@ -176,6 +176,26 @@ def test_show_text_and_json(made) -> None:
     assert record["record"] == ex.store.refs.get(f"experiments/{EXP}/trials/2")
 
 
+def test_show_a_failed_trial_says_there_is_no_result_and_where_it_failed(tmp_path: Path) -> None:
+    ex = daskperiment.Experiment(EXP, backend=tmp_path / "daskperiment_cache" / EXP)
+    a = ex.parameter("a")
+
+    @ex.result
+    def inverse(a):
+        return 1 / a
+
+    ex.set_parameters(a=0)
+    with pytest.raises(ZeroDivisionError):
+        inverse(a).compute()
+    text = cli("show", EXP, "1", cwd=tmp_path).stdout
+    assert "\nresult:       -\n" in text
+    assert "description:  ZeroDivisionError(division by zero)" in text
+    tail = text.split("traceback:\n", 1)[1].splitlines()
+    assert tail[0] == "  Traceback (most recent call last):"
+    assert tail[1].startswith('    File "') and tail[1].endswith(", in inverse")
+    assert tail[-1] == "  ZeroDivisionError: division by zero"
+
+
 def test_diff_renders_like_git_and_exit_code(made) -> None:
     directory, ex = made
     done = cli("diff", EXP, "1", "2", cwd=directory)
