@@ -15,6 +15,7 @@ A notebook with ``ipywidgets`` gets a widget; anywhere else, a text bar in the f
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -23,6 +24,7 @@ from .log import logger
 
 WIDTH = 40
 REDRAW_EVERY = 0.1  # seconds between two drawings, except the first and the last
+TICK_EVERY = 0.5  # seconds between two drawings while no trial ends (the clock moves on)
 
 
 def format_elapsed(seconds: float) -> str:
@@ -37,9 +39,12 @@ def format_elapsed(seconds: float) -> str:
 
 
 class TextBar:
-    """``[####    ] | 50% Completed | 2 of 4 trials | 1 failed |  0.3s`` on one line."""
+    """``[####    ] | 50% Completed | 2 of 4 trials | 1 failed |  0.3s`` on one line, drawn
+    again as trials end and every ``tick`` seconds in between (a thread of its own, stopped
+    and joined by :meth:`close`: nothing is drawn after it, in a notebook nothing lands in a
+    later cell)."""
 
-    def __init__(self, total: int, out: TextIO | None = None) -> None:
+    def __init__(self, total: int, out: TextIO | None = None, tick: float = TICK_EVERY) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
@@ -47,17 +52,36 @@ class TextBar:
         self.started = time.perf_counter()
         self.drawn_at = -REDRAW_EVERY
         self.broken = False
+        self.lock = threading.Lock()
         self._draw()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if tick > 0:
+            self._ticker = threading.Thread(
+                target=self._tick, args=(tick,), name="daskperiment-sweep-bar", daemon=True
+            )
+            self._ticker.start()
 
     def update(self, failed: bool = False) -> None:
         """One more trial recorded (``failed``: it was recorded as failed)."""
-        self.done += 1
-        self.failed += failed
-        if self.done >= self.total or time.perf_counter() - self.drawn_at >= REDRAW_EVERY:
-            self._shown(self._draw)
+        with self.lock:
+            self.done += 1
+            self.failed += failed
+            if self.done >= self.total or time.perf_counter() - self.drawn_at >= REDRAW_EVERY:
+                self._shown(self._draw)
 
     def close(self) -> None:
-        self._shown(self._end)
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self.lock:
+            self._shown(self._end)
+
+    def _tick(self, every: float) -> None:
+        while not self._stop.wait(every):
+            with self.lock:
+                if time.perf_counter() - self.drawn_at >= every:
+                    self._shown(self._draw)
 
     def _shown(self, draw: Callable[[], None]) -> None:
         """Draws, unless drawing failed once (a closed stdout, a kernel gone): from then on
@@ -94,18 +118,23 @@ class TextBar:
 class WidgetBar(TextBar):
     """The same counts as an ``ipywidgets`` progress bar with the text line beside it."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, tick: float = TICK_EVERY) -> None:
         import ipywidgets
         from IPython.display import display
 
         self.bar = ipywidgets.IntProgress(value=0, min=0, max=max(total, 1), description="Trials")
         self.label = ipywidgets.HTML()
         display(ipywidgets.HBox([self.bar, self.label]))
-        super().__init__(total)
+        super().__init__(total, tick=tick)
 
     def _end(self) -> None:
         self._draw()
         self.bar.bar_style = "danger" if self.failed else "success"
+        # The whole final state, from the sweep's thread: a change already sent by the
+        # ticker's thread (whose messages a kernel may not tie to the cell) is not sent again
+        # on its own.
+        self.bar.send_state()
+        self.label.send_state()
 
     def _draw(self) -> None:
         self.drawn_at = time.perf_counter()

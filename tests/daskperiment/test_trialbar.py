@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from typing import Any
 
 from daskperiment.trialbar import TextBar, format_elapsed, trial_bar
@@ -11,7 +12,7 @@ from daskperiment.trialbar import TextBar, format_elapsed, trial_bar
 
 def test_the_bar_counts_trials_and_failures_and_ends_its_line() -> None:
     out = io.StringIO()
-    bar = TextBar(4, out)
+    bar = TextBar(4, out, tick=0)
     for failed in (False, True, False, False):
         bar.update(failed=failed)
     bar.close()
@@ -49,10 +50,32 @@ def test_a_bar_that_cannot_be_shown_is_no_error(monkeypatch: Any) -> None:
 
 def test_a_bar_whose_output_breaks_mid_sweep_goes_quiet() -> None:
     out = Broken(fail_after=1)
-    bar = TextBar(3, out)
+    bar = TextBar(3, out, tick=0)
     bar.update()
     bar.update(failed=True)
     bar.update()
     bar.close()
     assert bar.broken and bar.done == 3 and bar.failed == 1
     assert out.getvalue().startswith("\r[")
+
+
+def test_the_clock_moves_while_no_trial_ends_and_stops_at_close() -> None:
+    out = io.StringIO()
+    bar = TextBar(2, out, tick=0.02)
+    time.sleep(0.25)  # long enough for the clock to read 0.2s or more
+    deadline = time.monotonic() + 30
+    while out.getvalue().count("\r") < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bar.update()
+    bar.update()
+    bar.close()
+    drawings = out.getvalue().split("\r")[1:]
+    waiting = [d for d in drawings if "0 of 2 trials" in d]
+    assert len(waiting) >= 4  # the first drawing, then the clock's
+    seconds = [float(d.rsplit("|", 1)[1].strip().rstrip("s")) for d in waiting]
+    assert seconds == sorted(seconds) and seconds[-1] > seconds[0]
+    assert drawings[-1].endswith("\n") and "2 of 2 trials" in drawings[-1]
+    assert not bar._ticker or not bar._ticker.is_alive()
+    ended = out.getvalue()
+    time.sleep(0.1)
+    assert out.getvalue() == ended  # nothing drawn after close
