@@ -10,6 +10,8 @@ by every step that has been running for at least that long:
   the final format) and the ref ``experiments/<id>/live/<trial>/<key>/<step task>``
   pointing at it (``<key>`` percent-encoded, dots included, so any key is one ref component);
 - nothing for a key without new points, nothing at all for a step shorter than the interval.
+  The keys of one pass are written one after another: a reader may see one key's newest
+  points a moment before another's.
 
 The cost is therefore one object write and one ref write per key and second of a long step,
 in a thread of its own: ``save_metric`` itself stays two list appends. When such a step ends,

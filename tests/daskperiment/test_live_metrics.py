@@ -79,7 +79,12 @@ def test_a_running_trials_metrics_are_read_from_another_process(
         wait_until((python.directory / "saved0").exists, "the first ten points")
         ex = daskperiment.Experiment("live_pj", backend=python.directory / "store")
 
-        wait_until(lambda: len(points(ex, "loss", 1)) == 10, "ten points to be readable")
+        # One pass of the writer's thread writes the keys one after another: a reader can
+        # see one key's points a moment before the next key's.
+        wait_until(
+            lambda: all(len(points(ex, key, 1)) == 10 for key in KEYS),
+            "ten points of every key to be readable",
+        )
         assert ex.get_trial(1)["status"] == "running"
         assert ex.get_metric_keys(1) == sorted(KEYS)
         for key in KEYS:
