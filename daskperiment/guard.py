@@ -95,37 +95,29 @@ _RUNNER_DIRS = tuple(
 )
 
 
-def step_traceback(exc: BaseException) -> str:
-    """The traceback of an exception raised in a task, from the first frame that is not
-    daskperiment's or dask's on (the user's step, or whatever it called that failed): what
-    ``show``, the dashboard and the record say. An error in daskperiment's own code, with no
-    such frame, keeps every frame. Chained exceptions are trimmed the same way."""
-    top = traceback.TracebackException.from_exception(exc)
-    pending, seen = [top], set()
-    while pending:
-        part = pending.pop()
-        if id(part) in seen:
-            continue
-        seen.add(id(part))
-        frames = list(part.stack)
-        skip = 0
-        while skip < len(frames) and frames[skip].filename.startswith(_RUNNER_DIRS):
-            skip += 1
-        if 0 < skip < len(frames):
-            part.stack = traceback.StackSummary.from_list(frames[skip:])
-        pending.extend(p for p in (part.__cause__, part.__context__) if p is not None)
-    return "".join(top.format())
-
-
 def without_runner_frames(exc: BaseException) -> BaseException:
-    """``exc`` with its traceback starting at the first frame outside daskperiment and dask,
-    as :func:`step_traceback` writes it: what ``compute()`` raises again in the client."""
+    """``exc`` with its traceback starting at the first frame outside daskperiment and dask
+    (the user's step, or whatever it called that failed); an error in daskperiment's own code,
+    with no such frame, keeps every frame. What ``compute()`` raises again in the client."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNNER_DIRS):
         tb = tb.tb_next
     if tb is not None:
         exc.__traceback__ = tb
     return exc
+
+
+def step_traceback(exc: BaseException) -> str:
+    """The traceback of an exception raised in a task, as ``show``, the dashboard and the
+    record give it: each exception of the chain without its runner frames."""
+    pending, seen = [exc], set()
+    while pending:
+        part = pending.pop()
+        if id(part) not in seen:
+            seen.add(id(part))
+            without_runner_frames(part)
+            pending.extend(p for p in (part.__cause__, part.__context__) if p is not None)
+    return "".join(traceback.format_exception(exc))
 
 
 def failure_of(exc: Exception) -> Failure:

@@ -366,8 +366,9 @@ class Sweep:
         from distributed import as_completed
 
         futures = client.get(graph, list(by_key), sync=False, **kwargs)
-        widget = _in_notebook() and _has_module("ipywidgets")
-        bar = trial_bar(len(futures), widget) if self.progress else None
+        bar = None
+        if self.progress:
+            bar = trial_bar(len(futures), _in_notebook() and _has_module("ipywidgets"))
         try:
             # Results are fetched by the client's event loop as tasks finish, not one
             # blocking round trip per trial from here.

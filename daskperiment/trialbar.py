@@ -50,7 +50,6 @@ class TextBar:
         self.failed = 0
         self.out = out if out is not None else sys.stdout
         self.started = time.perf_counter()
-        self.drawn_at = -REDRAW_EVERY
         self.broken = False
         self.lock = threading.Lock()
         self._draw()
@@ -111,6 +110,9 @@ class TextBar:
 
     def _draw(self) -> None:
         self.drawn_at = time.perf_counter()
+        self._paint()
+
+    def _paint(self) -> None:
         self.out.write("\r" + self.line())
         self.out.flush()
 
@@ -136,8 +138,7 @@ class WidgetBar(TextBar):
         self.bar.send_state()
         self.label.send_state()
 
-    def _draw(self) -> None:
-        self.drawn_at = time.perf_counter()
+    def _paint(self) -> None:
         self.bar.value = self.done
         self.label.value = self.line().split("] | ", 1)[1]
 
