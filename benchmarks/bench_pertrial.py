@@ -25,8 +25,10 @@ one run.
 old ref's inode at every rewrite instead of keeping it for the next one (the store before
 store/backends/_kept.py), interleaved with the others on the same filesystem.
 
-Before the trials, the time to create a file in ``--dir`` is printed: the disk's own state,
-which on some disks moves with other processes' deletes (docs/performance.md).
+Before and after the trials, the filesystem of ``--dir`` (for ext4, whether it has a journal)
+and the time to create a file there are printed: the disk's own state, which on an ext4
+without a journal moves with other processes' deletes (docs/performance.md, "Files on a disk
+without a journal").
 
 Files per trial: ``os.open`` with ``O_CREAT``, ``os.link`` and ``os.replace`` calls made by
 one trial on the disk store, counted by wrapping them (a file a trial creates is one of
@@ -57,7 +59,7 @@ from dask.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_experiment import pipeline, plain_calculate_score, plain_prepare_data  # noqa: E402
-from bench_store import file_creation_us  # noqa: E402
+from bench_store import describe_filesystem, file_creation_us  # noqa: E402
 
 import daskperiment  # noqa: E402
 
@@ -143,8 +145,11 @@ class _FreeEveryTime:
         return os.path.join(self.tmp_dir, f"{os.getpid()}-{uuid.uuid4().hex[:16]}.tmp")
 
 
-def measure(kinds: list[str], disk: Path, trials: int, warmup: int) -> dict[str, Any]:
-    """Interleaved trials on each store and plain dask computes; medians in ms."""
+def measure(
+    kinds: list[str], disk: Path, trials: int, warmup: int, roots: list[str] | None = None
+) -> dict[str, Any]:
+    """Interleaved trials on each store and plain dask computes; medians in ms. The stores'
+    directories are removed, or added to ``roots`` for the caller to remove later."""
     runs = {}
     for kind in kinds:
         base = {DASK_SYNC: "memory", NO_KEEP: "disk"}.get(kind, kind)
@@ -176,11 +181,18 @@ def measure(kinds: list[str], disk: Path, trials: int, warmup: int) -> dict[str,
         kind = "disk" if "disk" in runs else "shm"
         ex, result = runs[kind]
         figures["files"] = count_files(result, ex, 10**6)
-    for ex, _ in runs.values():
-        backend = getattr(ex.store.backend, "root", None)
-        if backend and os.path.isdir(backend):
-            shutil.rmtree(backend, ignore_errors=True)
+    kept = [getattr(ex.store.backend, "root", None) for ex, _ in runs.values()]
+    if roots is None:
+        remove_dirs(kept)
+    else:
+        roots.extend(kept)
     return figures
+
+
+def remove_dirs(paths: list[Any]) -> None:
+    for path in paths:
+        if path and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def report(figures: dict[str, Any], disk: Path) -> None:
@@ -246,25 +258,30 @@ def run(
         f"\nPer trial by store ({trials} trials after {warmup}, sync scheduler, log to a "
         f"handler; load average {os.getloadavg()[0]:.1f})"
     )
-    if any(k in ("disk", NO_KEEP) for k in kinds):
-        # The filesystem's own state: on some disks file creation slows for tens of seconds
-        # after any process deletes many files (docs/performance.md, "The purity log").
-        print(
-            f"  creating a file in {disk} now: {probe_file_creation(disk):.1f} us (median of 200)"
-        )
-    figures = measure([*kinds, DASK_SYNC] if dask_sync else kinds, disk, trials, warmup)
-    report(figures, disk)
+    on_disk = any(k in ("disk", NO_KEEP) for k in kinds)
+    probe = Path(tempfile.mkdtemp(prefix="pertrial-probe-", dir=disk)) if on_disk else None
+    roots: list[Any] = []
+    try:
+        if probe is not None:
+            # The filesystem's own state: on an ext4 without a journal, creating a file skips
+            # every inode freed there in the last 60-360 s (docs/performance.md, "Files on a
+            # disk without a journal").
+            print(f"  {describe_filesystem(disk)}")
+            print(f"  creating a file in {disk} now: {probe_file_creation(probe):.1f} us")
+        figures = measure([*kinds, DASK_SYNC] if dask_sync else kinds, disk, trials, warmup, roots)
+        if probe is not None:
+            print(f"  creating a file in {disk} after: {probe_file_creation(probe):.1f} us")
+        report(figures, disk)
+    finally:
+        remove_dirs([*roots, probe])
     return figures
 
 
-def probe_file_creation(where: Path) -> float:
-    """Median time (us) to create a small file in ``where`` (bench_store.py), in a
-    directory removed afterwards."""
-    probe = Path(tempfile.mkdtemp(prefix="pertrial-probe-", dir=where))
-    try:
-        return file_creation_us(probe, 200)
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
+def probe_file_creation(probe: Path) -> float:
+    """Median time (us) to create a small file in ``probe`` (bench_store.py). The files
+    stay until the run ends: deleting them before the trials would slow the trials' own file
+    creation on an ext4 without a journal (docs/performance.md)."""
+    return file_creation_us(probe, 200)
 
 
 def growth(total: int, kind: str, disk: Path) -> None:
@@ -293,9 +310,7 @@ def growth(total: int, kind: str, disk: Path) -> None:
         med, mean = statistics.median(window) * 1000, statistics.mean(window) * 1000
         print(f"  {mark:>9} {med:7.3f}ms {med / base / 1000:6.2f}x {mean:7.3f}ms "
               f"{mean / base / 1000:6.2f}x {base * 1000:7.3f}ms")  # fmt: skip
-    backend = getattr(ex.store.backend, "root", None)
-    if backend and os.path.isdir(backend):
-        shutil.rmtree(backend, ignore_errors=True)
+    remove_dirs([getattr(ex.store.backend, "root", None)])
 
 
 def main(argv: list[str] | None = None) -> int:

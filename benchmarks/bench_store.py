@@ -288,6 +288,40 @@ def bench_big(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_filesystem(path: Path) -> str:
+    """The filesystem holding ``path`` and, for ext4, whether it has a journal: without one,
+    creating a file skips every inode freed in the last 60 s (360 s while its inode table block
+    is unwritten), so file creation there slows after any process deletes files
+    (docs/performance.md, "Files on a disk without a journal")."""
+    path = Path(path).resolve()
+    best: tuple[str, str, str] | None = None
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point, device = fields[4], fields[2]
+            fstype = fields[fields.index("-") + 1]
+            if (path == Path(point) or Path(point) in path.parents) and (
+                best is None or len(point) > len(best[0])
+            ):
+                best = (point, device, fstype)
+    if best is None:
+        return f"{path}: filesystem unknown"
+    point, device, fstype = best
+    text = f"{fstype} mounted on {point}"
+    if fstype == "ext4":
+        name = os.path.basename(os.path.realpath(f"/sys/dev/block/{device}"))
+        try:
+            task = Path(f"/sys/fs/ext4/{name}/journal_task").read_text().strip()
+        except OSError:
+            return text
+        text += (
+            ", without a journal (a new file skips inodes freed in the last 60-360 s)"
+            if task == "<none>"
+            else ", with a journal"
+        )
+    return text
+
+
 def file_creation_us(directory: Path, count: int = 300) -> float:
     """Median time (us) to create, write 300 bytes to and close a new file in ``directory``
     (the files are left there: removing them would be deletes of the kind measured below)."""
@@ -317,7 +351,7 @@ def bench_after_deletes(work: Path, files: int) -> None:
         (junk / str(n)).write_bytes(b"y" * 5000)
     os.sync()
     time.sleep(3)
-    print(f"file creation in {work}: settled {probe():.1f} us")
+    print(f"{describe_filesystem(work)}\nfile creation in {work}: settled {probe():.1f} us")
     shutil.rmtree(junk)
     start = time.monotonic()
     for _ in range(8):

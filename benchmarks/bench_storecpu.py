@@ -98,11 +98,11 @@ for i in range(10 + int(sys.argv[1])):
 ROWS = ("trial (whole)", "Store.put", "codec.encode", "compress.compress",
         "compress.decompress", "flush: all", "flush: purity refs", "flush: history index")  # fmt: skip
 PERTRIAL_LINE = re.compile(
-    r"\s+(plain dask.delayed|trial, memory://|trial, /dev/shm \(tmpfs\))\s+([\d.]+)ms\s+([\d.]+)x"
-    r"\s+([\d.]+)ms\s+([\d.]+)x\s+([\d.]+)ms\s+([\d.]+)x"
+    r"\s+(plain dask.delayed|trial, memory://|trial, /dev/shm \(tmpfs\)|trial, \S+ \(disk\))"
+    r"\s+([\d.]+)ms\s+([\d.]+)x\s+([\d.]+)ms\s+([\d.]+)x\s+([\d.]+)ms\s+([\d.]+)x"
 )
 PERTRIAL_NAMES = {"plain dask.delayed": "plain", "trial, memory://": "memory://",
-                  "trial, /dev/shm (tmpfs)": "/dev/shm"}  # fmt: skip
+                  "trial, /dev/shm (tmpfs)": "/dev/shm", "disk": "disk"}  # fmt: skip
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -121,11 +121,13 @@ def run_in(tree: Path, args: list[str]) -> str:
     return done.stdout
 
 
-def pertrial(tree: Path, trials: int) -> dict[str, tuple[float, ...]]:
-    out = run_in(tree, ["benchmarks/bench_pertrial.py", "--trials", str(trials),
-                        "--stores", "memory,shm"])  # fmt: skip
+def pertrial(tree: Path, trials: int, disk: str | None = None) -> dict[str, tuple[float, ...]]:
+    stores = ["--stores", "memory,shm,disk", "--dir", disk] if disk else ["--stores", "memory,shm"]
+    out = run_in(tree, ["benchmarks/bench_pertrial.py", "--trials", str(trials), *stores])
     return {
-        PERTRIAL_NAMES[m[1]]: tuple(float(m[i]) for i in range(2, 8))
+        PERTRIAL_NAMES["disk" if m[1].endswith("(disk)") else m[1]]: tuple(
+            float(m[i]) for i in range(2, 8)
+        )
         for m in map(PERTRIAL_LINE.match, out.splitlines())
         if m
     }
@@ -156,6 +158,8 @@ def report_pertrial(sides: dict[str, list[dict[str, tuple[float, ...]]]]) -> Non
     print(f"\nPer trial (bench_pertrial, medians of {len(next(iter(sides.values())))} rounds)")
     print(f"  {'':<22}{'median':>9}{'ratio':>7}{'mean':>9}{'ratio':>7}{'CPU':>9}{'ratio':>7}")
     for kind in PERTRIAL_NAMES.values():
+        if kind not in next(iter(sides.values()))[0]:
+            continue
         for side, runs in sides.items():
             f = [statistics.median(run[kind][i] for run in runs) for i in range(6)]
             print(f"  {kind + ', ' + side:<22}{f[0]:7.3f}ms{f[1]:6.2f}x{f[2]:7.3f}ms{f[3]:6.2f}x"
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", help="git revision to compare with (pertrial, breakdown)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=400)
+    parser.add_argument("--disk", help="pertrial: also trials on a store in this directory")
     parser.add_argument("--only", default="pertrial,breakdown,flush",
                         help="any of pertrial, breakdown, flush, instructions")  # fmt: skip
     args = parser.parse_args(argv)
@@ -255,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for side, tree in trees.items():
                     if "pertrial" in only:
-                        runs["pertrial"].setdefault(side, []).append(pertrial(tree, args.trials))
+                        runs["pertrial"].setdefault(side, []).append(
+                            pertrial(tree, args.trials, args.disk)
+                        )
                     if "breakdown" in only:
                         runs["breakdown"].setdefault(side, []).append(breakdown(tree))
             if "instructions" in only:
