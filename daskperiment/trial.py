@@ -274,7 +274,7 @@ class TrialRun:
         candidate = max(session.last_trial_id(), deleted) + 1
         for _ in range(100_000):
             record = dict(base, trial_id=candidate)
-            oid = st.put(record)
+            oid = st.put(record, new=True)  # its start time makes it new: no existence check
             try:
                 st.refs.create(trial_ref(session.experiment_id, candidate), oid)
             except store.errors.RefExists:
@@ -366,7 +366,7 @@ class TrialRun:
         record.setdefault("description", None)
         record.setdefault("traceback", None)
         live_refs = live.take_flags(record)  # live metrics: daskperiment/live.py
-        oid = st.put(record)
+        oid = st.put(record, new=True)
         trial_id = self._taken_id()
         try:
             st.refs.swap(trial_ref(self.experiment_id, trial_id), running_oid, oid)

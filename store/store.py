@@ -168,16 +168,19 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------
 
-    def put(self, value: Any) -> Oid:
+    def put(self, value: Any, *, new: bool = False) -> Oid:
         """Store ``value`` (if not stored yet) and return its oid.
 
         The codec is chosen by type (see :mod:`daskperiment_store.codec`). Putting a value that is already
         stored costs hashing plus one existence check (none at all if this Store wrote or
-        found it in the last :data:`FRESH_SECONDS`). Raises :class:`EncodeError` for a value
+        found it in the last :data:`FRESH_SECONDS`). ``new``: the value is almost surely not
+        stored (it holds its own time of writing, as a trial's record does), so it is written
+        without that check first; the write itself says if it existed, and an existing object
+        is then confirmed as the check would have. Raises :class:`EncodeError` for a value
         no codec can encode and :class:`ReadOnlyStore` on a read-only store.
         """
         self._check_writable("put objects")
-        return self._put_encoded(codec.encode(value))
+        return self._put_encoded(codec.encode(value), new)
 
     def put_encoded(self, enc: Encoded) -> Oid:
         """Store a value already encoded (if not stored yet) and return its oid.
@@ -194,25 +197,35 @@ class Store:
             raise ValueError(f"unknown object kind {enc.kind!r}; known: {', '.join(codec.KINDS)}")
         return self._put_encoded(enc)
 
-    def _put_encoded(self, enc: Encoded) -> Oid:
+    def _put_encoded(self, enc: Encoded, new: bool = False) -> Oid:
         oid = hash_chunks(enc.kind, enc.chunks)
         # A container's elements first: a reader never finds one whose elements are missing.
         for child_oid, child in enc.children:
             self._store_encoded(child_oid, child.kind, child.chunks, child.size)
-        self._store_encoded(oid, enc.kind, enc.chunks, enc.size)
+        self._store_encoded(oid, enc.kind, enc.chunks, enc.size, new)
         return oid
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> Oid:
         """Store raw bytes as a ``bytes`` object; the same as ``put(bytes(data))``."""
         return self.put(data if isinstance(data, bytes) else bytes(data))
 
-    def _store_encoded(self, oid: Oid, kind: str, chunks: list, size: int) -> bool:
-        """Write an encoded object unless present; return whether this call wrote it."""
-        if self.has_fresh(oid):
+    def _store_encoded(
+        self, oid: Oid, kind: str, chunks: list, size: int, new: bool = False
+    ) -> bool:
+        """Write an encoded object unless present; return whether this call wrote it
+        (``new``: without asking the backend first, see :meth:`put`)."""
+        if self._is_fresh(oid) if new else self.has_fresh(oid):
             return False
         data = objfile.build(kind, chunks, size, self.compression_level, self.compression_threads)
         # A racing writer of the same oid writes the same bytes, so losing is fine.
-        written = self.backend.put_if_absent(object_key(oid), data)
+        key = object_key(oid)
+        written = self.backend.put_new(key, data) if new else False
+        if new and not written:
+            if self.has_fresh(oid):  # it existed: gc's grace period now covers it
+                return False
+            new = False  # a gc removed it just now: write it as usual
+        if not new:
+            written = self.backend.put_if_absent(key, data)
         self._remember(oid)
         return written
 

@@ -276,6 +276,14 @@ class BackendContract:
         assert backend.put_if_absent("objects/x", b"second") is False
         assert self.raw_get(backend, "objects/x") == b"first"
 
+    def test_put_new_creates_or_reports_an_existing_key(self, backend: Backend) -> None:
+        assert backend.put_new("objects/n", [b"fir", b"st"]) is True
+        assert backend.put_new("objects/n", b"second") is False
+        assert self.raw_get(backend, "objects/n") == b"first"
+        self.raw_put(backend, "refs/there", b"already")
+        assert backend.put_new("refs/there", b"x") is False
+        assert self.raw_get(backend, "refs/there") == b"already"
+
     def test_put_if_absent_sees_values_written_around_it(self, backend: Backend) -> None:
         self.raw_put(backend, "objects/y", b"there")
         assert backend.put_if_absent("objects/y", [b"x", b"y"]) is False

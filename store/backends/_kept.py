@@ -2,12 +2,13 @@
 rewrite of a key, so that rewriting refs allocates and frees no inode.
 
 A rewrite writes a temp file and exchanges it with the key's file (``renameat2``); the temp
-name then holds the old value's inode. Unlinking it frees that inode, and on ext4 a freed inode
-is skipped by the allocator for a while (``recently_deleted``): a store rewriting a ref per
-trial made every later file creation scan past the inodes it had just freed (file creation
-measured 30 us on a settled filesystem, 300 us and more after a few thousand frees). Keeping
-the old inode instead, and writing the next rewrite into it, allocates nothing and frees
-nothing.
+name then holds the old value's inode. Unlinking it frees that inode, and on an ext4 without a
+journal a freed inode is skipped by the allocator for 60 s, 360 s while its inode table block
+is unwritten (``recently_deleted`` in the kernel's ``fs/ext4/ialloc.c``): a store rewriting a
+ref per trial made every later file creation scan past the inodes it had just freed (file
+creation measured 30 us on a settled filesystem, 300 us and more after a few thousand frees).
+Keeping the old inode instead, and writing the next rewrite into it, allocates nothing and
+frees nothing.
 
 Safety: a kept file is reused only by the process that kept it (a forked child starts
 without one) and only while it has a single link (a hard-linked copy of the store, e.g.
@@ -61,17 +62,19 @@ class KeptTemp:
         _unlink(path)
 
 
-def open_kept(path: str, flags: int) -> int | None:
-    """A descriptor to write ``path`` afresh, or None when it is gone or has another link."""
+def open_kept(path: str, flags: int) -> tuple[int, int] | None:
+    """A descriptor to write ``path`` afresh and the file's size (what a shorter new value
+    must truncate), or None when it is gone or has another link."""
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
         return None
-    if os.fstat(fd).st_nlink != 1:
+    st = os.fstat(fd)
+    if st.st_nlink != 1:
         os.close(fd)
         _unlink(path)
         return None
-    return fd
+    return fd, st.st_size
 
 
 def is_kept_by_a_running_process(name: str) -> bool:

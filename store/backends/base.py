@@ -170,6 +170,12 @@ class Backend(abc.ABC):
     def put_if_absent(self, key: str, data: Buffers) -> bool:
         """Write ``key`` only if it does not exist; return whether this call created it."""
 
+    def put_new(self, key: str, data: Buffers) -> bool:
+        """``put_if_absent`` of a key the caller expects not to exist (a value that holds its
+        own time of writing): the same result, where a backend may skip a check that only
+        saves rewriting an existing key."""
+        return self.put_if_absent(key, data)
+
     @abc.abstractmethod
     def swap(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         """Compare-and-swap: if the current value equals ``expected`` (``None``: absent),

@@ -14,11 +14,12 @@ What is atomic, and how:
   killed half-way leaves only its temp file, which :meth:`LocalBackend.list_temp` reports
   and ``gc`` removes. (Exchanging rather than replacing keeps ext4 from writing the new
   file's data out inside the rename: see :func:`daskperiment_store.backends._osio.exchange`.)
-* ``put_if_absent``: the temp file is hard-linked to the target with ``os.link``, which fails
-  with ``EEXIST`` if the target exists: exactly one of any number of racing processes wins,
-  and the winner's file appears complete. On a filesystem without hard links the create is
-  done under the key's lock instead (still atomic against every other writer using this
-  backend).
+* ``put_if_absent``: the temp file is renamed to the target with ``renameat2``'s
+  ``RENAME_NOREPLACE`` (where the kernel and filesystem have it; else hard-linked with
+  ``os.link``), which fails with ``EEXIST`` if the target exists: exactly one of any number of
+  racing processes wins, and the winner's file appears complete. On a filesystem without hard
+  links the create is done under the key's lock instead (still atomic against every other
+  writer using this backend).
 * ``swap``: compare-and-swap under an exclusive ``fcntl.flock`` on a lock file in ``locks/``.
   ``flock`` locks belong to the open file and the kernel drops them when the process exits,
   however it exits, so a writer killed with SIGKILL while holding the lock cannot wedge a
@@ -208,8 +209,8 @@ class LocalBackend(Backend):
         one (see :mod:`daskperiment_store.backends._kept`)."""
         total = sum(view.nbytes for view in views)
         path = self._kept.take() if rewrite else None
-        fd = _kept.open_kept(path, os.O_WRONLY | _O_CLOEXEC) if path else None
-        reused = fd is not None
+        kept = _kept.open_kept(path, os.O_WRONLY | _O_CLOEXEC) if path else None
+        fd, old_size = kept if kept is not None else (None, 0)
         if fd is None:
             if rewrite:
                 path = self._kept.new_name()
@@ -227,8 +228,8 @@ class LocalBackend(Backend):
                 _osio.preallocate(fd, total)
                 for view in views:
                     _osio.write_all(fd, view)
-                if reused:
-                    os.ftruncate(fd, total)  # it may have held a longer value
+                if old_size > total:
+                    os.ftruncate(fd, total)  # it held a longer value
                 if self._fsync:
                     os.fsync(fd)
             finally:
@@ -242,31 +243,24 @@ class LocalBackend(Backend):
         """Install ``tmp`` over ``final`` (exchange, else rename); keep what the temp name
         then holds (the old value, after an exchange) for the next rewrite."""
         try:
-            exchanged = self._install(tmp, final, exclusive=False)
+            exchanged = self._install(tmp, final)
         except BaseException:
             _osio.unlink_quietly(tmp)
             raise
         if exchanged:  # the old value's inode, linked only at the temp name now
             self._kept.keep(tmp)
 
-    def _install(self, tmp: str, final: str, exclusive: bool) -> bool:
-        """Move the temp file into place: link it if ``exclusive`` (True if the key was
-        written, False if it existed), else exchange it with the old file or rename it over
-        (True if exchanged: ``tmp`` then holds the old value, for the caller to keep or
-        unlink; a writer killed before that leaves a temp file, as it may at any point of a
-        write). Retries when a concurrent ``delete`` pruned the parent directory between our
-        ``mkdir`` and the rename."""
+    def _install(self, tmp: str, final: str) -> bool:
+        """Move the temp file into place over any old value: exchange it with the old file or
+        rename it over (True if exchanged: ``tmp`` then holds the old value, for the caller to
+        keep or unlink; a writer killed before that leaves a temp file, as it may at any point
+        of a write). Retries when a concurrent ``delete`` pruned the parent directory between
+        our ``mkdir`` and the rename."""
         for _ in range(20):
             try:
-                if exclusive:
-                    os.link(tmp, final)
-                    done = True
-                else:
-                    done = _osio.exchange(tmp, final)
-                    if not done:
-                        os.replace(tmp, final)
-            except FileExistsError:
-                return False
+                done = _osio.exchange(tmp, final)
+                if not done:
+                    os.replace(tmp, final)
             except FileNotFoundError:
                 if not os.path.exists(tmp):
                     raise
@@ -277,6 +271,28 @@ class LocalBackend(Backend):
             return done
         raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
 
+    def _install_new(self, tmp: str, final: str) -> tuple[bool, bool]:
+        """Move or link ``tmp`` to ``final`` unless ``final`` exists: (whether it was
+        created, whether ``tmp`` is still there for the caller to unlink)."""
+        for _ in range(20):
+            try:
+                if _osio.rename_noreplace(tmp, final):
+                    left = False
+                else:
+                    os.link(tmp, final)
+                    left = True
+            except FileExistsError:
+                return False, True
+            except FileNotFoundError:
+                if not os.path.exists(tmp):
+                    raise
+                self._makedirs(os.path.dirname(final))
+                continue
+            if self._fsync:
+                _osio.fsync_dir(os.path.dirname(final))
+            return True, left
+        raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
+
     def put(self, key: str, data: Buffers) -> None:
         """Write ``key`` atomically (temp file + ``os.replace``), replacing any old value."""
         final = self._path(key)
@@ -285,35 +301,47 @@ class LocalBackend(Backend):
             self._rewrite(self._write_temp(as_views(data), rewrite=True), final)
 
     def put_if_absent(self, key: str, data: Buffers) -> bool:
-        """Write ``key`` unless it exists; atomic across processes (``os.link`` of a complete
-        temp file: of N racing writers exactly one returns True)."""
+        """Write ``key`` unless it exists; atomic across processes (``renameat2`` with
+        ``RENAME_NOREPLACE``, else ``os.link``, of a complete temp file: of N racing writers
+        exactly one returns True)."""
         final = self._path(key)
         self._check_writable()
         checked, self._missing = self._missing == key, None
-        if not checked and os.path.isfile(final):
-            return False  # the common dedup case costs one stat, not a write
+        # The common dedup case of objects costs one stat, not a write. A ref created if
+        # absent (a trial's number, a batch, an annotation) is new but for a lost race, which
+        # the rename or link reports all the same: no stat first.
+        if not checked and not key.startswith("refs/") and os.path.isfile(final):
+            return False
         with self._writing(key):
-            tmp = self._write_temp(as_views(data))
-            try:
-                return self._create(key, tmp, final)
-            finally:
-                _osio.unlink_quietly(tmp)
+            return self._create(key, self._write_temp(as_views(data)), final)
+
+    def put_new(self, key: str, data: Buffers) -> bool:
+        """``put_if_absent`` without the dedup stat: the no-replace rename (or link) of the
+        temp file says whether ``key`` existed."""
+        self._missing = key
+        return self.put_if_absent(key, data)
 
     def _create(self, key: str, tmp: str, final: str, locked: bool = False) -> bool:
         """Install ``tmp`` as ``final`` only if ``final`` does not exist (``locked``: the
-        caller already holds the key's lock)."""
-        if self._can_link:
-            try:
-                return self._install(tmp, final, exclusive=True)
-            except OSError as exc:
-                if exc.errno not in _NO_LINK_ERRNOS:
-                    raise
-                self._can_link = False
-        with contextlib.nullcontext() if locked else self.lock(key):
-            if os.path.lexists(final):
-                return False
-            self._install(tmp, final, exclusive=False)
-            return True
+        caller already holds the key's lock); ``tmp`` is gone afterwards either way."""
+        left = True
+        try:
+            if self._can_link:
+                try:
+                    written, left = self._install_new(tmp, final)
+                    return written
+                except OSError as exc:
+                    if exc.errno not in _NO_LINK_ERRNOS:
+                        raise
+                    self._can_link = False
+            with contextlib.nullcontext() if locked else self.lock(key):
+                if os.path.lexists(final):
+                    return False
+                self._install(tmp, final)
+                return True
+        finally:
+            if left:
+                _osio.unlink_quietly(tmp)
 
     def swap(self, key: str, expected: bytes | None, new: bytes | None) -> bool:
         """Compare-and-swap under the key's ``flock`` (see the module docstring)."""
@@ -331,13 +359,9 @@ class LocalBackend(Backend):
             if expected is not None:
                 self._rewrite(self._write_temp(as_views(new), rewrite=True), final)
                 return True
-            # Creating (expected None) goes through link so a concurrent put_if_absent,
-            # which takes no lock, still cannot also succeed.
-            tmp = self._write_temp(as_views(new))
-            try:
-                return self._create(key, tmp, final, locked=True)
-            finally:
-                _osio.unlink_quietly(tmp)
+            # Creating (expected None) goes through a no-replace rename or link so a
+            # concurrent put_if_absent, which takes no lock, still cannot also succeed.
+            return self._create(key, self._write_temp(as_views(new)), final, locked=True)
 
     @contextmanager
     def lock(self, key: str, timeout: float | None = None) -> Iterator[None]:

@@ -62,6 +62,18 @@ class TestLocalBackendWithoutHardLinks(TestLocalBackend):
         return make
 
 
+class TestLocalBackendLinkingNewFiles(TestLocalBackend):
+    """Where ``renameat2``'s ``RENAME_NOREPLACE`` is unavailable (NFS, old kernels) a new
+    file is hard-linked into place and its temp name unlinked."""
+
+    @pytest.fixture
+    def factory(self, tmp_path, monkeypatch):
+        from daskperiment_store.backends import _osio
+
+        monkeypatch.setattr(_osio, "_noreplace_works", False)
+        return lambda name="main", **options: LocalBackend(tmp_path / name, **options)
+
+
 class TestMemoryBackend(BackendContract):
     @pytest.fixture
     def factory(self):

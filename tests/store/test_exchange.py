@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daskperiment_store.backends import LocalBackend, _osio
-from daskperiment_store.errors import InvalidKey
+from daskperiment_store.errors import InvalidKey, RefExists
 from daskperiment_store.refs import RefStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,6 +112,31 @@ def test_without_exchange_the_store_renames_as_before(
     backend.put("k", b"2")
     assert refs.get("r") == "b" * 32 and bytes(backend.get("k")) == b"2"
     assert list(backend.list_temp()) == []
+
+
+def test_new_files_are_renamed_into_place_without_replacing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_if_absent moves its temp file in with RENAME_NOREPLACE: no hard link, no temp name
+    to unlink after, and an existing key is left as it was."""
+    if _osio._load_renameat2() is False:
+        pytest.skip("no renameat2 in this libc")
+    backend = LocalBackend(tmp_path / "store")
+    refs = RefStore(backend)
+
+    def no_link(*args: object) -> None:
+        raise AssertionError("os.link called")
+
+    monkeypatch.setattr(os, "link", no_link)
+    assert backend.put_if_absent("objects/ab/cd", b"first")
+    refs.create("trials/1", "a" * 32)
+    assert not backend.put_if_absent("objects/ab/cd", b"second")
+    with pytest.raises(RefExists):
+        refs.create("trials/1", "b" * 32)  # a ref: no stat first, the rename says it exists
+    assert bytes(backend.get("objects/ab/cd")) == b"first"
+    assert refs.get("trials/1") == "a" * 32
+    assert list(backend.list_temp()) == []
+    assert os.listdir(tmp_path / "store" / "tmp") == []
 
 
 def test_a_directory_in_the_keys_place_is_never_exchanged(tmp_path: Path) -> None:

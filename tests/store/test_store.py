@@ -444,6 +444,59 @@ def test_reput_of_an_old_object_freshens_its_mtime(tmp_path):
     assert fresh.gc().objects_removed == []
 
 
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_a_new_value_is_written_without_an_existence_check(tmp_path, where, monkeypatch):
+    """put(new=True), a trial's record: written straight away (no stat first on a local
+    store), read back the same; no temp file left."""
+    st = store.open(tmp_path / "s" if where == "local" else store.MemoryBackend())
+    monkeypatch.setattr(st.backend, "stat", lambda key: pytest.fail(f"stat of {key}"))
+    monkeypatch.setattr(st.backend, "exists", lambda key: pytest.fail(f"exists({key})"))
+    record = {"trial_id": 7, "started": time.time()}
+    oid = st.put(record, new=True)
+    assert oid == store.digest(record)
+    assert store.open(st.backend).get(oid) == record
+    if where == "local":
+        assert list(st.backend.list_temp()) == []
+
+
+def test_a_new_value_that_existed_is_kept_and_freshened(tmp_path):
+    """put(new=True) of an object that was there after all: the write says so, the old
+    file stays as it was (same inode, same bytes) and its mtime is renewed for gc's grace,
+    as put's existence check would have done; no temp file is left."""
+    st = store.open(tmp_path / "s")
+    oid = st.put("a record written twice")
+    path = tmp_path / "s" / object_key(oid)
+    old = os.stat(path).st_mtime - 2 * FRESH_SECONDS
+    os.utime(path, (old, old))
+    inode, data = os.stat(path).st_ino, path.read_bytes()
+    fresh = store.open(tmp_path / "s")
+    assert fresh.put("a record written twice", new=True) == oid
+    assert os.stat(path).st_ino == inode and path.read_bytes() == data
+    assert os.stat(path).st_mtime > old + FRESH_SECONDS
+    assert list(fresh.backend.list_temp()) == []
+    assert fresh.gc().objects_removed == []
+
+
+def test_a_new_value_collected_as_it_was_found_is_written_again(tmp_path):
+    """put(new=True) found the object there, and a gc removed it before it could be
+    freshened: it is written again, not lost."""
+    st = store.open(tmp_path / "s")
+    oid = st.put("value")
+    path = tmp_path / "s" / object_key(oid)
+    fresh = store.open(tmp_path / "s")
+    real_put_new = fresh.backend.put_new
+
+    def found_then_collected(key, data):
+        written = real_put_new(key, data)
+        assert written is False
+        path.unlink()  # what a concurrent gc does right after
+        return written
+
+    fresh.backend.put_new = found_then_collected  # type: ignore[method-assign]
+    assert fresh.put("value", new=True) == oid
+    assert path.is_file() and store.open(tmp_path / "s").get(oid) == "value"
+
+
 def test_the_oldest_confirmed_objects_are_forgotten_first(tmp_path, monkeypatch):
     """A Store trusts the last KNOWN_MAX objects it confirmed (a put of one skips the write),
     forgetting the oldest first. Seen through files removed behind its back: put again, a
