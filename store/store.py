@@ -219,12 +219,13 @@ class Store:
         data = objfile.build(kind, chunks, size, self.compression_level, self.compression_threads)
         # A racing writer of the same oid writes the same bytes, so losing is fine.
         key = object_key(oid)
-        written = self.backend.put_new(key, data) if new else False
-        if new and not written:
-            if self.has_fresh(oid):  # it existed: gc's grace period now covers it
-                return False
-            new = False  # a gc removed it just now: write it as usual
-        if not new:
+        if new:
+            written = self.backend.put_new(key, data)
+            # It existed: has_fresh renews its mtime for gc's grace period, as the check would
+            # have; if a gc removed it in between, it is written as usual.
+            if not written and not self.has_fresh(oid):
+                written = self.backend.put_if_absent(key, data)
+        else:
             written = self.backend.put_if_absent(key, data)
         self._remember(oid)
         return written

@@ -59,10 +59,31 @@ def preallocate(fd: int, total: int) -> None:
         # EOPNOTSUPP, ENOSYS, EINVAL...: the filesystem cannot preallocate; write as usual.
 
 
-#: ``renameat2(2)`` flag: swap two existing paths atomically.
+#: ``renameat2(2)`` flags: swap two existing paths atomically; fail with ``EEXIST`` rather than
+#: replace an existing target.
 _RENAME_EXCHANGE = 2
+_RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
-_renameat2: Any = None
+#: errnos of a kernel or filesystem without the flag asked for (e.g. NFS)
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP)
+_renameat2: Any = None  # the libc function, False where libc has none
+_exchange_works = True
+_noreplace_works = True
+
+
+def _rename2(tmp: str, final: str, flags: int) -> int | None:
+    """``renameat2(tmp, final, flags)``: 0 when done, the errno when refused, None where libc
+    has no ``renameat2``."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = _load_renameat2()
+    if not _renameat2:
+        return None
+    if not _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), flags):
+        return 0
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def exchange(tmp: str, final: str) -> bool:
@@ -77,32 +98,23 @@ def exchange(tmp: str, final: str) -> bool:
     a long tail) against ~20 us here. An exchange is not that idiom, so it is not flushed; it
     is just as atomic for readers (they open the old file or the new one, never neither).
     """
-    global _renameat2
-    if _renameat2 is None:
-        _renameat2 = _load_renameat2()
-    if not _renameat2:
+    global _exchange_works
+    if not _exchange_works or _renameat2 is False:
         return False
     try:
         if not stat.S_ISREG(os.lstat(final).st_mode):
             return False  # a directory or link in the key's place: replace says what is wrong
     except OSError:
         return False
-    if _renameat2(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), _RENAME_EXCHANGE):
-        import ctypes
-
-        err = ctypes.get_errno()
-        if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            _renameat2 = False  # no exchange on this kernel or filesystem: replace from now on
-            return False
-        if err == errno.ENOENT and os.path.exists(tmp):
-            return False  # nothing to exchange with: a plain rename creates it
-        raise OSError(err, os.strerror(err), final)
-    return True
-
-
-#: ``renameat2(2)`` flag: fail with ``EEXIST`` rather than replace an existing target.
-_RENAME_NOREPLACE = 1
-_noreplace_works = True
+    err = _rename2(tmp, final, _RENAME_EXCHANGE)
+    if err is None or err == 0:  # no renameat2 in libc, or done
+        return err == 0
+    if err in _UNSUPPORTED or err == errno.EPERM:
+        _exchange_works = False  # none on this kernel or filesystem: replace from now on
+        return False
+    if err == errno.ENOENT and os.path.exists(tmp):
+        return False  # nothing to exchange with: a plain rename creates it
+    raise OSError(err, os.strerror(err), final)
 
 
 def rename_noreplace(tmp: str, final: str) -> bool:
@@ -115,23 +127,17 @@ def rename_noreplace(tmp: str, final: str) -> bool:
     racing writers succeeds, in one system call instead of a link and an unlink of the temp
     name (~6 us less per new file on ext4; a writer killed after it leaves no temp file).
     """
-    global _renameat2, _noreplace_works
-    if _renameat2 is None:
-        _renameat2 = _load_renameat2()
-    if not _renameat2 or not _noreplace_works:
+    global _noreplace_works
+    if not _noreplace_works:
         return False
-    if not _renameat2(
-        _AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(final), _RENAME_NOREPLACE
-    ):
-        return True
-    import ctypes
-
-    err = ctypes.get_errno()
-    if err == errno.EEXIST:
-        raise FileExistsError(err, os.strerror(err), final)
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+    err = _rename2(tmp, final, _RENAME_NOREPLACE)
+    if err is None or err == 0:  # no renameat2 in libc, or done
+        return err == 0
+    if err in _UNSUPPORTED:
         _noreplace_works = False  # e.g. NFS: link from now on
         return False
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), final)
     if err == errno.ENOENT:
         raise FileNotFoundError(err, os.strerror(err), final)
     raise OSError(err, os.strerror(err), final)

@@ -49,8 +49,9 @@ import errno
 import os
 import secrets
 import stat as stat_mod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import xxhash
 
@@ -83,6 +84,8 @@ except ImportError:  # pragma: no cover - Windows
 _TMP = "tmp"
 _LOCKS = "locks"
 # os.link fails with these where the filesystem has no hard links (FAT, some FUSE/SMB mounts).
+T = TypeVar("T")
+
 _NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 # Reads at least this large go into a page-aligned numpy buffer (see _osio.read_large).
 _LARGE_READ = 1 << 18
@@ -254,35 +257,38 @@ class LocalBackend(Backend):
         """Move the temp file into place over any old value: exchange it with the old file or
         rename it over (True if exchanged: ``tmp`` then holds the old value, for the caller to
         keep or unlink; a writer killed before that leaves a temp file, as it may at any point
-        of a write). Retries when a concurrent ``delete`` pruned the parent directory between
-        our ``mkdir`` and the rename."""
-        for _ in range(20):
-            try:
-                done = _osio.exchange(tmp, final)
-                if not done:
-                    os.replace(tmp, final)
-            except FileNotFoundError:
-                if not os.path.exists(tmp):
-                    raise
-                self._makedirs(os.path.dirname(final))
-                continue
-            if self._fsync:
-                _osio.fsync_dir(os.path.dirname(final))
+        of a write)."""
+
+        def move() -> bool:
+            done = _osio.exchange(tmp, final)
+            if not done:
+                os.replace(tmp, final)
             return done
-        raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
+
+        return self._into_place(tmp, final, move)
 
     def _install_new(self, tmp: str, final: str) -> tuple[bool, bool]:
         """Move or link ``tmp`` to ``final`` unless ``final`` exists: (whether it was
         created, whether ``tmp`` is still there for the caller to unlink)."""
+
+        def move() -> bool:  # whether tmp is left
+            if _osio.rename_noreplace(tmp, final):
+                return False
+            os.link(tmp, final)
+            return True
+
+        try:
+            return True, self._into_place(tmp, final, move)
+        except FileExistsError:
+            return False, True
+
+    def _into_place(self, tmp: str, final: str, move: Callable[[], T]) -> T:
+        """``move()`` (which puts ``tmp`` at ``final``) and, with fsync durability, the
+        directory's fsync. Retries when a concurrent ``delete`` pruned the parent directory
+        between our ``mkdir`` and the move."""
         for _ in range(20):
             try:
-                if _osio.rename_noreplace(tmp, final):
-                    left = False
-                else:
-                    os.link(tmp, final)
-                    left = True
-            except FileExistsError:
-                return False, True
+                result = move()
             except FileNotFoundError:
                 if not os.path.exists(tmp):
                     raise
@@ -290,7 +296,7 @@ class LocalBackend(Backend):
                 continue
             if self._fsync:
                 _osio.fsync_dir(os.path.dirname(final))
-            return True, left
+            return result
         raise OSError(errno.ENOENT, "the key's directory kept disappearing", final)
 
     def put(self, key: str, data: Buffers) -> None:
@@ -304,22 +310,24 @@ class LocalBackend(Backend):
         """Write ``key`` unless it exists; atomic across processes (``renameat2`` with
         ``RENAME_NOREPLACE``, else ``os.link``, of a complete temp file: of N racing writers
         exactly one returns True)."""
-        final = self._path(key)
-        self._check_writable()
         checked, self._missing = self._missing == key, None
         # The common dedup case of objects costs one stat, not a write. A ref created if
         # absent (a trial's number, a batch, an annotation) is new but for a lost race, which
         # the rename or link reports all the same: no stat first.
-        if not checked and not key.startswith("refs/") and os.path.isfile(final):
-            return False
-        with self._writing(key):
-            return self._create(key, self._write_temp(as_views(data)), final)
+        return self._put_absent(key, data, stat_first=not checked and not key.startswith("refs/"))
 
     def put_new(self, key: str, data: Buffers) -> bool:
         """``put_if_absent`` without the dedup stat: the no-replace rename (or link) of the
         temp file says whether ``key`` existed."""
-        self._missing = key
-        return self.put_if_absent(key, data)
+        return self._put_absent(key, data, stat_first=False)
+
+    def _put_absent(self, key: str, data: Buffers, stat_first: bool) -> bool:
+        final = self._path(key)
+        self._check_writable()
+        if stat_first and os.path.isfile(final):
+            return False
+        with self._writing(key):
+            return self._create(key, self._write_temp(as_views(data)), final)
 
     def _create(self, key: str, tmp: str, final: str, locked: bool = False) -> bool:
         """Install ``tmp`` as ``final`` only if ``final`` does not exist (``locked``: the
